@@ -1,0 +1,1 @@
+"""Test helpers shipped with register-runner (a fake GitLab server)."""
