@@ -1,0 +1,113 @@
+"""``register-runner verify``: check one runner token, or every token in the generated
+config. 0 valid, 1 invalid (GitLab answered 403), 3 could not tell."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional
+
+from .. import report
+from ..errors import InputError
+from ..hostid import SYSTEM_ID_FILE, VALID_ID
+from ..model import ClientConfig, Scope, Verdict
+from ..output import credentials_of, output_path, read_config
+from ..secret import Secret
+from ..workspace import Options
+
+STATUS = {Verdict.VALID: 0, Verdict.INVALID: 1, Verdict.UNKNOWN: 3}
+
+
+def run(args: argparse.Namespace) -> int:
+    options = Options.from_args(args)
+    given = args.token is not None or args.token_file is not None
+    if args.url is None and not given:
+        return verify_config(options, as_json=args.json)
+    if args.url is None or not given:
+        raise InputError("verify needs both --url and one of --token, --token-file, --token -")
+    token = read_token(args.token, args.token_file)
+    system_id = args.system_id or prefix_system_id(options.prefix)
+    if args.system_id and not VALID_ID.match(args.system_id):
+        raise InputError(
+            f"--system-id {args.system_id!r}: expected s_ or r_ and 12 letters or digits"
+        )
+    client = ClientConfig(args.url.rstrip("/"), Scope(), tls_ca_file=args.tls_ca_file)
+    return verify_tokens(options, [("token", client, token, None)], system_id, args.json)
+
+
+def read_token(value: Optional[str], path: Optional[Path]) -> Secret:
+    if path is not None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise InputError(
+                f"{path}: cannot read the token: {getattr(error, 'strerror', None) or 'not UTF-8'}"
+            ) from None
+        source = str(path)
+    elif value == "-":
+        text, source = sys.stdin.readline(), "standard input"
+    else:
+        text, source = value or "", "--token"
+    token = text.strip()
+    if not token or any(c.isspace() for c in token):
+        raise InputError(f"{source}: expected one runner token")
+    return Secret(token)
+
+
+def prefix_system_id(prefix: Path) -> Optional[str]:
+    """The prefix's ID if it has one: verifying with a made-up ID would create a stray
+    runner manager in GitLab."""
+    try:
+        value = (prefix / SYSTEM_ID_FILE).read_text().strip()
+    except OSError:
+        return None
+    return value if VALID_ID.match(value) else None
+
+
+def verify_config(options: Options, *, as_json: bool) -> int:
+    path = output_path(options.prefix, options.instance)
+    config = read_config(path)
+    if config.raw is None:
+        raise InputError(f"{path}: no such file; run register-runner first")
+    checks = []
+    for index, entry in enumerate(config.entries, 1):
+        credentials = credentials_of(entry)
+        url = str(entry.get("url", "")).rstrip("/")
+        if credentials is None or not url:
+            raise InputError(f"{path}: runner #{index} has no url or token")
+        client = ClientConfig(url, Scope(), tls_ca_file=entry.get("tls-ca-file"))
+        checks.append(
+            (str(entry.get("name", f"#{index}")), client, credentials.token, entry.get("id"))
+        )
+    return verify_tokens(options, checks, prefix_system_id(options.prefix), as_json)
+
+
+def verify_tokens(options: Options, checks: list, system_id: Optional[str], as_json: bool) -> int:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..gitlab import Connection, Deadline, GitLab
+
+    connection = Connection(Deadline(options.deadline), options.timeout, system_id=system_id or "")
+
+    def check(item: tuple) -> tuple[Verdict, Optional[int]]:
+        _, client, token, _ = item
+        verdict, issued = GitLab(client, connection).verify(token, system_id)
+        return verdict, issued.id if issued else None
+
+    with ThreadPoolExecutor(max_workers=max(1, min(options.jobs, len(checks)))) as pool:
+        results = list(pool.map(check, checks))
+    rows = [
+        {
+            "action": "verify",
+            "runner": name,
+            "id": found or known,
+            "result": verdict.value,
+            "reason": f"{client.url} {token.masked}",
+        }
+        for (name, client, token, known), (verdict, found) in zip(checks, results)
+    ]
+    verdicts = {verdict for verdict, _ in results}
+    status = 1 if Verdict.INVALID in verdicts else 3 if Verdict.UNKNOWN in verdicts else 0
+    report.emit(as_json, {"command": "verify", "exit_status": status}, rows, [])
+    return status

@@ -1,0 +1,460 @@
+"""Reading the template and the executor files into the model.
+
+Everything is validated here, before any API call: a problem is an InputError naming the
+file (and the line, where one can be told), and nothing has been changed yet.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import tomlkit
+from tomlkit.exceptions import ParseError
+from tomlkit.items import AoT, Table
+
+from .errors import InputError
+from .model import RUNNER_TYPES, ClientConfig, Executor, Scope
+from .secret import Secret
+
+MAX_FILE_BYTES = 1 << 20
+# Values tools such as `nspawn-runner toml` print where a real one is to be filled in.
+PLACEHOLDERS = frozenset({"", "TODO", "todo", "CHANGEME", "changeme", "REPLACE_ME", "xxx"})
+# gitlab-runner keys that come from the API: an executor file has no say in them.
+API_OWNED_KEYS = ("id", "token", "token_obtained_at", "token_expires_at")
+ACCESS_LEVELS = ("not_protected", "ref_protected")
+MAX_TAGS = 50
+MIN_TIMEOUT = 600
+MAX_NOTE = 1024
+# access_token: a group or project access token works where a personal one does.
+SECRET_KEYS = ("personal_access_token", "access_token", "registration_token")
+SECRET_SOURCES = ("", "_file", "_env", "_credential")
+CLIENT_KEYS = {"url", "runner_type", "group_id", "project_id", "tls_ca_file"} | {
+    key + source for key in SECRET_KEYS for source in SECRET_SOURCES
+}
+
+
+@dataclass(frozen=True)
+class Inputs:
+    template_path: Path
+    globals: tomlkit.TOMLDocument  # the template minus client_configs, comments kept
+    clients: Mapping[str, ClientConfig]
+    executors: tuple[Executor, ...]
+    executor_dir: Path
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who this host is, for default names and the marker stored in GitLab."""
+
+    host: str
+    instance: str
+    system_id: str
+
+    def default_name(self, stem: str) -> str:
+        return f"{self.host}-{self.instance}-{stem}"
+
+    def marker(self, stem: str) -> str:
+        return (
+            f"[register-runner host={self.host} instance={self.instance} "
+            f"executor={stem} system_id={self.system_id}]"
+        )
+
+
+def template_path(prefix: Path, instance: str) -> Path:
+    return prefix / f"config.template.{instance}.toml"
+
+
+def load(prefix: Path, identity: Identity, environ: Mapping[str, str]) -> Inputs:
+    path = template_path(prefix, identity.instance)
+    text = read_text(path)
+    document = parse_toml(path, text)
+    clients = _client_configs(path, text, document, environ)
+    if "runners" in document:
+        raise InputError(
+            f"{_where(path, text, 'runners')}: [[runners]] do not belong in the "
+            f"template; put each in its own file under {identity.instance}/"
+        )
+    executor_dir = prefix / identity.instance
+    executors = tuple(_executor(file, clients, identity) for file in executor_files(executor_dir))
+    _check_unique_names(executors)
+    return Inputs(path, document, clients, executors, executor_dir)
+
+
+def executor_files(folder: Path) -> list[Path]:
+    if not folder.exists():
+        return []
+    if not folder.is_dir():
+        raise InputError(f"{folder}: not a folder")
+    files = sorted(
+        p for p in folder.iterdir() if p.suffix == ".toml" and not p.name.startswith(".")
+    )
+    for file in files:
+        if not file.is_file():
+            raise InputError(f"{file}: not a regular file")
+    return files
+
+
+def read_text(path: Path) -> str:
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a folder, not a file") from None
+    except OSError as error:
+        raise InputError(f"{path}: cannot read: {error.strerror}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise InputError(f"{path}: larger than {MAX_FILE_BYTES} bytes; not a config file")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise InputError(f"{path}:{line}: not valid UTF-8 (byte {error.start})") from None
+
+
+def parse_toml(path: Path, text: str) -> tomlkit.TOMLDocument:
+    try:
+        return tomlkit.parse(text)
+    except ParseError as error:
+        message = re.sub(r" at line \d+ col \d+$", "", str(error))
+        raise InputError(f"{path}:{error.line}:{error.col}: invalid TOML: {message}") from None
+
+
+def _where(path: Path, text: str, key: str) -> str:
+    """``path:line`` of the first place ``key`` is set, or just ``path``."""
+    pattern = re.compile(rf"^\s*(\[+\s*)?[\"']?{re.escape(key)}[\"']?\s*(=|\]|\.)", re.MULTILINE)
+    match = pattern.search(text)
+    return f"{path}:{text.count(chr(10), 0, match.start()) + 1}" if match else str(path)
+
+
+# -- the template -------------------------------------------------------------------------
+
+
+def _client_configs(
+    path: Path, text: str, document: tomlkit.TOMLDocument, environ: Mapping[str, str]
+) -> dict[str, ClientConfig]:
+    raw = document.get("client_configs")
+    if raw is None:
+        raise InputError(
+            f"{path}: no client_configs: add one [[client_configs]] with the "
+            "GitLab url and an access token"
+        )
+    if not isinstance(raw, list) or not raw or not all(isinstance(c, dict) for c in raw):
+        raise InputError(
+            f"{_where(path, text, 'client_configs')}: client_configs must be a "
+            "non-empty list of tables"
+        )
+    document.remove("client_configs")
+    clients: dict[str, ClientConfig] = {}
+    for entry in raw:
+        client = _client_config(path, text, dict(entry), environ)
+        if client.url in clients:
+            raise InputError(
+                f"{_where(path, text, 'client_configs')}: two client_configs for {client.url}"
+            )
+        clients[client.url] = client
+    return clients
+
+
+def _client_config(
+    path: Path, text: str, entry: dict[str, Any], environ: Mapping[str, str]
+) -> ClientConfig:
+    unknown = sorted(set(entry) - CLIENT_KEYS)
+    if unknown:
+        raise InputError(
+            f"{_where(path, text, unknown[0])}: unknown client_configs key {unknown[0]!r}"
+        )
+    url = _url(entry.get("url"))
+    if url is None:
+        raise InputError(
+            f"{_where(path, text, 'url')}: client_configs entry needs "
+            'url = "https://gitlab.example.com"'
+        )
+    scope = _scope(entry, path, text, Scope())
+    personal, access, registration = (
+        _secret(path, text, entry, key, environ) for key in SECRET_KEYS
+    )
+    if personal is not None and access is not None:
+        raise InputError(
+            f"{_where(path, text, 'access_token')}: set personal_access_token or "
+            "access_token, not both"
+        )
+    access = personal or access
+    if access is None and registration is None:
+        raise InputError(
+            f"{_where(path, text, 'url')}: client_configs for {url} has neither "
+            "personal_access_token (or _file/_env/_credential) nor registration_token"
+        )
+    ca_file = entry.get("tls_ca_file")
+    if ca_file is not None and not (isinstance(ca_file, str) and os.path.isfile(ca_file)):
+        raise InputError(
+            f"{_where(path, text, 'tls_ca_file')}: tls_ca_file {ca_file!r} is not a readable file"
+        )
+    return ClientConfig(url, scope, access, registration, ca_file)
+
+
+def _secret(
+    path: Path, text: str, entry: Mapping[str, Any], key: str, environ: Mapping[str, str]
+) -> Optional[Secret]:
+    given = [source for source in SECRET_SOURCES if key + source in entry]
+    if not given:
+        return None
+    if len(given) > 1:
+        raise InputError(
+            f"{_where(path, text, key + given[1])}: set only one of "
+            + ", ".join(key + source for source in given)
+        )
+    source = given[0]
+    setting = key + source
+    value = entry[setting]
+    where = _where(path, text, setting)
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(f"{where}: {setting} must be a non-empty string")
+    readers: dict[str, Callable[[], str]] = {
+        "": lambda: value,
+        "_file": lambda: _read_secret_file(where, setting, path.parent / value),
+        "_env": lambda: _read_secret_env(where, setting, value, environ),
+        "_credential": lambda: _read_credential(where, setting, value, environ),
+    }
+    secret = readers[source]().strip()
+    if not secret:
+        raise InputError(f"{where}: {setting} gives an empty secret")
+    return Secret(secret)
+
+
+def _read_secret_file(where: str, setting: str, file: Path) -> str:
+    try:
+        return file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or "not UTF-8 text"
+        raise InputError(f"{where}: {setting}: cannot read {file}: {reason}") from None
+
+
+def _read_secret_env(where: str, setting: str, name: str, environ: Mapping[str, str]) -> str:
+    if name not in environ:
+        raise InputError(f"{where}: {setting}: environment variable {name} is not set")
+    return environ[name]
+
+
+def _read_credential(where: str, setting: str, name: str, environ: Mapping[str, str]) -> str:
+    folder = environ.get("CREDENTIALS_DIRECTORY")
+    if not folder:
+        raise InputError(
+            f"{where}: {setting}: $CREDENTIALS_DIRECTORY is not set (use "
+            f"LoadCredential={name}:/path in the systemd unit)"
+        )
+    return _read_secret_file(where, setting, Path(folder) / name)
+
+
+def _url(value: Any) -> Optional[str]:
+    if not isinstance(value, str) or value.strip() in PLACEHOLDERS:
+        return None
+    value = value.strip().rstrip("/")
+    return value if re.match(r"^https?://[^/\s]+", value) else None
+
+
+def _scope(entry: Mapping[str, Any], path: Path, text: str, default: Scope) -> Scope:
+    given = {key: entry[key] for key in ("runner_type", "group_id", "project_id") if key in entry}
+    if not given:
+        return default
+    runner_type = given.get("runner_type")
+    if runner_type is None:
+        runner_type = (
+            "project_type"
+            if "project_id" in given
+            else "group_type"
+            if "group_id" in given
+            else default.runner_type
+        )
+    if runner_type not in RUNNER_TYPES:
+        raise InputError(
+            f"{_where(path, text, 'runner_type')}: runner_type must be one of "
+            + ", ".join(RUNNER_TYPES)
+        )
+    ids = {}
+    for key in ("group_id", "project_id"):
+        value = given.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise InputError(f"{_where(path, text, key)}: {key} must be a number")
+        ids[key] = value
+    needed = {"group_type": "group_id", "project_type": "project_id"}.get(runner_type)
+    if needed and ids[needed] is None:
+        raise InputError(
+            f'{_where(path, text, "runner_type")}: runner_type = "{runner_type}" needs {needed}'
+        )
+    return Scope(
+        runner_type,
+        ids["group_id"] if runner_type == "group_type" else None,
+        ids["project_id"] if runner_type == "project_type" else None,
+    )
+
+
+# -- executor files -----------------------------------------------------------------------
+
+
+def _executor(path: Path, clients: Mapping[str, ClientConfig], identity: Identity) -> Executor:
+    text = read_text(path)
+    keys = _runner_keys(path, text, parse_toml(path, text))
+    where = lambda key: _where(path, text, key)  # noqa: E731
+
+    url = _client_url(path, where, keys.pop("url", None), clients)
+    client = clients[url]
+    token = keys.pop("token", None)
+    if token is not None and token not in PLACEHOLDERS:
+        raise InputError(
+            f"{where('token')}: runner tokens are managed by register-runner; "
+            'remove token (or leave it as "TODO")'
+        )
+    for key in API_OWNED_KEYS:
+        keys.pop(key, None)
+    scope = _scope(keys, path, text, client.scope)
+    for key in ("runner_type", "group_id", "project_id"):
+        keys.pop(key, None)
+    if not isinstance(keys.get("executor"), str) or not keys["executor"]:
+        raise InputError(f'{path}: executor = "shell" (or docker, custom, …) is missing')
+
+    attributes = _attributes(path, text, keys, identity)
+    name = keys.pop("name", identity.default_name(path.stem))
+    if not isinstance(name, str) or not name.strip():
+        raise InputError(f"{where('name')}: name must be a non-empty string")
+    attributes.setdefault("description", name)
+    return Executor(path.stem, str(path), url, scope, name, attributes, keys)
+
+
+def _runner_keys(path: Path, text: str, document: tomlkit.TOMLDocument) -> dict[str, Any]:
+    """The keys of the one [[runners]] entry a file describes, in either shape."""
+    runners = document.get("runners")
+    if isinstance(runners, AoT) or (
+        isinstance(runners, list) and runners and all(isinstance(r, dict) for r in runners)
+    ):
+        if len(runners) != 1:
+            raise InputError(
+                f"{_where(path, text, 'runners')}: {len(runners)} [[runners]] "
+                "entries; put one runner in each file"
+            )
+        others = [key for key in document if key != "runners"]
+        if others:
+            raise InputError(
+                f"{_where(path, text, others[0])}: {others[0]!r} outside "
+                "[[runners]]; a file holds either one [[runners]] entry or flat keys"
+            )
+        return dict(runners[0].unwrap())
+    keys = document.unwrap()
+    if isinstance(runners, Table):
+        # A flat file that spells its sub-tables [runners.docker]: same meaning as [docker].
+        keys.pop("runners")
+        keys.update(runners.unwrap())
+    return keys
+
+
+def _client_url(
+    path: Path, where: Callable[[str], str], raw: Any, clients: Mapping[str, ClientConfig]
+) -> str:
+    url = _url(raw)
+    if url is None:
+        if raw is not None and not (isinstance(raw, str) and raw.strip() in PLACEHOLDERS):
+            raise InputError(f"{where('url')}: url {raw!r} is not an http(s) URL")
+        if len(clients) == 1:
+            return next(iter(clients))
+        raise InputError(
+            f"{path}: several client_configs; set url to one of " + ", ".join(sorted(clients))
+        )
+    if url not in clients:
+        raise InputError(
+            f"{where('url')}: url {url} matches no client_configs entry "
+            f"(known: {', '.join(sorted(clients))})"
+        )
+    return url
+
+
+def _attributes(path: Path, text: str, keys: dict[str, Any], identity: Identity) -> dict[str, Any]:
+    """Pop the registration attributes out of ``keys``, checked as GitLab would check them."""
+    where = lambda key: _where(path, text, key)  # noqa: E731
+    if "tags" in keys and "tag_list" in keys:
+        raise InputError(f"{where('tag_list')}: set tags or tag_list, not both")
+    attributes: dict[str, Any] = {}
+    tag_key = "tags" if "tags" in keys else "tag_list"
+    tags = _tags(where(tag_key), keys.pop(tag_key, None))
+    if tags is not None:
+        attributes["tag_list"] = tags
+    for key in ("run_untagged", "locked", "paused"):
+        if key in keys:
+            attributes[key] = _typed(where(key), key, keys.pop(key), bool, "true or false")
+    for key in ("description", "maintenance_note"):
+        if key in keys:
+            attributes[key] = _typed(where(key), key, keys.pop(key), str, "a string")
+    if "access_level" in keys:
+        level = keys.pop("access_level")
+        if level not in ACCESS_LEVELS:
+            raise InputError(
+                f"{where('access_level')}: access_level must be one of " + ", ".join(ACCESS_LEVELS)
+            )
+        attributes["access_level"] = level
+    if "maximum_timeout" in keys:
+        timeout = _typed(
+            where("maximum_timeout"),
+            "maximum_timeout",
+            keys.pop("maximum_timeout"),
+            int,
+            "a number of seconds",
+        )
+        if timeout < MIN_TIMEOUT:
+            raise InputError(
+                f"{where('maximum_timeout')}: maximum_timeout must be at least "
+                f"{MIN_TIMEOUT} seconds (GitLab refuses less)"
+            )
+        attributes["maximum_timeout"] = timeout
+
+    # A runner with tags takes only the jobs tagged for it; GitLab refuses
+    # run_untagged = false without tags.
+    attributes.setdefault("run_untagged", not tags)
+    if not attributes["run_untagged"] and not tags:
+        raise InputError(
+            f"{where('run_untagged')}: run_untagged = false needs at least one tag "
+            "(GitLab refuses it)"
+        )
+    note = attributes.get("maintenance_note")
+    marker = identity.marker(path.stem)
+    attributes["maintenance_note"] = f"{note}\n{marker}" if note else marker
+    if len(attributes["maintenance_note"]) > MAX_NOTE:
+        raise InputError(
+            f"{where('maintenance_note')}: maintenance_note is too long (GitLab "
+            f"keeps {MAX_NOTE} characters and register-runner adds its marker)"
+        )
+    return attributes
+
+
+def _tags(where: str, raw: Any) -> Optional[list[str]]:
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        raw = raw.split(",")
+    if not isinstance(raw, list) or not all(isinstance(tag, str) for tag in raw):
+        raise InputError(f"{where}: tags must be a list of strings")
+    tags = sorted({tag.strip() for tag in raw if tag.strip()})
+    if len(tags) > MAX_TAGS:
+        raise InputError(f"{where}: {len(tags)} tags; GitLab accepts at most {MAX_TAGS}")
+    return tags
+
+
+def _typed(where: str, key: str, value: Any, kind: type, described: str) -> Any:
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise InputError(f"{where}: {key} must be {described}")
+    return value
+
+
+def _check_unique_names(executors: tuple[Executor, ...]) -> None:
+    seen: dict[str, str] = {}
+    for executor in executors:
+        if executor.name in seen:
+            raise InputError(
+                f"{executor.path}: runner name {executor.name!r} is also used by "
+                f"{seen[executor.name]}"
+            )
+        seen[executor.name] = executor.path

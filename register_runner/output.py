@@ -1,0 +1,188 @@
+"""``config.<instance>.toml``: reading it back, rendering it, replacing it safely."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import tomlkit
+
+from .errors import InputError
+from .files import atomic_write, read_regular
+from .inputs import parse_toml
+from .secret import Secret
+
+# gitlab-runner writes this for a token that never expires.
+NEVER = datetime(1, 1, 1, tzinfo=timezone.utc)
+TOKEN_FIELDS = ("token", "token_obtained_at", "token_expires_at")
+WRITE_ATTEMPTS = 5
+
+
+def output_path(prefix: Path, instance: str) -> Path:
+    return prefix / f"config.{instance}.toml"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A runner's token and its timestamps, as the config holds them."""
+
+    token: Secret
+    obtained_at: Optional[datetime]
+    expires_at: Optional[datetime]  # None: never expires
+
+    def as_entry(self) -> dict[str, Any]:
+        return {
+            "token": self.token.reveal(),
+            "token_obtained_at": self.obtained_at or now_utc(),
+            "token_expires_at": self.expires_at or NEVER,
+        }
+
+
+@dataclass
+class ExistingConfig:
+    path: Path
+    raw: Optional[bytes] = None
+    entries: list[dict[str, Any]] = field(default_factory=list)
+
+    def by_id(self) -> dict[int, dict[str, Any]]:
+        return {e["id"]: e for e in self.entries if isinstance(e.get("id"), int)}
+
+
+def read_config(path: Path) -> ExistingConfig:
+    raw = read_regular(path)
+    if raw is None:
+        return ExistingConfig(path)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not valid UTF-8") from None
+    runners = parse_toml(path, text).unwrap().get("runners", [])
+    if not isinstance(runners, list) or not all(isinstance(r, dict) for r in runners):
+        raise InputError(f"{path}: runners is not a list of [[runners]] tables")
+    return ExistingConfig(path, raw, runners)
+
+
+def credentials_of(entry: Mapping[str, Any]) -> Optional[Credentials]:
+    token = entry.get("token")
+    if not isinstance(token, str) or not token:
+        return None
+    expires = _datetime(entry.get("token_expires_at"))
+    return Credentials(
+        Secret(token),
+        _datetime(entry.get("token_obtained_at")),
+        None if expires == NEVER else expires,
+    )
+
+
+def _datetime(value: Any) -> Optional[datetime]:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    if isinstance(value, str) and value:
+        return parse_timestamp(value)
+    return None
+
+
+def parse_timestamp(value: str) -> Optional[datetime]:
+    """GitLab's ISO 8601 (``2025-01-01T00:00:00.000Z``); Python 3.9 cannot parse the Z."""
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def now_utc() -> datetime:
+    return datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def runner_entry(
+    name: str,
+    url: str,
+    runner_id: int,
+    credentials: Credentials,
+    tls_ca_file: Optional[str],
+    settings: Mapping[str, Any],
+) -> dict[str, Any]:
+    """One [[runners]] entry: the API-owned keys first, then the executor file's keys."""
+    entry: dict[str, Any] = {"name": name, "url": url, "id": runner_id}
+    entry.update(credentials.as_entry())
+    if tls_ca_file:
+        entry["tls-ca-file"] = tls_ca_file
+    entry.update((k, v) for k, v in settings.items() if k not in entry)
+    return entry
+
+
+def render(globals_document: tomlkit.TOMLDocument, entries: list[dict[str, Any]]) -> str:
+    document = copy.deepcopy(globals_document)
+    if entries:
+        runners = tomlkit.aot()
+        for entry in entries:
+            table = tomlkit.table()
+            for key, value in entry.items():
+                table.add(key, value)
+            runners.append(table)
+        document.append("runners", runners)
+    return tomlkit.dumps(document)
+
+
+def same_content(a: Optional[bytes | str], b: Optional[bytes | str]) -> bool:
+    """Equal once parsed: a file gitlab-runner re-serialised is not rewritten for looks."""
+    if a is None or b is None:
+        return a is b
+    try:
+        return _parsed(a) == _parsed(b)
+    except Exception:
+        return False
+
+
+def _parsed(data: bytes | str) -> Any:
+    text = data.decode("utf-8") if isinstance(data, bytes) else data
+    return tomlkit.parse(text).unwrap()
+
+
+def write_config(
+    existing: ExistingConfig, build: Callable[[Mapping[int, Credentials]], str]
+) -> bool:
+    """Write what ``build`` renders, unless the content would not change.
+
+    gitlab-runner may rotate a token and rewrite the file while this run works: the file
+    is read again just before it is replaced, and a token that changed meanwhile is taken
+    over (``build`` gets it) rather than reverted. Returns whether the file was replaced.
+    """
+    baseline = existing
+    rotated: dict[int, Credentials] = {}
+    for _ in range(WRITE_ATTEMPTS):
+        text = build(rotated)
+        current = read_regular(existing.path)
+        if current != baseline.raw:
+            now = read_config(existing.path)
+            rotated.update(_rotated_since(baseline, now))
+            baseline = now
+            continue
+        if same_content(current, text):
+            return False
+        if current is not None:
+            atomic_write(existing.path.with_name(existing.path.name + ".bak"), current)
+        atomic_write(existing.path, text.encode())
+        return True
+    raise InputError(
+        f"{existing.path}: kept changing while register-runner tried to write "
+        "it; is another tool rewriting it?"
+    )
+
+
+def _rotated_since(before: ExistingConfig, after: ExistingConfig) -> dict[int, Credentials]:
+    old = before.by_id()
+    rotated = {}
+    for runner_id, entry in after.by_id().items():
+        credentials = credentials_of(entry)
+        if credentials is None:
+            continue
+        previous = old.get(runner_id, {})
+        if any(previous.get(key) != entry.get(key) for key in TOKEN_FIELDS):
+            rotated[runner_id] = credentials
+    return rotated

@@ -1,0 +1,134 @@
+"""desired x observed → Plan. Pure: no I/O, no clock (``now`` is passed in)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from .errors import InputError
+from .model import Action, Executor, Kind, Observed, Plan, RunnerState, Verdict
+
+
+def reconcile(
+    desired: Sequence[Executor],
+    observed: Observed,
+    *,
+    now: datetime,
+    force: bool = False,
+    prune: bool = True,
+    max_deletions: int | None = None,
+) -> Plan:
+    """What to do so that GitLab and the config match ``desired``.
+
+    Raises InputError when the plan would delete more runners than allowed: deleting
+    many runners at once is more often a broken deploy than an intention.
+    """
+    wanted = {executor.stem: executor for executor in desired}
+    actions = [
+        _action_for(executor, observed.runners.get(executor.stem), now)
+        for executor in sorted(desired, key=lambda e: e.stem)
+    ]
+    if prune:
+        actions += [
+            Action(Kind.DELETE, stem, "executor file removed", state.id)
+            for stem, state in sorted(observed.runners.items())
+            if stem not in wanted
+        ]
+        actions += [
+            Action(Kind.DELETE, pending.stem, "deletion left over from an earlier run", pending.id)
+            for pending in observed.pending_deletes
+        ]
+
+    if not force:
+        _check_deletions(actions, len(observed.runners), max_deletions)
+        if _mass_invalid(observed.runners.values()):
+            return _held(actions, observed)
+    return Plan(tuple(actions))
+
+
+def _action_for(executor: Executor, state: RunnerState | None, now: datetime) -> Action:
+    if state is None:
+        return Action(Kind.CREATE, executor.stem, "new executor")
+    if state.url != executor.url or state.scope != executor.scope:
+        return Action(
+            Kind.RECREATE,
+            executor.stem,
+            f"moved from {state.url} ({state.scope.describe()}) to "
+            f"{executor.url} ({executor.scope.describe()})",
+            state.id,
+        )
+    if state.token is None:
+        return Action(Kind.RECREATE, executor.stem, "token missing from the config", state.id)
+    if state.verdict is Verdict.INVALID:
+        return Action(Kind.RECREATE, executor.stem, "GitLab rejected the token (403)", state.id)
+    changes = attribute_changes(executor.attributes, state.applied)
+    if changes:
+        return Action(
+            Kind.UPDATE, executor.stem, "registration attributes changed", state.id, changes
+        )
+    if state.verdict is Verdict.VALID and rotation_due(state, now):
+        return Action(Kind.ROTATE, executor.stem, "token past 75% of its lifetime", state.id)
+    return Action(Kind.KEEP, executor.stem, "", state.id)
+
+
+def attribute_changes(
+    wanted: Mapping[str, Any], applied: Mapping[str, Any]
+) -> tuple[tuple[str, Any, Any], ...]:
+    """Attributes whose wanted value differs from the one last applied. Only the attributes
+    an executor file sets are managed; the others are GitLab's to keep."""
+    return tuple(
+        (key, applied.get(key), value)
+        for key, value in sorted(wanted.items())
+        if _normalised(applied.get(key)) != _normalised(value)
+    )
+
+
+def _normalised(value: Any) -> Any:
+    # GitLab does not keep tag order.
+    return sorted(value) if isinstance(value, (list, tuple)) else value
+
+
+def rotation_due(state: RunnerState, now: datetime) -> bool:
+    """gitlab-runner's own rule: rotate at obtained + 75% of the token's lifetime. Done here
+    as well for a runner that was stopped, or that runs with rotation disabled."""
+    if state.token_expires_at is None or state.token_obtained_at is None:
+        return False
+    lifetime = state.token_expires_at - state.token_obtained_at
+    return now >= state.token_obtained_at + lifetime * 0.75
+
+
+def _check_deletions(actions: list[Action], managed: int, max_deletions: int | None) -> None:
+    deletions = sum(1 for a in actions if a.kind is Kind.DELETE)
+    limit = max_deletions if max_deletions is not None else max(1, managed // 2)
+    if deletions > limit:
+        raise InputError(
+            f"refusing to delete {deletions} of {managed} runners (limit {limit}); "
+            "check the executor folder, or pass --max-deletions N or --force"
+        )
+
+
+def _mass_invalid(states: Any) -> bool:
+    """GitLab in maintenance, a Geo secondary or a WAF can answer 403 for every token.
+    More than half of two or more checked tokens invalid is read as GitLab failing."""
+    verdicts = [s.verdict for s in states if s.verdict in (Verdict.VALID, Verdict.INVALID)]
+    invalid = verdicts.count(Verdict.INVALID)
+    return len(verdicts) >= 2 and invalid * 2 > len(verdicts)
+
+
+def _held(actions: list[Action], observed: Observed) -> Plan:
+    invalid = sum(1 for s in observed.runners.values() if s.verdict is Verdict.INVALID)
+    checked = sum(
+        1 for s in observed.runners.values() if s.verdict in (Verdict.VALID, Verdict.INVALID)
+    )
+    warning = (
+        f"GitLab rejected {invalid} of {checked} runner tokens at once: treating it as a "
+        "GitLab-side failure (maintenance mode, Geo secondary, WAF); nothing is created "
+        "or deleted and the config is kept. Use --force if the tokens really are gone"
+    )
+    kept = tuple(
+        Action(Kind.KEEP, a.stem, "held by the mass-invalid guard", a.runner_id)
+        for a in actions
+        if a.runner_id is not None and a.kind is not Kind.DELETE
+    )
+    return Plan(kept, (warning,), held=True)

@@ -1,0 +1,65 @@
+"""Secrets that cannot be printed by accident.
+
+Every token this tool handles is wrapped in :class:`Secret` at the moment it is read, and
+registered so that the log formatter and the error handler can scrub it from any text
+(an exception message quoting a response body, say) as a second line of defence.
+"""
+
+from __future__ import annotations
+
+import threading
+
+_known: set[str] = set()
+_known_lock = threading.Lock()
+
+
+class Secret:
+    """A token. ``str()``/``repr()`` show only a masked form; ``.reveal()`` the value."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+        if value:
+            with _known_lock:
+                _known.add(value)
+
+    def reveal(self) -> str:
+        return self._value
+
+    @property
+    def masked(self) -> str:
+        return mask(self._value)
+
+    def __repr__(self) -> str:
+        return f"Secret({self.masked!r})"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+def mask(token: str) -> str:
+    """``glrt-abcdef123456`` -> ``glrt-…3456``: enough to tell tokens apart, not to use one."""
+    if not token:
+        return "(none)"
+    prefix = token.split("-", 1)[0] + "-" if "-" in token[:8] else ""
+    tail = token[-4:] if len(token) >= 12 else ""
+    return f"{prefix}…{tail}"
+
+
+def scrub(text: str) -> str:
+    """Replace every known secret in ``text`` by its masked form."""
+    with _known_lock:
+        known = sorted(_known, key=len, reverse=True)
+    for value in known:
+        if value in text:
+            text = text.replace(value, mask(value))
+    return text

@@ -1,0 +1,120 @@
+"""What this host remembers between runs, per instance: which runner it made for each
+executor stem, what it last applied, and the journal of mutations not yet confirmed.
+
+Tokens live in the output config (gitlab-runner rotates them there); this file holds the
+mapping stem → runner id, so a runner whose token was lost is still known to be ours.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from .errors import InputError
+from .files import atomic_write, read_regular, state_dir
+from .model import PendingDelete, Scope
+from .secret import Secret
+
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class StoredRunner:
+    id: int
+    url: str
+    scope: Scope
+    applied: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PendingCreate:
+    """Written before ``POST /user/runners``: if the answer never reaches disk, the next run
+    searches GitLab for the runner by this description and the marker."""
+
+    stem: str
+    url: str
+    scope: Scope
+    description: str
+    marker: str
+
+
+@dataclass
+class State:
+    system_id: Optional[str] = None
+    runners: dict[str, StoredRunner] = field(default_factory=dict)
+    pending_creates: dict[str, PendingCreate] = field(default_factory=dict)
+    pending_deletes: list[PendingDelete] = field(default_factory=list)
+
+
+def state_path(prefix: Path, instance: str) -> Path:
+    return state_dir(prefix) / f"{instance}.json"
+
+
+def load(prefix: Path, instance: str) -> State:
+    path = state_path(prefix, instance)
+    data = read_regular(path)
+    if data is None:
+        return State()
+    try:
+        raw = json.loads(data)
+        return State(
+            system_id=raw.get("system_id"),
+            runners={
+                stem: StoredRunner(
+                    r["id"], r["url"], Scope.from_json(r["scope"]), dict(r["applied"])
+                )
+                for stem, r in raw.get("runners", {}).items()
+            },
+            pending_creates={
+                stem: PendingCreate(
+                    stem, p["url"], Scope.from_json(p["scope"]), p["description"], p["marker"]
+                )
+                for stem, p in raw.get("pending_creates", {}).items()
+            },
+            pending_deletes=[
+                PendingDelete(
+                    d["id"], d["url"], d["stem"], Secret(d["token"]) if d.get("token") else None
+                )
+                for d in raw.get("pending_deletes", [])
+            ],
+        )
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise InputError(
+            f"{path}: register-runner's state is damaged ({error!r}); move it "
+            "away to start over (runners it made are then recreated)"
+        ) from None
+
+
+def save(prefix: Path, instance: str, state: State) -> None:
+    raw = {
+        "version": VERSION,
+        "system_id": state.system_id,
+        "runners": {
+            stem: {"id": r.id, "url": r.url, "scope": r.scope.to_json(), "applied": r.applied}
+            for stem, r in sorted(state.runners.items())
+        },
+        "pending_creates": {
+            stem: {
+                "url": p.url,
+                "scope": p.scope.to_json(),
+                "description": p.description,
+                "marker": p.marker,
+            }
+            for stem, p in sorted(state.pending_creates.items())
+        },
+        "pending_deletes": [
+            {
+                "id": d.id,
+                "url": d.url,
+                "stem": d.stem,
+                "token": d.token.reveal() if d.token else None,
+            }
+            for d in state.pending_deletes
+        ],
+    }
+    state_dir(prefix, create=True)
+    atomic_write(
+        state_path(prefix, instance), (json.dumps(raw, indent=1, sort_keys=True) + "\n").encode()
+    )

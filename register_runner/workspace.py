@@ -1,0 +1,228 @@
+"""One prefix and instance, loaded: inputs, the host's identity, what the last runs left
+(state and output config), and clients for each GitLab. Loading touches no network;
+``observe`` asks GitLab about the tokens."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from . import inputs, state
+from .errors import InputError
+from .files import check_secure, state_dir
+from .hostid import ensure_system_id, hostname
+from .inputs import Identity, Inputs
+from .model import Executor, Observed, RunnerState, Verdict
+from .output import ExistingConfig, credentials_of, output_path, read_config
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Options:
+    """What every command that reads a prefix is told on the command line."""
+
+    prefix: Path
+    instance: str = "main"
+    deadline: float = 30.0
+    timeout: float = 10.0
+    jobs: int = 8
+    force: bool = False
+    strict: bool = False
+    insecure_permissions: bool = False
+
+    @classmethod
+    def from_args(cls, args: Any) -> Options:
+        return cls(
+            **{
+                name: getattr(args, name)
+                for name in cls.__dataclass_fields__
+                if hasattr(args, name)
+            }
+        )
+
+
+@dataclass
+class Workspace:
+    options: Options
+    identity: Identity
+    inputs: Inputs
+    state: state.State
+    config: ExistingConfig
+    foreign: bool  # the state and config were copied from another machine
+    warnings: list[str] = field(default_factory=list)
+    _apis: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def executors(self) -> tuple[Executor, ...]:
+        return self.inputs.executors
+
+    @property
+    def output(self) -> Path:
+        return output_path(self.options.prefix, self.options.instance)
+
+    def warn(self, message: str) -> None:
+        """Say it once per run."""
+        if message not in self.warnings:
+            self.warnings.append(message)
+            log.warning("%s", message)
+
+    def api(self, url: str) -> Any:
+        """The GitLab client for ``url``: imported on first use so that commands that need
+        no network start fast."""
+        if url not in self._apis:
+            from .gitlab import Connection, Deadline, GitLab
+
+            if "connection" not in self._apis:
+                self._apis["connection"] = Connection(
+                    Deadline(self.options.deadline),
+                    self.options.timeout,
+                    system_id=self.identity.system_id,
+                )
+            self._apis[url] = GitLab(self.inputs.clients[url], self._apis["connection"])
+        return self._apis[url]
+
+    def concurrently(self, work: Callable[[T], R], items: Iterable[T]) -> list[R]:
+        """``work`` over ``items`` on the bounded pool; results in the order of ``items``, so
+        what is written never depends on which call finished first."""
+        items = list(items)
+        if len(items) <= 1 or self.options.jobs <= 1:
+            return [work(item) for item in items]
+        with ThreadPoolExecutor(max_workers=min(self.options.jobs, len(items))) as pool:
+            return list(pool.map(work, items))
+
+
+def check_prefix(options: Options) -> None:
+    prefix = options.prefix
+    if not prefix.is_dir():
+        raise InputError(f"{prefix}: no such folder (--prefix)")
+    if not options.insecure_permissions:
+        check_secure(prefix)
+        check_secure(prefix / options.instance)
+
+
+def lock_path(options: Options) -> Path:
+    return state_dir(options.prefix, create=True) / f"{options.instance}.lock"
+
+
+def load(options: Options, environ: Mapping[str, str], *, read_only: bool = False) -> Workspace:
+    """``read_only``: change nothing on disk (``plan``), not even a missing system ID file."""
+    prefix = options.prefix
+    check_prefix(options)
+    loaded_state = state.load(prefix, options.instance)
+    identity = Identity(hostname(), options.instance, ensure_system_id(prefix, write=not read_only))
+    loaded = inputs.load(prefix, identity, environ)
+    config = read_config(output_path(prefix, options.instance))
+    foreign = loaded_state.system_id not in (None, identity.system_id)
+    workspace = Workspace(options, identity, loaded, loaded_state, config, foreign)
+    if foreign:
+        workspace.warn(
+            f"{prefix}: state made under system ID {loaded_state.system_id}, this "
+            f"host is {identity.system_id}: the copied runners are left to the host "
+            "they came from, and this host registers its own"
+        )
+        workspace.state = state.State()
+    workspace.state.system_id = identity.system_id
+    return workspace
+
+
+def check_not_emptied(workspace: Workspace) -> None:
+    """An unmounted disk or a half-finished deploy must not wipe a host's runners."""
+    if workspace.executors or workspace.options.force:
+        return
+    known = len(workspace.state.runners) or len(workspace.config.entries)
+    if known:
+        raise InputError(
+            f"{workspace.inputs.executor_dir}: no executor files, but {known} "
+            "runner(s) exist; refusing to delete them all (pass --force if that "
+            "is the intention, or use unregister)"
+        )
+
+
+def known_runners(workspace: Workspace) -> dict[str, RunnerState]:
+    """This host's runners by stem, from the state and the tokens in the output config.
+
+    A config entry the state does not know is adopted when its name is the one an executor
+    would get (a config from LLNL's gitlab-runner-auth, or a state lost); any other entry
+    is not this tool's and is dropped from the output, never deleted in GitLab.
+    """
+    entries = {} if workspace.foreign else workspace.config.by_id()
+    runners: dict[str, RunnerState] = {}
+    for stem, stored in workspace.state.runners.items():
+        entry = entries.pop(stored.id, None)
+        credentials = credentials_of(entry) if entry and _same_url(entry, stored.url) else None
+        runners[stem] = RunnerState(
+            stem,
+            stored.id,
+            stored.url,
+            stored.scope,
+            stored.applied,
+            credentials.token if credentials else None,
+            credentials.obtained_at if credentials else None,
+            credentials.expires_at if credentials else None,
+        )
+    by_name = {e.name: e for e in workspace.executors if e.stem not in runners}
+    for runner_id, entry in sorted(entries.items()):
+        executor = by_name.get(entry.get("name", ""))
+        credentials = credentials_of(entry)
+        if executor and credentials and _same_url(entry, executor.url):
+            log.info(
+                "event=adopt runner=%s id=%s: config entry without state, adopted by name",
+                executor.stem,
+                runner_id,
+            )
+            runners[executor.stem] = RunnerState(
+                executor.stem,
+                runner_id,
+                executor.url,
+                executor.scope,
+                {},
+                credentials.token,
+                credentials.obtained_at,
+                credentials.expires_at,
+            )
+            del by_name[executor.name]
+        else:
+            workspace.warn(
+                f"{workspace.output}: entry {entry.get('name')!r} (runner "
+                f"{runner_id}) was not made by register-runner for this host; it is "
+                "dropped from the config and left alone in GitLab"
+            )
+    return runners
+
+
+def _same_url(entry: Mapping[str, Any], url: str) -> bool:
+    return str(entry.get("url", "")).rstrip("/") == url
+
+
+def observe(workspace: Workspace, runners: Mapping[str, RunnerState]) -> Observed:
+    """Verify every token we hold with the host's system ID, concurrently."""
+    urls = {e.stem: e.url for e in workspace.executors}
+    to_check = [
+        s
+        for s in runners.values()
+        if s.token is not None and s.stem in urls and s.url == urls[s.stem]
+    ]
+
+    def check(runner: RunnerState) -> Verdict:
+        verdict, _ = workspace.api(runner.url).verify(runner.token, workspace.identity.system_id)
+        return verdict
+
+    verdicts = dict(zip((r.stem for r in to_check), workspace.concurrently(check, to_check)))
+    observed = Observed(pending_deletes=list(workspace.state.pending_deletes))
+    for stem, runner in runners.items():
+        verdict = verdicts.get(stem, Verdict.UNCHECKED)
+        observed.runners[stem] = replace(runner, verdict=verdict)
+    unknown = sorted(stem for stem, v in verdicts.items() if v is Verdict.UNKNOWN)
+    if unknown:
+        workspace.warn(
+            f"could not verify {len(unknown)} token(s) ({', '.join(unknown)}): "
+            "GitLab unreachable or failing; they are kept as they are"
+        )
+    return observed
