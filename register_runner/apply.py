@@ -321,11 +321,12 @@ def _delete_pending(workspace: Workspace, plan: Plan, outcome: Outcome) -> None:
     results = workspace.concurrently(lambda d: _delete(workspace, d), queued)
     by_id = {a.runner_id: a for a in plan.of_kind(Kind.DELETE, Kind.RECREATE)}
     for delete, (finished, error) in zip(queued, results):
-        action = by_id.get(delete.id) or Action(Kind.DELETE, delete.stem, "replaced", delete.id)
+        # A recreate's old runner is reported under the recreate, as plan shows it.
+        action = by_id.get(delete.id) or Action(Kind.DELETE, delete.stem, "left over", delete.id)
         if finished:
             st.pending_deletes.remove(delete)
             log.info("event=delete runner=%s id=%s", delete.stem, delete.id)
-            outcome.record(Action(Kind.DELETE, delete.stem, action.reason, delete.id), "done")
+            outcome.record(action, "done" if action.kind is Kind.DELETE else "old runner deleted")
         elif isinstance(error, TransientError):
             outcome.failing.append(f"delete runner {delete.id}: {error}")
             workspace.warn(

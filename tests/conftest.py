@@ -1,0 +1,63 @@
+"""Shared fixtures: a fake GitLab on 127.0.0.1, an access token, a prefix factory and the
+real CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from register_runner.testing.fake_gitlab import FakeGitLab
+from register_runner.testing.prefix import Prefix, make_prefix, run_cli
+
+GROUP_ID = 42
+PROJECT_ID = 7
+ALL_SCOPES = ("create_runner", "manage_runner", "read_api")
+
+
+@pytest.fixture
+def gitlab() -> FakeGitLab:
+    with FakeGitLab() as server:
+        yield server
+
+
+@pytest.fixture
+def pat(gitlab: FakeGitLab) -> str:
+    """An admin's token with the three scopes the tool can use."""
+    return gitlab.add_access_token(
+        scopes=ALL_SCOPES, admin=True, groups=(GROUP_ID,), projects=(PROJECT_ID,)
+    )
+
+
+@pytest.fixture
+def make(tmp_path: Path, gitlab: FakeGitLab, pat: str) -> Callable[..., Prefix]:
+    """make(executors={...}, **make_prefix options) → a prefix pointing at the fake GitLab."""
+    count = 0
+
+    def factory(**options) -> Prefix:
+        nonlocal count
+        count += 1
+        options.setdefault("access_token", pat)
+        root = options.pop("root", tmp_path / f"prefix{count}")
+        return make_prefix(root, gitlab.url, **options)
+
+    return factory
+
+
+@pytest.fixture
+def prefix(make: Callable[..., Prefix]) -> Prefix:
+    return make()
+
+
+@pytest.fixture
+def cli() -> Callable[..., object]:
+    """cli(prefix, *args) runs ``register-runner <args> --prefix <root>``."""
+
+    def run(prefix: Prefix, *args: str, **kwargs):
+        command = list(args) or ["sync"]
+        return run_cli(
+            [*command, "--prefix", str(prefix.root), "--instance", prefix.instance], **kwargs
+        )
+
+    return run
