@@ -237,7 +237,11 @@ def _failed(workspace: Workspace, action: Action, error: Exception, outcome: Out
         outcome.record(action, "waiting", error=str(error))
     elif action.kind in (Kind.UPDATE, Kind.ROTATE) and getattr(error, "scope", None):
         # A token without manage_runner still registers and runs runners: say so, go on.
-        workspace.warn(f"{error}: registration attributes and token rotation are not managed")
+        url = next(e.url for e in workspace.executors if e.stem == action.stem)
+        workspace.warn(
+            f"{url}: the access token lacks the {error.scope} scope: registration "
+            "attributes are not updated and tokens not rotated by register-runner"
+        )
         outcome.record(action, "skipped", error=str(error))
     else:
         outcome.refused.append(message)

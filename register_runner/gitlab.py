@@ -146,7 +146,7 @@ class GitLab:
         data = dict(attributes, **{k: v for k, v in scope.to_json().items() if v is not None})
         answer = self._call(
             "create runner",
-            lambda api, t: api.http_post("/user/runners", post_data=data, timeout=t),
+            lambda api, o: api.http_post("/user/runners", post_data=data, **o),
             needs="create_runner",
             idempotent=False,
         )
@@ -155,9 +155,7 @@ class GitLab:
     def update_runner(self, runner_id: int, attributes: Mapping[str, Any]) -> None:
         self._call(
             f"update runner {runner_id}",
-            lambda api, t: api.http_put(
-                f"/runners/{runner_id}", post_data=dict(attributes), timeout=t
-            ),
+            lambda api, o: api.http_put(f"/runners/{runner_id}", post_data=dict(attributes), **o),
             needs="manage_runner",
         )
 
@@ -166,7 +164,7 @@ class GitLab:
         try:
             self._call(
                 f"delete runner {runner_id}",
-                lambda api, t: api.http_delete(f"/runners/{runner_id}", timeout=t),
+                lambda api, o: api.http_delete(f"/runners/{runner_id}", **o),
                 needs="manage_runner",
             )
         except NotFound:
@@ -176,9 +174,7 @@ class GitLab:
     def reset_token(self, runner_id: int) -> Issued:
         answer = self._call(
             f"reset token of runner {runner_id}",
-            lambda api, t: api.http_post(
-                f"/runners/{runner_id}/reset_authentication_token", timeout=t
-            ),
+            lambda api, o: api.http_post(f"/runners/{runner_id}/reset_authentication_token", **o),
             needs="manage_runner",
         )
         return _issued(answer, runner_id)
@@ -187,7 +183,7 @@ class GitLab:
         try:
             return self._call(
                 f"read runner {runner_id}",
-                lambda api, t: api.http_get(f"/runners/{runner_id}", timeout=t),
+                lambda api, o: api.http_get(f"/runners/{runner_id}", **o),
                 needs="manage_runner",
             )
         except NotFound:
@@ -202,13 +198,13 @@ class GitLab:
         }[scope.runner_type]
         return self._call(
             "list runners",
-            lambda api, t: list(
+            lambda api, o: list(
                 api.http_list(
                     path,
                     query_data={"type": scope.runner_type},
                     iterator=True,
                     per_page=100,
-                    timeout=t,
+                    **o,
                 )
             ),
             needs="read_api",
@@ -221,7 +217,7 @@ class GitLab:
         try:
             answer = self._call(
                 "register runner (registration token)",
-                lambda api, t: api.http_post("/runners", post_data=data, timeout=t),
+                lambda api, o: api.http_post("/runners", post_data=data, **o),
                 anonymous=True,
                 idempotent=False,
             )
@@ -237,7 +233,7 @@ class GitLab:
         try:
             answer = self._call(
                 "verify token",
-                lambda api, t: api.http_post("/runners/verify", post_data=data, timeout=t),
+                lambda api, o: api.http_post("/runners/verify", post_data=data, **o),
                 anonymous=True,
             )
         except AccessDenied:
@@ -252,8 +248,8 @@ class GitLab:
         try:
             self._call(
                 "delete runner by token",
-                lambda api, t: api.http_delete(
-                    "/runners", post_data={"token": token.reveal()}, timeout=t
+                lambda api, o: api.http_delete(
+                    "/runners", post_data={"token": token.reveal()}, **o
                 ),
                 anonymous=True,
             )
@@ -264,10 +260,10 @@ class GitLab:
     def reset_by_token(self, token: Secret) -> Issued:
         answer = self._call(
             "reset token",
-            lambda api, t: api.http_post(
+            lambda api, o: api.http_post(
                 "/runners/reset_authentication_token",
                 post_data={"token": token.reveal()},
-                timeout=t,
+                **o,
             ),
             anonymous=True,
         )
@@ -278,7 +274,7 @@ class GitLab:
     def _call(
         self,
         what: str,
-        request: Callable[[gitlab.Gitlab, float], T],
+        request: Callable[[gitlab.Gitlab, dict[str, Any]], T],
         *,
         needs: Optional[str] = None,
         anonymous: bool = False,
@@ -295,7 +291,14 @@ class GitLab:
                 )
             api = self._api(anonymous)
             try:
-                return request(api, min(self.connection.timeout, remaining))
+                return request(
+                    api,
+                    {
+                        "timeout": min(self.connection.timeout, remaining),
+                        "obey_rate_limit": False,
+                        "retry_transient_errors": False,
+                    },
+                )
             except gitlab.GitlabError as error:
                 status = error.response_code or 0
                 if status == 429:
@@ -359,7 +362,7 @@ class GitLab:
                     f"{self.url}: {what}: the access token lacks the {needs or 'required'} scope",
                     needs,
                 )
-            return AccessDenied(f"{self.url}: {what}: forbidden (403): {message}", needs)
+            return AccessDenied(f"{self.url}: {what}: forbidden (403): {message}")
         if status == 410:
             return Gone(
                 f"{self.url}: registration tokens are disabled on this GitLab (410 "
