@@ -41,7 +41,7 @@ def reconcile(
         ]
 
     if not force:
-        _check_deletions(actions, len(observed.runners), max_deletions)
+        _check_deletions(actions, observed, max_deletions)
         if _mass_invalid(observed.runners.values()):
             return _held(actions, observed)
     return Plan(tuple(actions))
@@ -98,8 +98,16 @@ def rotation_due(state: RunnerState, now: datetime) -> bool:
     return now >= state.token_obtained_at + lifetime * 0.75
 
 
-def _check_deletions(actions: list[Action], managed: int, max_deletions: int | None) -> None:
-    deletions = sum(1 for a in actions if a.kind is Kind.DELETE)
+def _check_deletions(actions: list[Action], observed: Observed, max_deletions: int | None) -> None:
+    # Deletions an earlier run already decided (pending) are not this run's to refuse.
+    managed = len(observed.runners)
+    deletions = sum(
+        1
+        for a in actions
+        if a.kind is Kind.DELETE
+        and a.stem in observed.runners
+        and observed.runners[a.stem].id == a.runner_id
+    )
     limit = max_deletions if max_deletions is not None else max(1, managed // 2)
     if deletions > limit:
         raise InputError(

@@ -1,0 +1,172 @@
+"""Killed at any point, the next run converges: no duplicate, no orphan, no lost token.
+Two runs on one prefix never both mutate."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import pytest
+
+from register_runner.testing.prefix import start_cli
+
+SHELL = 'executor = "shell"\ntags = ["linux"]\n'
+MARKER = "[register-runner "
+
+# (method, path, when): every kind of request sync mutates with, held before GitLab acts
+# and after it acted but before the answer reached the tool.
+CRASH_POINTS = [
+    (method, path, when)
+    for method, path in (
+        ("POST", r"^/user/runners$"),
+        ("PUT", r"^/runners/\d+$"),
+        ("DELETE", r"^/runners/\d+$"),
+    )
+    for when in ("before", "after")
+]
+
+
+def prepare(gitlab, make, cli):
+    """Synced runners a, b, c; then a's token revoked (recreate), b's tags changed
+    (update), c's file removed (delete) and d added (create)."""
+    prefix = make(executors={"a": SHELL, "b": SHELL, "c": SHELL})
+    assert cli(prefix).returncode == 0
+    gitlab.revoke_runner_token(prefix.runner("a")["id"])
+    prefix.write_executor("b", 'executor = "shell"\ntags = ["linux", "gpu"]\n')
+    prefix.remove_executor("c")
+    prefix.write_executor("d", SHELL)
+    return prefix
+
+
+def assert_converged(gitlab, prefix, foreign_ids=()):
+    ours = [r for r in gitlab.runners() if MARKER in (r.maintenance_note or "")]
+    by_stem = {}
+    for runner in ours:
+        stem = runner.description.rsplit("-", 1)[1]
+        assert stem not in by_stem, f"duplicate runner for {stem}"
+        by_stem[stem] = runner
+    assert sorted(by_stem) == ["a", "b", "d"]
+    for stem, runner in by_stem.items():
+        entry = prefix.runner(stem)
+        assert entry["id"] == runner.id and entry["token"] == runner.token
+    assert sorted(by_stem["b"].tag_list) == ["gpu", "linux"]
+    assert len(prefix.runners()) == 3
+    assert all(gitlab.runner(i) is not None for i in foreign_ids)
+
+
+@pytest.mark.parametrize(("method", "path", "when"), CRASH_POINTS)
+def test_sigkill_at_each_mutation_point_then_rerun_converges(gitlab, make, cli, method, path, when):
+    foreign = gitlab.add_runner(runner_type="instance_type", description="not ours")
+    prefix = prepare(gitlab, make, cli)
+    block = gitlab.block(method=method, path=path, when=when)
+    process = start_cli(["sync", "--prefix", str(prefix.root), "--jobs", "1"])
+    try:
+        assert block.reached.wait(30), "the sync never reached the crash point"
+        process.send_signal(signal.SIGKILL)
+        process.wait(30)
+    finally:
+        block.release()
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == -signal.SIGKILL
+
+    result = cli(prefix)
+
+    assert result.returncode == 0, result.stderr
+    assert_converged(gitlab, prefix, [foreign.id])
+    gitlab.clear_requests()
+    assert cli(prefix).returncode == 0
+    assert gitlab.mutating_requests() == []
+
+
+def test_kill_between_two_creates_recovers_the_first(gitlab, make, cli):
+    """The first create was answered, but the token was only in memory when the run died."""
+    prefix = make(executors={"a": SHELL, "b": SHELL})
+    gitlab.clear_requests()
+    block = gitlab.block(method="POST", path=r"^/user/runners$", when="before")
+    process = start_cli(["sync", "--prefix", str(prefix.root), "--jobs", "1"])
+    try:
+        assert block.reached.wait(30)
+        # Let the first create through, hold the second.
+        block.release()
+        second = gitlab.block(method="POST", path=r"^/user/runners$", when="before")
+        assert second.reached.wait(30)
+        process.send_signal(signal.SIGKILL)
+        process.wait(30)
+        second.release()
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+    assert cli(prefix).returncode == 0
+
+    ours = [r for r in gitlab.runners() if MARKER in (r.maintenance_note or "")]
+    assert sorted(r.description.rsplit("-", 1)[1] for r in ours) == ["a", "b"]
+    assert {r["id"] for r in prefix.runners()} == {r.id for r in ours}
+
+
+def test_crash_between_state_and_config_write(gitlab, prefix, cli):
+    """What a kill between saving the state and the config leaves: the state knows the
+    runner, the config lacks its token. The runner is replaced, the old one deleted."""
+    assert cli(prefix).returncode == 0
+    old = prefix.runner("shell")
+    prefix.output.write_text(prefix.output.read_text().split("[[runners]]")[0])
+
+    assert cli(prefix).returncode == 0
+
+    assert gitlab.runner(old["id"]) is None
+    (runner,) = gitlab.runners()
+    assert prefix.runner("shell")["token"] == runner.token
+
+
+def test_recovery_without_read_api_says_what_to_check(gitlab, make, cli):
+    creator = gitlab.add_access_token(scopes=("create_runner", "manage_runner"), admin=True)
+    prefix = make(access_token=creator)
+    block = gitlab.block(method="POST", path=r"^/user/runners$", when="after")
+    process = start_cli(["sync", "--prefix", str(prefix.root)])
+    try:
+        assert block.reached.wait(30)
+        process.send_signal(signal.SIGKILL)
+        process.wait(30)
+    finally:
+        block.release()
+
+    result = cli(prefix)
+
+    assert result.returncode == 0, result.stderr
+    assert "read_api" in result.stderr and "check by hand" in result.stderr
+    assert cli(prefix).stderr.count("read_api") == 0
+
+
+def test_second_run_waits_for_the_lock_then_gives_up(gitlab, prefix, cli):
+    block = gitlab.block(method="POST", path=r"^/user/runners$", when="before")
+    first = start_cli(["sync", "--prefix", str(prefix.root)])
+    try:
+        assert block.reached.wait(30)
+        second = cli(prefix, "sync", "--lock-timeout", "0.5", "--json")
+        assert second.returncode == 3
+        assert "lock" in second.stderr and second.stderr.count("\n") == 1
+    finally:
+        block.release()
+        first.wait(30)
+    assert first.returncode == 0
+    assert len(gitlab.runners()) == 1
+    assert json.loads(cli(prefix, "sync", "--json").stdout)["exit_status"] == 0
+
+
+def test_second_run_that_waits_long_enough_goes_through(gitlab, prefix, cli):
+    import threading
+
+    block = gitlab.block(method="POST", path=r"^/user/runners$", when="before")
+    first = start_cli(["sync", "--prefix", str(prefix.root)])
+    assert block.reached.wait(30)
+    results = {}
+    waiter = threading.Thread(
+        target=lambda: results.setdefault("second", cli(prefix, "sync", "--lock-timeout", "30"))
+    )
+    waiter.start()
+    threading.Timer(1.0, block.release).start()
+    waiter.join(60)
+    first.wait(30)
+    assert first.returncode == 0 and results["second"].returncode == 0
+    assert len(gitlab.runners()) == 1
