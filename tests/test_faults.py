@@ -189,4 +189,6 @@ def test_json_summary_reports_waiting_actions(gitlab, make, cli):
     summary = json.loads(result.stdout)
     assert result.returncode == 0 and summary["exit_status"] == 0
     assert {(a["action"], a["runner"], a["result"]) for a in summary["actions"]} >= {
-        ("create", "b", "waiting"), ("keep", "a", "kept")}
+        ("create", "b", "waiting"),
+        ("keep", "a", "kept"),
+    }
