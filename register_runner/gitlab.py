@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any, Callable, Optional, TypeVar
 
 import gitlab
+import gitlab.v4.objects  # python-gitlab imports it lazily: racy from worker threads
 import requests
 
 from . import __version__

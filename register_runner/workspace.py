@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -20,6 +21,9 @@ from .model import Executor, Observed, RunnerState, Verdict
 from .output import ExistingConfig, credentials_of, output_path, read_config
 
 log = logging.getLogger(__name__)
+# Workers ask for clients at once; a first import from several threads races on Python 3.9
+# (seen from the zipapp, whose imports are slow).
+_api_lock = threading.Lock()
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -76,6 +80,10 @@ class Workspace:
     def api(self, url: str) -> Any:
         """The GitLab client for ``url``: imported on first use so that commands that need
         no network start fast."""
+        with _api_lock:
+            return self._api(url)
+
+    def _api(self, url: str) -> Any:
         if url not in self._apis:
             from .gitlab import Connection, Deadline, GitLab
 

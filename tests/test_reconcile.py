@@ -1,0 +1,217 @@
+"""reconcile(desired, observed) -> Plan: every branch, no I/O."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from register_runner.errors import InputError
+from register_runner.model import (
+    Executor,
+    Kind,
+    Observed,
+    PendingDelete,
+    RunnerState,
+    Scope,
+    Verdict,
+)
+from register_runner.reconcile import attribute_changes, reconcile, rotation_due
+from register_runner.secret import Secret
+
+NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+URL = "https://gitlab.example.com"
+INSTANCE = Scope()
+ATTRS = {"description": "h-main-x", "run_untagged": False, "tag_list": ["a", "b"]}
+
+
+def executor(stem, url=URL, scope=INSTANCE, **attributes):
+    return Executor(
+        stem,
+        f"/p/main/{stem}.toml",
+        url,
+        scope,
+        f"h-main-{stem}",
+        {**ATTRS, **attributes},
+        {"executor": "shell"},
+    )
+
+
+def runner(
+    stem,
+    runner_id=1,
+    verdict=Verdict.VALID,
+    token="glrt-x",
+    applied=None,
+    url=URL,
+    scope=INSTANCE,
+    obtained=None,
+    expires=None,
+):
+    return RunnerState(
+        stem,
+        runner_id,
+        url,
+        scope,
+        dict(ATTRS) if applied is None else applied,
+        Secret(token) if token else None,
+        obtained,
+        expires,
+        verdict,
+    )
+
+
+def kinds(plan):
+    return [(a.kind, a.stem) for a in plan.actions]
+
+
+def test_new_executor_is_created():
+    plan = reconcile([executor("x")], Observed(), now=NOW)
+    assert kinds(plan) == [(Kind.CREATE, "x")] and plan.mutates
+
+
+def test_known_valid_runner_is_kept():
+    plan = reconcile([executor("x")], Observed({"x": runner("x")}), now=NOW)
+    assert kinds(plan) == [(Kind.KEEP, "x")] and not plan.mutates
+
+
+@pytest.mark.parametrize("verdict", [Verdict.UNKNOWN, Verdict.UNCHECKED])
+def test_unknown_verdict_never_recreates(verdict):
+    plan = reconcile([executor("x")], Observed({"x": runner("x", verdict=verdict)}), now=NOW)
+    assert kinds(plan) == [(Kind.KEEP, "x")]
+
+
+def test_invalid_token_recreates():
+    plan = reconcile([executor("x")], Observed({"x": runner("x", 5, Verdict.INVALID)}), now=NOW)
+    assert kinds(plan) == [(Kind.RECREATE, "x")] and plan.actions[0].runner_id == 5
+
+
+def test_lost_token_recreates():
+    plan = reconcile(
+        [executor("x")],
+        Observed({"x": runner("x", token=None, verdict=Verdict.UNCHECKED)}),
+        now=NOW,
+    )
+    assert kinds(plan) == [(Kind.RECREATE, "x")]
+
+
+@pytest.mark.parametrize(
+    "moved",
+    [
+        {"url": "https://other.example.com"},
+        {"scope": Scope("group_type", group_id=1)},
+        {"scope": Scope("project_type", project_id=2)},
+    ],
+)
+def test_moved_runner_is_recreated(moved):
+    plan = reconcile([executor("x", **moved)], Observed({"x": runner("x")}), now=NOW)
+    assert kinds(plan) == [(Kind.RECREATE, "x")]
+
+
+def test_changed_attribute_is_an_update_with_the_diff():
+    plan = reconcile(
+        [executor("x", locked=True, tag_list=["b", "c"])], Observed({"x": runner("x")}), now=NOW
+    )
+    (action,) = plan.actions
+    assert action.kind is Kind.UPDATE
+    assert action.changes == (("locked", None, True), ("tag_list", ["a", "b"], ["b", "c"]))
+
+
+def test_tag_order_is_not_a_change():
+    assert attribute_changes({"tag_list": ["b", "a"]}, {"tag_list": ["a", "b"]}) == ()
+
+
+def test_attributes_the_file_does_not_set_are_left_alone():
+    applied = {**ATTRS, "paused": True, "maximum_timeout": 3600}
+    plan = reconcile([executor("x")], Observed({"x": runner("x", applied=applied)}), now=NOW)
+    assert kinds(plan) == [(Kind.KEEP, "x")]
+
+
+def test_removed_executor_is_deleted_and_pending_deletes_are_retried():
+    observed = Observed(
+        {"x": runner("x", 1), "gone": runner("gone", 2)}, [PendingDelete(9, URL, "older")]
+    )
+    plan = reconcile([executor("x")], observed, now=NOW, max_deletions=5)
+    assert kinds(plan) == [(Kind.KEEP, "x"), (Kind.DELETE, "gone"), (Kind.DELETE, "older")]
+    assert [a.runner_id for a in plan.of_kind(Kind.DELETE)] == [2, 9]
+
+
+def test_no_prune_deletes_nothing():
+    observed = Observed({"gone": runner("gone")}, [PendingDelete(9, URL, "older")])
+    assert reconcile([], observed, now=NOW, prune=False).actions == ()
+
+
+def test_deletion_guard_default_is_half_at_least_one():
+    observed = Observed({s: runner(s, i) for i, s in enumerate("abcd")})
+    assert len(reconcile([executor("a"), executor("b")], observed, now=NOW).actions) == 4
+    with pytest.raises(InputError, match="refusing to delete 3 of 4"):
+        reconcile([executor("a")], observed, now=NOW)
+    single = Observed({"a": runner("a")})
+    assert kinds(reconcile([], single, now=NOW)) == [(Kind.DELETE, "a")]
+
+
+def test_deletion_guard_explicit_limit_and_force():
+    observed = Observed({s: runner(s, i) for i, s in enumerate("abcd")})
+    with pytest.raises(InputError):
+        reconcile([executor("a"), executor("b")], observed, now=NOW, max_deletions=1)
+    assert len(reconcile([], observed, now=NOW, force=True).of_kind(Kind.DELETE)) == 4
+
+
+def test_pending_deletes_do_not_count_against_the_guard():
+    observed = Observed({"a": runner("a")}, [PendingDelete(i, URL, f"o{i}") for i in range(5)])
+    assert len(reconcile([executor("a")], observed, now=NOW).of_kind(Kind.DELETE)) == 5
+
+
+def test_mass_invalid_holds_creates_and_deletes():
+    observed = Observed(
+        {s: runner(s, i, Verdict.INVALID) for i, s in enumerate("abc")},
+        [PendingDelete(9, URL, "older")],
+    )
+    plan = reconcile(
+        [executor("a"), executor("b"), executor("c"), executor("new")], observed, now=NOW
+    )
+    assert plan.held and plan.warnings
+    assert {a.kind for a in plan.actions} == {Kind.KEEP}
+    assert not plan.mutates
+
+
+@pytest.mark.parametrize(
+    ("verdicts", "held"),
+    [
+        ("I", False),  # one token is not "at least two"
+        ("II", True),
+        ("IV", False),  # half is not more than half
+        ("IIV", True),
+        ("IVV", False),
+        ("IIUU", True),  # unknown verdicts are not checked ones
+    ],
+)
+def test_mass_invalid_threshold(verdicts, held):
+    verdict = {"I": Verdict.INVALID, "V": Verdict.VALID, "U": Verdict.UNKNOWN}
+    observed = Observed({f"s{i}": runner(f"s{i}", i, verdict[v]) for i, v in enumerate(verdicts)})
+    desired = [executor(f"s{i}") for i in range(len(verdicts))]
+    assert reconcile(desired, observed, now=NOW).held is held
+    assert not reconcile(desired, observed, now=NOW, force=True).held
+
+
+def test_rotation_at_three_quarters_of_the_lifetime():
+    obtained = NOW - timedelta(hours=76)
+    due = runner("x", obtained=obtained, expires=obtained + timedelta(hours=100))
+    assert rotation_due(due, NOW)
+    assert kinds(reconcile([executor("x")], Observed({"x": due}), now=NOW)) == [(Kind.ROTATE, "x")]
+    fresh = runner("x", obtained=NOW - timedelta(hours=1), expires=NOW + timedelta(hours=99))
+    assert not rotation_due(fresh, NOW)
+    assert not rotation_due(runner("x", obtained=obtained), NOW)  # never expires
+
+
+def test_rotation_waits_for_a_verified_token():
+    obtained = NOW - timedelta(hours=76)
+    state = runner(
+        "x", verdict=Verdict.UNKNOWN, obtained=obtained, expires=obtained + timedelta(hours=100)
+    )
+    assert kinds(reconcile([executor("x")], Observed({"x": state}), now=NOW)) == [(Kind.KEEP, "x")]
+
+
+def test_actions_are_sorted_whatever_the_input_order():
+    desired = [executor(s) for s in "cab"]
+    assert [a.stem for a in reconcile(desired, Observed(), now=NOW).actions] == ["a", "b", "c"]
