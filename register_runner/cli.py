@@ -115,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="override the guards: empty executor folder, mass-invalid tokens, --max-deletions",
     )
     changes.add_argument(
+        "--refresh",
+        action="store_true",
+        help="read each runner's attributes from GitLab and correct changes made there "
+        "(default: compare with what register-runner last applied; one API call less)",
+    )
+    changes.add_argument(
         "--no-prune",
         dest="prune",
         action="store_false",

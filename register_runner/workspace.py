@@ -17,7 +17,7 @@ from .errors import InputError
 from .files import check_secure, state_dir
 from .hostid import ensure_system_id, hostname
 from .inputs import Identity, Inputs
-from .model import Executor, Observed, RunnerState, Verdict
+from .model import REGISTRATION_ATTRIBUTES, Executor, Observed, RunnerState, Verdict
 from .output import ExistingConfig, credentials_of, output_path, read_config
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,7 @@ class Options:
     force: bool = False
     strict: bool = False
     insecure_permissions: bool = False
+    refresh: bool = False
 
     @classmethod
     def from_args(cls, args: Any) -> Options:
@@ -209,8 +210,12 @@ def _same_url(entry: Mapping[str, Any], url: str) -> bool:
     return str(entry.get("url", "")).rstrip("/") == url
 
 
-def observe(workspace: Workspace, runners: Mapping[str, RunnerState]) -> Observed:
-    """Verify every token we hold with the host's system ID, concurrently."""
+def observe(
+    workspace: Workspace, runners: Mapping[str, RunnerState], *, refresh: bool = False
+) -> Observed:
+    """Verify every token we hold with the host's system ID, concurrently. ``refresh``:
+    also read each runner's attributes from GitLab, so that a change made there by hand
+    is seen as drift (otherwise drift is judged against what this tool last applied)."""
     urls = {e.stem: e.url for e in workspace.executors}
     to_check = [
         s
@@ -218,19 +223,35 @@ def observe(workspace: Workspace, runners: Mapping[str, RunnerState]) -> Observe
         if s.token is not None and s.stem in urls and s.url == urls[s.stem]
     ]
 
-    def check(runner: RunnerState) -> Verdict:
+    def check(runner: RunnerState) -> RunnerState:
         verdict, _ = workspace.api(runner.url).verify(runner.token, workspace.identity.system_id)
-        return verdict
+        if refresh and verdict is Verdict.VALID:
+            return replace(runner, verdict=verdict, applied=_in_gitlab(workspace, runner))
+        return replace(runner, verdict=verdict)
 
-    verdicts = dict(zip((r.stem for r in to_check), workspace.concurrently(check, to_check)))
+    checked = {r.stem: r for r in workspace.concurrently(check, to_check)}
     observed = Observed(pending_deletes=list(workspace.state.pending_deletes))
     for stem, runner in runners.items():
-        verdict = verdicts.get(stem, Verdict.UNCHECKED)
-        observed.runners[stem] = replace(runner, verdict=verdict)
-    unknown = sorted(stem for stem, v in verdicts.items() if v is Verdict.UNKNOWN)
+        observed.runners[stem] = checked.get(stem, runner)
+    unknown = sorted(stem for stem, r in checked.items() if r.verdict is Verdict.UNKNOWN)
     if unknown:
         workspace.warn(
             f"could not verify {len(unknown)} token(s) ({', '.join(unknown)}): "
             "GitLab unreachable or failing; they are kept as they are"
         )
     return observed
+
+
+def _in_gitlab(workspace: Workspace, runner: RunnerState) -> Mapping[str, Any]:
+    """The registration attributes GitLab holds for ``runner``; what was last applied if
+    GitLab would not say."""
+    from .errors import RegisterRunnerError
+
+    try:
+        details = workspace.api(runner.url).get_runner(runner.id)
+    except RegisterRunnerError as error:
+        workspace.warn(f"--refresh: cannot read runner attributes from GitLab: {error}")
+        return runner.applied
+    if details is None:
+        return runner.applied
+    return {key: details.get(key) for key in REGISTRATION_ATTRIBUTES if key in details}

@@ -430,3 +430,30 @@ def test_output_keeps_its_owner_and_mode(gitlab, prefix, cli):
     backup = prefix.root / "config.main.toml.bak"
     assert "limit" not in backup.read_text()
     assert stat.S_IMODE(backup.stat().st_mode) == 0o600
+
+
+def test_refresh_corrects_a_change_made_in_gitlab(gitlab, prefix, cli):
+    prefix.write_executor("shell", SHELL + "locked = true\n")
+    assert cli(prefix).returncode == 0
+    runner_id = prefix.runner("shell")["id"]
+    # Someone unlocks the runner and changes its tags in the GitLab UI.
+    import requests
+
+    admin = gitlab.add_access_token(scopes=("api",), admin=True)
+    requests.put(
+        f"{gitlab.url}/api/v4/runners/{runner_id}",
+        headers={"PRIVATE-TOKEN": admin},
+        json={"locked": False, "tag_list": ["other"]},
+        timeout=10,
+    ).raise_for_status()
+    gitlab.clear_requests()
+    assert cli(prefix).returncode == 0
+    assert gitlab.mutating_requests() == []  # without --refresh: judged against the state
+
+    plan = cli(prefix, "plan", "--refresh", "--detailed-exitcode")
+    assert plan.returncode == 4 and "locked: false -> true" in plan.stdout
+    assert cli(prefix, "sync", "--refresh").returncode == 0
+
+    runner = gitlab.runner(runner_id)
+    assert runner.locked is True and sorted(runner.tag_list) == ["linux", "shell"]
+    assert cli(prefix, "plan", "--refresh", "--detailed-exitcode").returncode == 0

@@ -35,7 +35,7 @@ def plan(
     as_json: bool,
 ) -> int:
     workspace = load(options, os.environ, read_only=True)
-    observed = observe(workspace, known_runners(workspace))
+    observed = observe(workspace, known_runners(workspace), refresh=options.refresh)
     result = reconcile(
         workspace.executors,
         observed,

@@ -43,7 +43,7 @@ def sync(
         workspace = load(options, os.environ)
         check_not_emptied(workspace)
         recover(workspace)
-        observed = observe(workspace, known_runners(workspace))
+        observed = observe(workspace, known_runners(workspace), refresh=options.refresh)
         plan = reconcile(
             workspace.executors,
             observed,
