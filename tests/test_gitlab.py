@@ -1,0 +1,169 @@
+"""The adapter maps GitLab's answers onto outcomes (requests-mock; the end-to-end tests
+cover the same over real HTTP)."""
+
+from __future__ import annotations
+
+import email.utils
+import time
+
+import pytest
+
+from register_runner.gitlab import (
+    AccessDenied,
+    Connection,
+    Deadline,
+    GitLab,
+    Gone,
+    Rejected,
+    Unavailable,
+    retry_after,
+)
+from register_runner.model import ClientConfig, Scope, Verdict
+from register_runner.secret import Secret
+
+URL = "https://gitlab.test"
+API = URL + "/api/v4"
+JSON = {"Content-Type": "application/json"}
+
+
+def adapter(deadline=5.0):
+    client = ClientConfig(URL, Scope(), access_token=Secret("glpat-unit-test-token"))
+    return GitLab(client, Connection(Deadline(deadline), timeout=1.0, system_id="s_0123456789ab"))
+
+
+def test_retry_after_forms():
+    assert retry_after({"Retry-After": "7"}) == 7
+    in_ten = email.utils.formatdate(time.time() + 10, usegmt=True)
+    assert 8 <= retry_after({"Retry-After": in_ten}) <= 10
+    assert 0 < retry_after({"RateLimit-Reset": str(int(time.time()) + 5)}) <= 5
+    assert retry_after({"Retry-After": "soon"}) is None
+    assert retry_after({}) is None
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "verdict"),
+    [
+        (200, {"id": 1, "token": "glrt-x", "token_expires_at": None}, Verdict.VALID),
+        (403, {"message": "403 Forbidden"}, Verdict.INVALID),
+        (422, {"message": "422"}, Verdict.UNKNOWN),
+    ],
+)
+def test_verify_verdicts(requests_mock, status, body, verdict):
+    requests_mock.post(API + "/runners/verify", status_code=status, json=body, headers=JSON)
+    assert adapter().verify(Secret("glrt-x"), "s_0123456789ab")[0] is verdict
+    assert requests_mock.last_request.json() == {"token": "glrt-x", "system_id": "s_0123456789ab"}
+
+
+def test_verify_of_an_old_gitlab_answering_plain_text(requests_mock):
+    requests_mock.post(API + "/runners/verify", status_code=200, text="200")
+    assert adapter().verify(Secret("glrt-x"), None) == (Verdict.VALID, None)
+
+
+def test_verify_5xx_until_the_deadline_is_unknown(requests_mock):
+    requests_mock.post(API + "/runners/verify", status_code=500, json={})
+    started = time.monotonic()
+    assert adapter(deadline=0.5).verify(Secret("glrt-x"), None)[0] is Verdict.UNKNOWN
+    assert time.monotonic() - started < 2
+    assert requests_mock.call_count >= 2
+
+
+def test_create_sends_scope_and_parses_the_answer(requests_mock):
+    requests_mock.post(
+        API + "/user/runners",
+        status_code=201,
+        json={"id": 9, "token": "glrt-new", "token_expires_at": "2030-01-01T00:00:00.000Z"},
+        headers=JSON,
+    )
+    issued = adapter().create_runner(Scope("group_type", group_id=4), {"tag_list": ["a"]})
+    assert issued.id == 9 and issued.token.reveal() == "glrt-new"
+    assert issued.expires_at.year == 2030
+    sent = requests_mock.last_request
+    assert sent.json() == {"tag_list": ["a"], "runner_type": "group_type", "group_id": 4}
+    assert sent.headers["PRIVATE-TOKEN"] == "glpat-unit-test-token"
+    assert "s_0123456789ab" in sent.headers["User-Agent"]
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error", "text"),
+    [
+        (401, {"message": "401 Unauthorized"}, AccessDenied, r"rejected \(401\)"),
+        (403, {"error": "insufficient_scope"}, AccessDenied, "lacks the create_runner scope"),
+        (403, {"message": "403 Forbidden"}, AccessDenied, "forbidden"),
+        (400, {"message": "Tags list can not be empty"}, Rejected, "Tags list can not be empty"),
+    ],
+)
+def test_create_refusals(requests_mock, status, body, error, text):
+    requests_mock.post(API + "/user/runners", status_code=status, json=body)
+    with pytest.raises(error, match=text):
+        adapter().create_runner(Scope(), {})
+    assert requests_mock.call_count == 1
+
+
+def test_validation_error_hash_shape_is_flattened(requests_mock):
+    requests_mock.put(
+        API + "/runners/3",
+        status_code=400,
+        json={"message": {"tags_list": ["can not be empty when runner is not allowed"]}},
+    )
+    with pytest.raises(Rejected, match="tags_list can not be empty"):
+        adapter().update_runner(3, {"tag_list": []})
+
+
+def test_legacy_registration_gone(requests_mock):
+    requests_mock.post(API + "/runners", status_code=410, json={"message": "410 Gone"})
+    with pytest.raises(Gone, match="create_runner"):
+        adapter().register_legacy(Secret("GR1348941x"), {})
+
+
+def test_ambiguous_create_is_not_retried(requests_mock):
+    requests_mock.post(API + "/user/runners", status_code=504, json={})
+    with pytest.raises(Unavailable) as raised:
+        adapter().create_runner(Scope(), {})
+    assert raised.value.ambiguous and requests_mock.call_count == 1
+
+
+def test_503_create_is_retried(requests_mock):
+    requests_mock.post(
+        API + "/user/runners",
+        [
+            {"status_code": 503, "json": {}},
+            {"status_code": 201, "json": {"id": 1, "token": "glrt-y"}, "headers": JSON},
+        ],
+    )
+    assert adapter().create_runner(Scope(), {}).id == 1
+
+
+def test_429_pauses_for_retry_after(requests_mock):
+    requests_mock.delete(
+        API + "/runners/5",
+        [{"status_code": 429, "headers": {"Retry-After": "1"}, "json": {}}, {"status_code": 204}],
+    )
+    started = time.monotonic()
+    assert adapter().delete_runner(5) is True
+    assert time.monotonic() - started >= 1
+
+
+def test_delete_of_a_missing_runner_is_not_an_error(requests_mock):
+    requests_mock.delete(API + "/runners/5", status_code=404, json={"message": "404"})
+    assert adapter().delete_runner(5) is False
+
+
+def test_list_follows_pagination(requests_mock):
+    # requests-mock prefers the matcher registered last: the page-2 one goes last.
+    requests_mock.get(
+        API + "/groups/4/runners",
+        json=[{"id": 1}, {"id": 2}],
+        headers={
+            "X-Page": "1",
+            "X-Next-Page": "2",
+            "X-Total-Pages": "2",
+            "Link": f'<{API}/groups/4/runners?page=2>; rel="next"',
+        },
+    )
+    requests_mock.get(
+        API + "/groups/4/runners?page=2",
+        json=[{"id": 3}],
+        headers={"X-Page": "2", "X-Total-Pages": "2"},
+    )
+    found = adapter().list_runners(Scope("group_type", group_id=4))
+    assert [r["id"] for r in found] == [1, 2, 3]

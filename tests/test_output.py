@@ -1,0 +1,105 @@
+"""config.<instance>.toml: rendering, rewriting only on change, taking over rotations."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+
+import pytest
+import tomlkit
+
+from register_runner.errors import InputError
+from register_runner.output import (
+    Credentials,
+    ExistingConfig,
+    read_config,
+    render,
+    runner_entry,
+    same_content,
+    write_config,
+)
+from register_runner.secret import Secret
+
+T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
+
+
+def entry(token="glrt-old", obtained=T0):
+    return runner_entry(
+        "h-main-x",
+        "https://g",
+        7,
+        Credentials(Secret(token), obtained, None),
+        None,
+        {"executor": "shell", "docker": {"image": "x"}},
+    )
+
+
+def test_render_keeps_template_comments_and_writes_datetimes():
+    globals_ = tomlkit.parse("# keep me\nconcurrent = 2\n")
+    text = render(globals_, [entry()])
+    assert text.startswith("# keep me\nconcurrent = 2\n")
+    assert "token_obtained_at = 2025-01-01T00:00:00Z" in text
+    assert "token_expires_at = 0001-01-01T00:00:00Z" in text
+    assert "[runners.docker]" in text
+    assert "[[runners]]" not in tomlkit.dumps(globals_)
+
+
+def test_same_content_ignores_formatting():
+    assert same_content('a = 1\n[t]\nb = "x"\n', '# c\na    = 1\n\n[t]\n  b = "x"\n')
+    assert not same_content("a = 1\n", "a = 2\n")
+    assert not same_content(None, "a = 1\n")
+
+
+def test_not_rewritten_when_unchanged(tmp_path):
+    path = tmp_path / "config.main.toml"
+    path.write_text(render(tomlkit.document(), [entry()]).replace("\n", "\n\n"))
+    before = path.stat().st_mtime_ns, path.read_bytes()
+    same = render(tomlkit.document(), [entry()])
+    assert write_config(read_config(path), lambda rotated: same) is False
+    assert (path.stat().st_mtime_ns, path.read_bytes()) == before
+
+
+def test_rotation_during_the_run_is_taken_over(tmp_path):
+    path = tmp_path / "config.main.toml"
+    path.write_text(render(tomlkit.document(), [entry()]))
+    existing = read_config(path)
+    # gitlab-runner rotates the token after we read the file.
+    path.write_text(render(tomlkit.document(), [entry("glrt-new", T0.replace(year=2026))]))
+    seen = []
+
+    def build(rotated):
+        seen.append(dict(rotated))
+        credentials = rotated.get(7)
+        token = credentials.token.reveal() if credentials else "glrt-old"
+        return render(tomlkit.document(), [{**entry(token), "limit": 2}])
+
+    assert write_config(existing, build) is True
+    written = read_config(path).entries[0]
+    assert written["token"] == "glrt-new" and written["limit"] == 2
+    assert seen[-1][7].obtained_at == T0.replace(year=2026)
+
+
+def test_written_0600_with_a_backup(tmp_path):
+    path = tmp_path / "config.main.toml"
+    path.write_text("concurrent = 1\n")
+    os.chmod(path, 0o644)
+    assert write_config(read_config(path), lambda rotated: "concurrent = 2\n")
+    assert path.stat().st_mode & 0o777 == 0o600
+    backup = tmp_path / "config.main.toml.bak"
+    assert backup.read_text() == "concurrent = 1\n" and backup.stat().st_mode & 0o777 == 0o600
+
+
+def test_symlink_at_the_output_is_refused(tmp_path):
+    target = tmp_path / "elsewhere"
+    target.write_text("concurrent = 1\n")
+    link = tmp_path / "config.main.toml"
+    link.symlink_to(target)
+    with pytest.raises(InputError, match="symbolic link"):
+        read_config(link)
+
+
+def test_fresh_file(tmp_path):
+    path = tmp_path / "config.main.toml"
+    assert write_config(ExistingConfig(path), lambda rotated: "concurrent = 1\n")
+    assert path.read_text() == "concurrent = 1\n"
+    assert not (tmp_path / "config.main.toml.bak").exists()
