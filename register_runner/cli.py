@@ -115,6 +115,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="override the guards: empty executor folder, mass-invalid tokens, --max-deletions",
     )
     changes.add_argument(
+        "--capture-tags",
+        type=Path,
+        metavar="FILE",
+        help="a Python file whose capture_tags() returns tags for every runner (as in "
+        "LLNL's gitlab-runner-auth)",
+    )
+    changes.add_argument(
+        "--tag-schema",
+        type=Path,
+        metavar="FILE",
+        help="a JSON schema each runner's tag list must match, checked before any API call",
+    )
+    changes.add_argument(
         "--refresh",
         action="store_true",
         help="read each runner's attributes from GitLab and correct changes made there "

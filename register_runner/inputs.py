@@ -17,9 +17,11 @@ import tomlkit
 from tomlkit.exceptions import ParseError
 from tomlkit.items import AoT, Table
 
+from . import tags
 from .errors import InputError
 from .model import RUNNER_TYPES, ClientConfig, Executor, Scope
 from .secret import Secret
+from .tags import TagPolicy
 
 MAX_FILE_BYTES = 1 << 20
 # Values tools such as `nspawn-runner toml` print where a real one is to be filled in.
@@ -69,7 +71,14 @@ def template_path(prefix: Path, instance: str) -> Path:
     return prefix / f"config.template.{instance}.toml"
 
 
-def load(prefix: Path, identity: Identity, environ: Mapping[str, str]) -> Inputs:
+def load(
+    prefix: Path,
+    identity: Identity,
+    environ: Mapping[str, str],
+    *,
+    capture_tags_file: Optional[Path] = None,
+    tag_schema_file: Optional[Path] = None,
+) -> Inputs:
     path = template_path(prefix, identity.instance)
     text = read_text(path)
     document = parse_toml(path, text)
@@ -79,10 +88,49 @@ def load(prefix: Path, identity: Identity, environ: Mapping[str, str]) -> Inputs
             f"{_where(path, text, 'runners')}: [[runners]] do not belong in the "
             f"template; put each in its own file under {identity.instance}/"
         )
+    policy = _tag_policy(path, text, document, identity, capture_tags_file, tag_schema_file)
     executor_dir = prefix / identity.instance
-    executors = tuple(_executor(file, clients, identity) for file in executor_files(executor_dir))
+    executors = tuple(
+        _executor(file, clients, identity, policy) for file in executor_files(executor_dir)
+    )
     _check_unique_names(executors)
     return Inputs(path, document, clients, executors, executor_dir)
+
+
+def _tag_policy(
+    path: Path,
+    text: str,
+    document: tomlkit.TOMLDocument,
+    identity: Identity,
+    capture_tags_file: Optional[Path],
+    tag_schema_file: Optional[Path],
+) -> TagPolicy:
+    """The template's [register_runner] table (removed from the output) and the tag
+    options: tags added to every runner of this instance."""
+    settings = document.get(tags.SETTINGS_TABLE, {})
+    where = _where(path, text, tags.SETTINGS_TABLE)
+    if not isinstance(settings, dict):
+        raise InputError(f"{where}: {tags.SETTINGS_TABLE} must be a table")
+    unknown = sorted(set(settings) - set(tags.SETTINGS_KEYS))
+    if unknown:
+        raise InputError(
+            f"{_where(path, text, unknown[0])}: unknown [{tags.SETTINGS_TABLE}] "
+            f"key {unknown[0]!r} (known: {', '.join(tags.SETTINGS_KEYS)})"
+        )
+    host_tags = _tags(_where(path, text, "tags"), settings.get("tags")) or []
+    identity_tags = settings.get("identity_tags", False)
+    if not isinstance(identity_tags, bool):
+        raise InputError(
+            f"{_where(path, text, 'identity_tags')}: identity_tags must be true or false"
+        )
+    if tags.SETTINGS_TABLE in document:
+        document.remove(tags.SETTINGS_TABLE)
+    if identity_tags:
+        host_tags += tags.identity_tags(identity.host, identity.instance)
+    if capture_tags_file is not None:
+        host_tags += tags.capture_tags(capture_tags_file)
+    schema = tags.load_schema(tag_schema_file) if tag_schema_file is not None else None
+    return TagPolicy(tuple(sorted(set(host_tags))), schema, tag_schema_file)
 
 
 def executor_files(folder: Path) -> list[Path]:
@@ -298,7 +346,9 @@ def _scope(entry: Mapping[str, Any], path: Path, text: str, default: Scope) -> S
 # -- executor files -----------------------------------------------------------------------
 
 
-def _executor(path: Path, clients: Mapping[str, ClientConfig], identity: Identity) -> Executor:
+def _executor(
+    path: Path, clients: Mapping[str, ClientConfig], identity: Identity, policy: TagPolicy
+) -> Executor:
     text = read_text(path)
     keys = _runner_keys(path, text, parse_toml(path, text))
     where = lambda key: _where(path, text, key)  # noqa: E731
@@ -319,7 +369,7 @@ def _executor(path: Path, clients: Mapping[str, ClientConfig], identity: Identit
     if not isinstance(keys.get("executor"), str) or not keys["executor"]:
         raise InputError(f'{path}: executor = "shell" (or docker, custom, …) is missing')
 
-    attributes = _attributes(path, text, keys, identity)
+    attributes = _attributes(path, text, keys, identity, policy)
     name = keys.pop("name", identity.default_name(path.stem))
     if not isinstance(name, str) or not name.strip():
         raise InputError(f"{where('name')}: name must be a non-empty string")
@@ -373,15 +423,24 @@ def _client_url(
     return url
 
 
-def _attributes(path: Path, text: str, keys: dict[str, Any], identity: Identity) -> dict[str, Any]:
+def _attributes(
+    path: Path, text: str, keys: dict[str, Any], identity: Identity, policy: TagPolicy
+) -> dict[str, Any]:
     """Pop the registration attributes out of ``keys``, checked as GitLab would check them."""
     where = lambda key: _where(path, text, key)  # noqa: E731
     if "tags" in keys and "tag_list" in keys:
         raise InputError(f"{where('tag_list')}: set tags or tag_list, not both")
     attributes: dict[str, Any] = {}
     tag_key = "tags" if "tags" in keys else "tag_list"
-    tags = _tags(where(tag_key), keys.pop(tag_key, None))
+    own = _tags(where(tag_key), keys.pop(tag_key, None))
+    tags = sorted(set(own or ()) | set(policy.host_tags)) if own or policy.host_tags else own
     if tags is not None:
+        if len(tags) > MAX_TAGS:
+            raise InputError(
+                f"{where(tag_key)}: {len(tags)} tags with the host's; GitLab "
+                f"accepts at most {MAX_TAGS}"
+            )
+        policy.check(str(path), tags)
         attributes["tag_list"] = tags
     for key in ("run_untagged", "locked", "paused"):
         if key in keys:

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Optional, TypeVar
 
 from . import inputs, state
 from .errors import InputError
@@ -41,6 +41,8 @@ class Options:
     strict: bool = False
     insecure_permissions: bool = False
     refresh: bool = False
+    capture_tags: Optional[Path] = None
+    tag_schema: Optional[Path] = None
 
     @classmethod
     def from_args(cls, args: Any) -> Options:
@@ -126,7 +128,13 @@ def load(options: Options, environ: Mapping[str, str], *, read_only: bool = Fals
     check_prefix(options)
     loaded_state = state.load(prefix, options.instance)
     identity = Identity(hostname(), options.instance, ensure_system_id(prefix, write=not read_only))
-    loaded = inputs.load(prefix, identity, environ)
+    loaded = inputs.load(
+        prefix,
+        identity,
+        environ,
+        capture_tags_file=options.capture_tags,
+        tag_schema_file=options.tag_schema,
+    )
     config = read_config(output_path(prefix, options.instance))
     foreign = loaded_state.system_id not in (None, identity.system_id)
     workspace = Workspace(options, identity, loaded, loaded_state, config, foreign)
