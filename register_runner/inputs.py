@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional
 
 import tomlkit
 from tomlkit.exceptions import ParseError
-from tomlkit.items import AoT, Table
+from tomlkit.items import AoT, Comment, Table, Whitespace
 
 from . import tags
 from .errors import InputError
@@ -124,7 +124,7 @@ def _tag_policy(
             f"{_where(path, text, 'identity_tags')}: identity_tags must be true or false"
         )
     if tags.SETTINGS_TABLE in document:
-        document.remove(tags.SETTINGS_TABLE)
+        remove_with_comments(document, tags.SETTINGS_TABLE)
     if identity_tags:
         host_tags += tags.identity_tags(identity.host, identity.instance)
     if capture_tags_file is not None:
@@ -184,6 +184,32 @@ def _where(path: Path, text: str, key: str) -> str:
 # -- the template -------------------------------------------------------------------------
 
 
+def remove_with_comments(document: tomlkit.TOMLDocument, key: str) -> None:
+    """Remove a top-level ``key`` and the comment lines right above it, which describe it:
+    left behind, they would describe nothing in the output. tomlkit files comments above a
+    table header under the table before it, so they are looked for there too."""
+    body = document.body
+    index = next(i for i, (k, _) in enumerate(body) if k is not None and k.key == key)
+    start = index
+    while start > 0 and body[start - 1][0] is None:
+        start -= 1
+    if start == index and index > 0 and isinstance(body[index - 1][1], Table):
+        _drop_trailing_comments(body[index - 1][1].value.body)
+    document.remove(key)
+    if any(isinstance(item, Comment) for _, item in body[start:index]):
+        del body[start:index]
+        body.insert(start, (None, Whitespace("\n")))
+
+
+def _drop_trailing_comments(body: list) -> None:
+    end = len(body)
+    while end > 0 and body[end - 1][0] is None:
+        end -= 1
+    if any(isinstance(item, Comment) for _, item in body[end:]):
+        del body[end:]
+        body.append((None, Whitespace("\n")))
+
+
 def _client_configs(
     path: Path, text: str, document: tomlkit.TOMLDocument, environ: Mapping[str, str]
 ) -> dict[str, ClientConfig]:
@@ -198,7 +224,7 @@ def _client_configs(
             f"{_where(path, text, 'client_configs')}: client_configs must be a "
             "non-empty list of tables"
         )
-    document.remove("client_configs")
+    remove_with_comments(document, "client_configs")
     clients: dict[str, ClientConfig] = {}
     for entry in raw:
         client = _client_config(path, text, dict(entry), environ)

@@ -103,3 +103,20 @@ def test_fresh_file(tmp_path):
     assert write_config(ExistingConfig(path), lambda rotated: "concurrent = 1\n")
     assert path.read_text() == "concurrent = 1\n"
     assert not (tmp_path / "config.main.toml.bak").exists()
+
+
+def test_comments_about_client_configs_leave_with_them():
+    from register_runner.inputs import remove_with_comments
+
+    document = tomlkit.parse(
+        "# global\nconcurrent = 1\n[session_server]\n  session_timeout = 1800\n\n"
+        '# How to reach GitLab.\n[[client_configs]]\nurl = "x"\n'
+    )
+    remove_with_comments(document, "client_configs")
+    text = tomlkit.dumps(document)
+    assert "# global" in text and "session_timeout = 1800" in text
+    assert "GitLab" not in text and "client_configs" not in text
+    assert tomlkit.parse(text).unwrap() == {
+        "concurrent": 1,
+        "session_server": {"session_timeout": 1800},
+    }
