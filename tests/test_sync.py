@@ -457,3 +457,32 @@ def test_refresh_corrects_a_change_made_in_gitlab(gitlab, prefix, cli):
     runner = gitlab.runner(runner_id)
     assert runner.locked is True and sorted(runner.tag_list) == ["linux", "shell"]
     assert cli(prefix, "plan", "--refresh", "--detailed-exitcode").returncode == 0
+
+
+def test_no_prune_only_adds(gitlab, make, cli):
+    prefix = make(executors={"a": SHELL, "b": SHELL})
+    assert cli(prefix).returncode == 0
+    prefix.remove_executor("b")
+    prefix.write_executor("c", SHELL)
+
+    assert cli(prefix, "sync", "--no-prune").returncode == 0
+
+    assert len(gitlab.runners()) == 3
+    assert cli(prefix).returncode == 0
+    assert len(gitlab.runners()) == 2
+
+
+def test_max_deletions(gitlab, make, cli):
+    prefix = make(executors={s: SHELL for s in "abcd"})
+    assert cli(prefix).returncode == 0
+    for stem in "bcd":
+        prefix.remove_executor(stem)
+    gitlab.clear_requests()
+
+    refused = cli(prefix)
+
+    assert refused.returncode == 2 and "refusing to delete 3 of 4" in refused.stderr
+    assert gitlab.mutating_requests() == []
+    assert cli(prefix, "sync", "--max-deletions", "2").returncode == 2
+    assert cli(prefix, "sync", "--max-deletions", "3").returncode == 0
+    assert len(gitlab.runners()) == 1
