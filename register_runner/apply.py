@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from . import state as state_file
 from .errors import RefusedError, RegisterRunnerError, TransientError
@@ -23,6 +23,9 @@ from .model import Action, Executor, Kind, Observed, PendingDelete, Plan, Runner
 from .output import Credentials, now_utc, render, runner_entry, write_config
 from .state import PendingCreate, StoredRunner
 from .workspace import Workspace
+
+if TYPE_CHECKING:
+    from .gitlab import Issued
 
 log = logging.getLogger(__name__)
 
@@ -148,34 +151,55 @@ def apply(workspace: Workspace, plan: Plan, observed: Observed) -> Outcome:
     return outcome
 
 
+@dataclass
+class _Result:
+    """What one action's API calls gave: a new token, attributes applied, errors."""
+
+    issued: Optional[Issued] = None
+    updated: bool = False
+    errors: list[RegisterRunnerError] = field(default_factory=list)
+
+
 def _attempt(
     workspace: Workspace, action: Action, executor: Executor, runner: Optional[RunnerState]
-) -> Any:
-    """One API mutation; the error is returned, not raised, so that the others go on."""
+) -> _Result:
+    """One action's API calls. Errors are collected, not raised, so that the others go on;
+    an update that fails does not keep a due rotation from happening."""
     api = workspace.api(executor.url)
-    try:
-        if action.kind in (Kind.CREATE, Kind.RECREATE):
-            client = workspace.inputs.clients[executor.url]
-            if client.access_token is not None:
-                return api.create_runner(executor.scope, executor.attributes)
-            return api.register_legacy(client.registration_token, executor.attributes)
-        assert runner is not None
-        if action.kind is Kind.UPDATE:
-            api.update_runner(runner.id, {key: new for key, _, new in action.changes})
-            return None
+    result = _Result()
+    if action.kind in (Kind.CREATE, Kind.RECREATE):
+        client = workspace.inputs.clients[executor.url]
         try:
-            return api.reset_token(runner.id)
-        except RefusedError:
-            # Without manage_runner the token can still reset itself.
-            return workspace.api(runner.url).reset_by_token(runner.token)
-    except RegisterRunnerError as error:
-        return error
+            if client.access_token is not None:
+                result.issued = api.create_runner(executor.scope, executor.attributes)
+            else:
+                result.issued = api.register_legacy(client.registration_token, executor.attributes)
+        except RegisterRunnerError as error:
+            result.errors.append(error)
+        return result
+    assert runner is not None
+    if action.changes:
+        try:
+            api.update_runner(runner.id, {key: new for key, _, new in action.changes})
+            result.updated = True
+        except RegisterRunnerError as error:
+            result.errors.append(error)
+    if action.kind is Kind.ROTATE:
+        try:
+            try:
+                result.issued = api.reset_token(runner.id)
+            except RefusedError:
+                # Without manage_runner the token can still reset itself.
+                result.issued = api.reset_by_token(runner.token)
+        except RegisterRunnerError as error:
+            result.errors.append(error)
+    return result
 
 
 def _settle(
     workspace: Workspace,
     action: Action,
-    result: Any,
+    result: _Result,
     executor: Executor,
     observed: Observed,
     runners: dict[str, StoredRunner],
@@ -183,31 +207,33 @@ def _settle(
     outcome: Outcome,
 ) -> None:
     st = workspace.state
-    creating = action.kind in (Kind.CREATE, Kind.RECREATE)
-    if isinstance(result, RegisterRunnerError):
-        if creating and not getattr(result, "ambiguous", False):
+    for error in result.errors:
+        _failed(workspace, action, error, outcome)
+    issued = result.issued
+    if action.kind in (Kind.CREATE, Kind.RECREATE):
+        # A create whose answer may have been lost stays journaled for the next run.
+        if issued is not None or not any(getattr(e, "ambiguous", False) for e in result.errors):
             st.pending_creates.pop(action.stem, None)
-        _failed(workspace, action, result, outcome)
-        return
-    if creating:
-        st.pending_creates.pop(action.stem, None)
+        if issued is None:
+            return
         old = observed.runners.get(action.stem)
         if old is not None:
             _queue_delete(st, PendingDelete(old.id, old.url, action.stem, old.token))
         runners[action.stem] = StoredRunner(
-            result.id, executor.url, executor.scope, dict(executor.attributes)
+            issued.id, executor.url, executor.scope, dict(executor.attributes)
         )
-        fresh[action.stem] = Credentials(result.token, now_utc(), result.expires_at)
+        fresh[action.stem] = Credentials(issued.token, now_utc(), issued.expires_at)
         log.info(
             "event=%s runner=%s id=%s token=%s reason=%r",
             action.kind.value,
             action.stem,
-            result.id,
-            result.token.masked,
+            issued.id,
+            issued.token.masked,
             action.reason,
         )
-        outcome.record(action, "done", new_id=result.id, token=result.token.masked)
-    elif action.kind is Kind.UPDATE:
+        outcome.record(action, "done", new_id=issued.id, token=issued.token.masked)
+        return
+    if result.updated:
         runners[action.stem] = StoredRunner(
             runners[action.stem].id, executor.url, executor.scope, dict(executor.attributes)
         )
@@ -217,16 +243,17 @@ def _settle(
             action.runner_id,
             ",".join(key for key, _, _ in action.changes),
         )
-        outcome.record(action, "done")
-    else:
-        fresh[action.stem] = Credentials(result.token, now_utc(), result.expires_at)
+    if issued is not None:
+        fresh[action.stem] = Credentials(issued.token, now_utc(), issued.expires_at)
         log.info(
             "event=rotate runner=%s id=%s token=%s",
             action.stem,
             action.runner_id,
-            result.token.masked,
+            issued.token.masked,
         )
-        outcome.record(action, "done", token=result.token.masked)
+    if not result.errors:
+        extra = {"token": issued.token.masked} if issued is not None else {}
+        outcome.record(action, "done", **extra)
 
 
 def _failed(workspace: Workspace, action: Action, error: Exception, outcome: Outcome) -> None:

@@ -85,22 +85,22 @@ def read_regular(path: Path) -> bytes | None:
         return handle.read()
 
 
-def check_secure(folder: Path) -> None:
-    """A prefix others can write to lets them choose which runners this host runs, and
-    read the tokens they then make it write."""
+def check_secure(path: Path) -> None:
+    """A prefix (or an input file) others can write to lets them choose which runners this
+    host runs and where its access token is sent."""
     try:
-        info = os.stat(folder)
+        info = os.stat(path)
     except FileNotFoundError:
         return
     if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         raise InputError(
-            f"{folder}: writable by group or others (mode "
+            f"{path}: writable by group or others (mode "
             f"{stat.S_IMODE(info.st_mode):04o}); chmod go-w it, or pass "
             "--insecure-permissions"
         )
     if info.st_uid not in (0, os.geteuid()):
         raise InputError(
-            f"{folder}: owned by uid {info.st_uid}, not by root or the user "
+            f"{path}: owned by uid {info.st_uid}, not by root or the user "
             "running register-runner; pass --insecure-permissions to allow it"
         )
 

@@ -11,6 +11,7 @@ import secrets
 import socket
 import string
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from .files import atomic_write
@@ -54,36 +55,52 @@ def hostname() -> str:
     return socket.gethostname().split(".")[0] or "localhost"
 
 
-def ensure_system_id(
-    prefix: Path, machine_ids: Sequence[Path] = MACHINE_ID_FILES, *, write: bool = True
-) -> str:
-    """The prefix's system ID, created if missing. When the recorded fingerprint shows the
+@dataclass(frozen=True)
+class SystemId:
+    """The system ID this host goes by, and what must be saved for it to stick."""
+
+    prefix: Path
+    value: str
+    save_id: bool
+    fingerprint: str
+    save_fingerprint: bool
+
+    def save(self) -> None:
+        if self.save_id:
+            atomic_write(self.prefix / SYSTEM_ID_FILE, (self.value + "\n").encode())
+        if self.save_fingerprint:
+            atomic_write(self.prefix / FINGERPRINT_FILE, (self.fingerprint + "\n").encode())
+
+
+def resolve_system_id(prefix: Path, machine_ids: Sequence[Path] = MACHINE_ID_FILES) -> SystemId:
+    """The prefix's system ID, or the one to create. When the recorded fingerprint shows the
     prefix came from another machine, a fresh ``r_`` ID: the copy's runners belong to the
-    machine it was copied from. ``write=False`` works it out without saving anything."""
-    id_file = prefix / SYSTEM_ID_FILE
-    print_file = prefix / FINGERPRINT_FILE
+    machine it was copied from. Nothing is written until ``save()``."""
     machine_id = read_machine_id(machine_ids)
     current = fingerprint(machine_id, hostname())
-    existing = _read_valid(id_file)
-    recorded = _read_valid(print_file, re.compile(r"^[0-9a-f]{32}$"))
+    existing = _read_valid(prefix / SYSTEM_ID_FILE)
+    recorded = _read_valid(prefix / FINGERPRINT_FILE, re.compile(r"^[0-9a-f]{32}$"))
 
     if existing and recorded in (None, current):
-        system_id = existing
+        value = existing
     elif existing:
-        system_id = random_system_id()
+        value = random_system_id()
         log.warning(
             "event=copied_prefix prefix=%s: machine ID or hostname changed since the "
             "system ID was made; this host takes a new one (%s) and its own runners",
             prefix,
-            system_id,
+            value,
         )
     else:
-        system_id = system_id_from_machine_id(machine_id) if machine_id else random_system_id()
-    if write and system_id != existing:
-        atomic_write(id_file, (system_id + "\n").encode())
-    if write and recorded != current:
-        atomic_write(print_file, (current + "\n").encode())
-    return system_id
+        value = system_id_from_machine_id(machine_id) if machine_id else random_system_id()
+    return SystemId(prefix, value, value != existing, current, recorded != current)
+
+
+def ensure_system_id(prefix: Path, machine_ids: Sequence[Path] = MACHINE_ID_FILES) -> str:
+    """The prefix's system ID, created (and its fingerprint recorded) if missing."""
+    system_id = resolve_system_id(prefix, machine_ids)
+    system_id.save()
+    return system_id.value
 
 
 def _read_valid(path: Path, pattern: re.Pattern[str] = VALID_ID) -> str | None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import tomlkit
-from tomlkit.exceptions import ParseError
+from tomlkit.exceptions import TOMLKitError
 from tomlkit.items import AoT, Comment, Table, Whitespace
 
 from . import tags
@@ -169,9 +169,24 @@ def read_text(path: Path) -> str:
 def parse_toml(path: Path, text: str) -> tomlkit.TOMLDocument:
     try:
         return tomlkit.parse(text)
-    except ParseError as error:
+    except TOMLKitError as error:
         message = re.sub(r" at line \d+ col \d+$", "", str(error))
-        raise InputError(f"{path}:{error.line}:{error.col}: invalid TOML: {message}") from None
+        line, col = getattr(error, "line", None), getattr(error, "col", 0)
+        duplicate = re.match(r'Key "(.+)" already exists', message)
+        if duplicate:
+            # tomlkit notices a duplicate only later on (or nowhere): find the line itself.
+            line, col = _duplicate_line(text, duplicate.group(1), line), 0
+        where = f"{path}:{line}:{col}" if line else str(path)
+        raise InputError(f"{where}: invalid TOML: {message}") from None
+
+
+def _duplicate_line(text: str, key: str, before: Optional[int]) -> Optional[int]:
+    """The line of the last assignment or header of ``key`` up to line ``before``, which is
+    where a duplicate stands."""
+    pattern = re.compile(rf"^\s*(\[+\s*([\w.\-\"' ]+\.)?)?[\"']?{re.escape(key)}[\"']?\s*(=|\])")
+    lines = [n for n, line in enumerate(text.splitlines(), 1) if pattern.match(line)]
+    candidates = [n for n in lines if before is None or n <= before]
+    return candidates[-1] if len(lines) > 1 and candidates else before
 
 
 def _where(path: Path, text: str, key: str) -> str:
@@ -290,6 +305,11 @@ def _secret(
     where = _where(path, text, setting)
     if not isinstance(value, str) or not value.strip():
         raise InputError(f"{where}: {setting} must be a non-empty string")
+    if source and _looks_like_a_token(value):
+        raise InputError(
+            f"{where}: {setting} should name a {_SOURCE_NAMES[source]}, but its "
+            f'value looks like a token itself; use {key} = "…" for that'
+        )
     readers: dict[str, Callable[[], str]] = {
         "": lambda: value,
         "_file": lambda: _read_secret_file(where, setting, path.parent / value),
@@ -300,6 +320,16 @@ def _secret(
     if not secret:
         raise InputError(f"{where}: {setting} gives an empty secret")
     return Secret(secret)
+
+
+_SOURCE_NAMES = {"_file": "file", "_env": "environment variable", "_credential": "credential"}
+
+
+def _looks_like_a_token(value: str) -> bool:
+    """A file name, variable or credential name is short or has a / or a dot; a token is
+    long and has neither. Such a value is never repeated in an error message."""
+    value = value.strip()
+    return len(value) >= 20 and not re.search(r"[/.]", value) and not value.isupper()
 
 
 def _read_secret_file(where: str, setting: str, file: Path) -> str:

@@ -126,7 +126,7 @@ class Action:
     stem: str
     reason: str = ""
     runner_id: Optional[int] = None  # the existing runner kept, updated, replaced or deleted
-    changes: tuple[tuple[str, Any, Any], ...] = ()  # (attribute, old, new) for UPDATE
+    changes: tuple[tuple[str, Any, Any], ...] = ()  # (attribute, old, new): UPDATE, ROTATE
 
     @property
     def mutates(self) -> bool:

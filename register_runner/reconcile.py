@@ -63,12 +63,16 @@ def _action_for(executor: Executor, state: RunnerState | None, now: datetime) ->
     if state.verdict is Verdict.INVALID:
         return Action(Kind.RECREATE, executor.stem, "GitLab rejected the token (403)", state.id)
     changes = attribute_changes(executor.attributes, state.applied)
+    if state.verdict is Verdict.VALID and rotation_due(state, now):
+        # A rotation carries the attribute changes with it: one run does both.
+        reason = "token past 75% of its lifetime" + (
+            "; registration attributes changed" if changes else ""
+        )
+        return Action(Kind.ROTATE, executor.stem, reason, state.id, changes)
     if changes:
         return Action(
             Kind.UPDATE, executor.stem, "registration attributes changed", state.id, changes
         )
-    if state.verdict is Verdict.VALID and rotation_due(state, now):
-        return Action(Kind.ROTATE, executor.stem, "token past 75% of its lifetime", state.id)
     return Action(Kind.KEEP, executor.stem, "", state.id)
 
 

@@ -60,31 +60,56 @@ def load(prefix: Path, instance: str) -> State:
     try:
         raw = json.loads(data)
         return State(
-            system_id=raw.get("system_id"),
+            system_id=_typed(raw.get("system_id"), (str, type(None))),
             runners={
-                stem: StoredRunner(
-                    r["id"], r["url"], Scope.from_json(r["scope"]), dict(r["applied"])
+                _typed(stem, str): StoredRunner(
+                    _typed(r["id"], int),
+                    _typed(r["url"], str),
+                    _scope(r["scope"]),
+                    dict(_typed(r["applied"], dict)),
                 )
-                for stem, r in raw.get("runners", {}).items()
+                for stem, r in _typed(raw.get("runners", {}), dict).items()
             },
             pending_creates={
-                stem: PendingCreate(
-                    stem, p["url"], Scope.from_json(p["scope"]), p["description"], p["marker"]
+                _typed(stem, str): PendingCreate(
+                    stem,
+                    _typed(p["url"], str),
+                    _scope(p["scope"]),
+                    _typed(p["description"], str),
+                    _typed(p["marker"], str),
                 )
-                for stem, p in raw.get("pending_creates", {}).items()
+                for stem, p in _typed(raw.get("pending_creates", {}), dict).items()
             },
             pending_deletes=[
                 PendingDelete(
-                    d["id"], d["url"], d["stem"], Secret(d["token"]) if d.get("token") else None
+                    _typed(d["id"], int),
+                    _typed(d["url"], str),
+                    _typed(d["stem"], str),
+                    Secret(_typed(d["token"], str)) if d.get("token") else None,
                 )
-                for d in raw.get("pending_deletes", [])
+                for d in _typed(raw.get("pending_deletes", []), list)
             ],
         )
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise InputError(
-            f"{path}: register-runner's state is damaged ({error!r}); move it "
-            "away to start over (runners it made are then recreated)"
+            f"{path}: register-runner's state is damaged ({type(error).__name__}); move it "
+            "away to start over (its runners are then recreated, the old ones left in GitLab)"
         ) from None
+
+
+def _typed(value: Any, kind: Any) -> Any:
+    # bool is an int to Python, never a runner id.
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise TypeError(f"unexpected {type(value).__name__}")
+    return value
+
+
+def _scope(raw: Any) -> Scope:
+    scope = Scope.from_json(_typed(raw, dict))
+    _typed(scope.runner_type, str)
+    for value in (scope.group_id, scope.project_id):
+        _typed(value, (int, type(None)))
+    return scope
 
 
 def save(prefix: Path, instance: str, state: State) -> None:

@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional, TypeVar
 from . import inputs, state
 from .errors import InputError
 from .files import check_secure, state_dir
-from .hostid import ensure_system_id, hostname
+from .hostid import hostname, resolve_system_id
 from .inputs import Identity, Inputs
 from .model import REGISTRATION_ATTRIBUTES, Executor, Observed, RunnerState, Verdict
 from .output import ExistingConfig, credentials_of, output_path, read_config
@@ -114,8 +114,12 @@ def check_prefix(options: Options) -> None:
     if not prefix.is_dir():
         raise InputError(f"{prefix}: no such folder (--prefix)")
     if not options.insecure_permissions:
+        # Whoever can change these chooses where the access token is sent.
         check_secure(prefix)
         check_secure(prefix / options.instance)
+        check_secure(inputs.template_path(prefix, options.instance))
+        for file in inputs.executor_files(prefix / options.instance):
+            check_secure(file)
 
 
 def lock_path(options: Options) -> Path:
@@ -127,7 +131,9 @@ def load(options: Options, environ: Mapping[str, str], *, read_only: bool = Fals
     prefix = options.prefix
     check_prefix(options)
     loaded_state = state.load(prefix, options.instance)
-    identity = Identity(hostname(), options.instance, ensure_system_id(prefix, write=not read_only))
+    # Saved only once the inputs are known good: bad input changes nothing on disk.
+    system_id = resolve_system_id(prefix)
+    identity = Identity(hostname(), options.instance, system_id.value)
     loaded = inputs.load(
         prefix,
         identity,
@@ -136,6 +142,8 @@ def load(options: Options, environ: Mapping[str, str], *, read_only: bool = Fals
         tag_schema_file=options.tag_schema,
     )
     config = read_config(output_path(prefix, options.instance))
+    if not read_only:
+        system_id.save()
     foreign = loaded_state.system_id not in (None, identity.system_id)
     workspace = Workspace(options, identity, loaded, loaded_state, config, foreign)
     if foreign:

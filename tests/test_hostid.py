@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from register_runner import hostid
-from register_runner.hostid import ensure_system_id, system_id_from_machine_id
+from register_runner.hostid import ensure_system_id, resolve_system_id, system_id_from_machine_id
 
 MACHINE_ID = "0123456789abcdef0123456789abcdef"
 
@@ -58,11 +58,14 @@ def test_another_machine_gets_a_new_random_id(tmp_path):
     assert ensure_system_id(tmp_path, [machine]) == second
 
 
-def test_read_only_changes_nothing(tmp_path):
+def test_resolving_writes_nothing_until_saved(tmp_path):
     machine = tmp_path / "machine-id"
     machine.write_text(MACHINE_ID)
-    assert ensure_system_id(tmp_path, [machine], write=False) == "s_ee3af03959fe"
+    resolved = resolve_system_id(tmp_path, [machine])
+    assert resolved.value == "s_ee3af03959fe"
     assert not (tmp_path / ".runner_system_id").exists()
+    resolved.save()
+    assert (tmp_path / ".runner_system_id").read_text() == "s_ee3af03959fe\n"
 
 
 def test_invalid_stored_id_is_replaced(tmp_path):

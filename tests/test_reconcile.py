@@ -215,3 +215,11 @@ def test_rotation_waits_for_a_verified_token():
 def test_actions_are_sorted_whatever_the_input_order():
     desired = [executor(s) for s in "cab"]
     assert [a.stem for a in reconcile(desired, Observed(), now=NOW).actions] == ["a", "b", "c"]
+
+
+def test_a_due_rotation_carries_the_attribute_changes():
+    obtained = NOW - timedelta(hours=76)
+    due = runner("x", obtained=obtained, expires=obtained + timedelta(hours=100))
+    (action,) = reconcile([executor("x", locked=True)], Observed({"x": due}), now=NOW).actions
+    assert action.kind is Kind.ROTATE
+    assert action.changes == (("locked", None, True),)

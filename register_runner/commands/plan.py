@@ -11,7 +11,7 @@ from ..apply import expected_config
 from ..model import Verdict
 from ..output import now_utc, same_content
 from ..reconcile import reconcile
-from ..workspace import Options, known_runners, load, observe
+from ..workspace import Options, check_not_emptied, known_runners, load, observe
 
 CHANGES_PENDING = 4
 
@@ -35,6 +35,7 @@ def plan(
     as_json: bool,
 ) -> int:
     workspace = load(options, os.environ, read_only=True)
+    check_not_emptied(workspace)
     observed = observe(workspace, known_runners(workspace), refresh=options.refresh)
     result = reconcile(
         workspace.executors,
