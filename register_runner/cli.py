@@ -199,28 +199,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="print this host's system ID (creating it if missing)",
     )
 
-    unregister = commands.add_parser(
+    selection = argparse.ArgumentParser(add_help=False)
+    selection.add_argument(
+        "--runner",
+        action="append",
+        metavar="NAME",
+        help="only this executor (file stem); repeatable",
+    )
+    commands.add_parser(
         "unregister",
-        parents=[common, prefix, network, locked],
+        parents=[common, prefix, network, locked, selection],
         help="delete this host's runners of the instance from GitLab and from the config",
     )
-    unregister.add_argument(
-        "--runner",
-        action="append",
-        metavar="NAME",
-        help="only this executor (file stem); repeatable",
-    )
-
-    reset = commands.add_parser(
+    commands.add_parser(
         "reset-token",
-        parents=[common, prefix, network, locked],
+        parents=[common, prefix, network, locked, selection],
         help="rotate runner tokens now and save them in the config",
-    )
-    reset.add_argument(
-        "--runner",
-        action="append",
-        metavar="NAME",
-        help="only this executor (file stem); repeatable",
     )
 
     demo = commands.add_parser(

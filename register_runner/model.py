@@ -153,3 +153,8 @@ class Observed:
 
     runners: dict[str, RunnerState] = field(default_factory=dict)
     pending_deletes: list[PendingDelete] = field(default_factory=list)
+
+    @property
+    def unverified(self) -> bool:
+        """Some token could not be checked: GitLab was failing."""
+        return any(r.verdict is Verdict.UNKNOWN for r in self.runners.values())

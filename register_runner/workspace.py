@@ -17,8 +17,9 @@ from .errors import InputError
 from .files import check_secure, state_dir
 from .hostid import hostname, resolve_system_id
 from .inputs import Identity, Inputs
-from .model import REGISTRATION_ATTRIBUTES, Executor, Observed, RunnerState, Verdict
-from .output import ExistingConfig, credentials_of, output_path, read_config
+from .model import REGISTRATION_ATTRIBUTES, Executor, Observed, Plan, RunnerState, Verdict
+from .output import ExistingConfig, credentials_of, now_utc, output_path, read_config
+from .reconcile import reconcile
 
 log = logging.getLogger(__name__)
 # Workers ask for clients at once; a first import from several threads races on Python 3.9
@@ -41,6 +42,8 @@ class Options:
     strict: bool = False
     insecure_permissions: bool = False
     refresh: bool = False
+    prune: bool = True
+    max_deletions: Optional[int] = None
     capture_tags: Optional[Path] = None
     tag_schema: Optional[Path] = None
 
@@ -155,6 +158,24 @@ def load(options: Options, environ: Mapping[str, str], *, read_only: bool = Fals
         workspace.state = state.State()
     workspace.state.system_id = identity.system_id
     return workspace
+
+
+def plan_changes(workspace: Workspace) -> tuple[Observed, Plan]:
+    """What ``plan`` shows and ``sync`` applies: observe, then reconcile."""
+    options = workspace.options
+    check_not_emptied(workspace)
+    observed = observe(workspace, known_runners(workspace), refresh=options.refresh)
+    plan = reconcile(
+        workspace.executors,
+        observed,
+        now=now_utc(),
+        force=options.force,
+        prune=options.prune,
+        max_deletions=options.max_deletions,
+    )
+    for warning in plan.warnings:
+        workspace.warn(warning)
+    return observed, plan
 
 
 def check_not_emptied(workspace: Workspace) -> None:

@@ -49,9 +49,7 @@ def _demo(prefix: Path) -> int:
         for title, step in (
             (
                 "register-runner plan",
-                lambda: plan(
-                    options, prune=True, max_deletions=None, detailed_exitcode=False, as_json=False
-                ),
+                lambda: plan(options, detailed_exitcode=False, as_json=False),
             ),
             ("register-runner (sync)", lambda: _sync(options)),
             ("register-runner (sync again: nothing to do)", lambda: _sync(options)),
@@ -69,7 +67,7 @@ def _demo(prefix: Path) -> int:
 
 
 def _sync(options: Options) -> int:
-    return sync(options, lock_timeout=5.0, prune=True, max_deletions=None, as_json=False)
+    return sync(options, lock_timeout=5.0, as_json=False)
 
 
 def build_prefix(prefix: Path, url: str, token: str) -> None:

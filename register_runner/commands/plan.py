@@ -8,45 +8,21 @@ import os
 
 from .. import report
 from ..apply import expected_config
-from ..model import Verdict
-from ..output import now_utc, same_content
-from ..reconcile import reconcile
-from ..workspace import Options, check_not_emptied, known_runners, load, observe
+from ..output import same_content
+from ..workspace import Options, load, plan_changes
 
 CHANGES_PENDING = 4
 
 
 def run(args: argparse.Namespace) -> int:
     return plan(
-        Options.from_args(args),
-        prune=args.prune,
-        max_deletions=args.max_deletions,
-        detailed_exitcode=args.detailed_exitcode,
-        as_json=args.json,
+        Options.from_args(args), detailed_exitcode=args.detailed_exitcode, as_json=args.json
     )
 
 
-def plan(
-    options: Options,
-    *,
-    prune: bool,
-    max_deletions: int | None,
-    detailed_exitcode: bool,
-    as_json: bool,
-) -> int:
+def plan(options: Options, *, detailed_exitcode: bool, as_json: bool) -> int:
     workspace = load(options, os.environ, read_only=True)
-    check_not_emptied(workspace)
-    observed = observe(workspace, known_runners(workspace), refresh=options.refresh)
-    result = reconcile(
-        workspace.executors,
-        observed,
-        now=now_utc(),
-        force=options.force,
-        prune=prune,
-        max_deletions=max_deletions,
-    )
-    for warning in result.warnings:
-        workspace.warn(warning)
+    observed, result = plan_changes(workspace)
     pending = workspace.state.pending_creates
     if pending:
         workspace.warn(
@@ -60,8 +36,7 @@ def plan(
     else:
         expected = expected_config(workspace, observed)
         write = "unchanged" if same_content(workspace.config.raw, expected) else "changes"
-    unreachable = any(r.verdict is Verdict.UNKNOWN for r in observed.runners.values())
-    status = 3 if unreachable else 0
+    status = 3 if observed.unverified else 0
     if status == 0 and detailed_exitcode and (result.mutates or write == "changes"):
         status = CHANGES_PENDING
     report.emit(

@@ -9,58 +9,23 @@ import time
 from .. import report
 from ..apply import Outcome, apply, recover
 from ..files import exclusive_lock
-from ..model import Plan, Verdict
-from ..output import now_utc
-from ..reconcile import reconcile
-from ..workspace import (
-    Options,
-    Workspace,
-    check_not_emptied,
-    check_prefix,
-    known_runners,
-    load,
-    lock_path,
-    observe,
-)
+from ..model import Observed, Plan
+from ..workspace import Options, Workspace, check_prefix, load, lock_path, plan_changes
 
 
 def run(args: argparse.Namespace) -> int:
-    return sync(
-        Options.from_args(args),
-        lock_timeout=args.lock_timeout,
-        prune=args.prune,
-        max_deletions=args.max_deletions,
-        as_json=args.json,
-    )
+    return sync(Options.from_args(args), lock_timeout=args.lock_timeout, as_json=args.json)
 
 
-def sync(
-    options: Options, *, lock_timeout: float, prune: bool, max_deletions: int | None, as_json: bool
-) -> int:
+def sync(options: Options, *, lock_timeout: float, as_json: bool) -> int:
     started = time.monotonic()
     check_prefix(options)
     with exclusive_lock(lock_path(options), lock_timeout):
         workspace = load(options, os.environ)
-        check_not_emptied(workspace)
         recover(workspace)
-        observed = observe(workspace, known_runners(workspace), refresh=options.refresh)
-        plan = reconcile(
-            workspace.executors,
-            observed,
-            now=now_utc(),
-            force=options.force,
-            prune=prune,
-            max_deletions=max_deletions,
-        )
-        for warning in plan.warnings:
-            workspace.warn(warning)
+        observed, plan = plan_changes(workspace)
         outcome = apply(workspace, plan, observed)
-    status = exit_status(
-        workspace,
-        plan,
-        outcome,
-        any(r.verdict is Verdict.UNKNOWN for r in observed.runners.values()),
-    )
+    status = exit_status(workspace, plan, observed, outcome)
     report.emit(
         as_json,
         {
@@ -77,12 +42,12 @@ def sync(
     return status
 
 
-def exit_status(workspace: Workspace, plan: Plan, outcome: Outcome, unverified: bool) -> int:
+def exit_status(workspace: Workspace, plan: Plan, observed: Observed, outcome: Outcome) -> int:
     """1 when GitLab refused something a person must fix. When GitLab was failing: 0 if a
     good config is in place (the runner can start), 3 if not or under --strict."""
     if outcome.refused:
         return 1
-    failing = outcome.failing or plan.held or unverified
+    failing = outcome.failing or plan.held or observed.unverified
     if failing and (workspace.options.strict or (workspace.executors and not outcome.entries)):
         return 3
     return 0

@@ -16,8 +16,6 @@ from ..output import credentials_of, output_path, read_config
 from ..secret import Secret
 from ..workspace import Options
 
-STATUS = {Verdict.VALID: 0, Verdict.INVALID: 1, Verdict.UNKNOWN: 3}
-
 
 def run(args: argparse.Namespace) -> int:
     options = Options.from_args(args)
