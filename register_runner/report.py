@@ -49,14 +49,20 @@ def table(rows: Iterable[Mapping[str, Any]]) -> str:
         action = (
             row["action"] if result in (None, "done", "kept") else f"{row['action']} ({result})"
         )
-        lines.append(
-            (action, row["runner"], "-" if row.get("id") is None else str(row["id"]), detail)
-        )
+        lines.append((action, row["runner"], _ids(row), detail))
     widths = [max(len(line[i]) for line in lines) for i in range(3)]
     return "\n".join(
         f"{a:<{widths[0]}}  {r:<{widths[1]}}  {i:>{widths[2]}}  {d}".rstrip()
         for a, r, i, d in lines
     )
+
+
+def _ids(row: Mapping[str, Any]) -> str:
+    """The runner's id; ``old→new`` when it was replaced, the new one when created."""
+    old, new = row.get("id"), row.get("new_id")
+    if new is None:
+        return "-" if old is None else str(old)
+    return str(new) if old is None else f"{old}→{new}"
 
 
 def _short(value: Any) -> str:
