@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from . import state as state_file
 from .errors import RefusedError, RegisterRunnerError, TransientError
 from .model import Action, Executor, Kind, Observed, PendingDelete, Plan, RunnerState
-from .output import Credentials, now_utc, render, runner_entry, write_config
+from .output import Credentials, content_of, now_utc, runner_entry, write_config
 from .state import PendingCreate, StoredRunner
 from .workspace import Workspace
 
@@ -288,31 +288,34 @@ def _write(
     fresh: dict[str, Credentials],
     outcome: Outcome,
 ) -> None:
-    def build(rotated: Mapping[int, Credentials]) -> str:
-        text, outcome.entries = _render(workspace, observed, runners, fresh, rotated)
-        return text
+    def build(rotated: Mapping[int, Credentials]) -> list[dict[str, Any]]:
+        entries = _entries(workspace, observed, runners, fresh, rotated)
+        outcome.entries = len(entries)
+        return entries
 
-    outcome.wrote = write_config(workspace.config, build)
+    outcome.wrote = write_config(workspace.config, workspace.inputs.globals, build)
     if outcome.wrote:
         log.info("event=write path=%s runners=%s", workspace.output, outcome.entries)
 
 
-def expected_config(workspace: Workspace, observed: Observed) -> str:
-    """The config a sync that changes nothing in GitLab would write."""
+def config_unchanged(workspace: Workspace, observed: Observed) -> bool:
+    """Whether a sync that changes nothing in GitLab would leave the config as it is."""
     runners = {
         stem: StoredRunner(r.id, r.url, r.scope, dict(r.applied))
         for stem, r in observed.runners.items()
     }
-    return _render(workspace, observed, runners, {}, {})[0]
+    entries = _entries(workspace, observed, runners, {}, {})
+    return workspace.config.content == content_of(workspace.inputs.globals, entries)
 
 
-def _render(
+def _entries(
     workspace: Workspace,
     observed: Observed,
     runners: Mapping[str, StoredRunner],
     fresh: Mapping[str, Credentials],
     rotated: Mapping[int, Credentials],
-) -> tuple[str, int]:
+) -> list[dict[str, Any]]:
+    """The [[runners]] entries, sorted by stem, of every executor that has a runner."""
     entries = []
     for executor in sorted(workspace.executors, key=lambda e: e.stem):
         stored = runners.get(executor.stem)
@@ -330,7 +333,7 @@ def _render(
                 executor.settings,
             )
         )
-    return render(workspace.inputs.globals, entries), len(entries)
+    return entries
 
 
 def _current(

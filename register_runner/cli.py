@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="time for one HTTP request (default 10)",
     )
     network.add_argument(
-        "--jobs", type=_positive, default=8, metavar="N", help="API calls at once (default 8)"
+        "--jobs", type=_positive, default=16, metavar="N", help="API calls at once (default 16)"
     )
 
     changes = argparse.ArgumentParser(add_help=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -46,7 +46,11 @@ class Credentials:
 class ExistingConfig:
     path: Path
     raw: Optional[bytes] = None
-    entries: list[dict[str, Any]] = field(default_factory=list)
+    content: Optional[dict[str, Any]] = None  # parsed once, as plain values
+
+    @property
+    def entries(self) -> list[dict[str, Any]]:
+        return (self.content or {}).get("runners", [])
 
     def by_id(self) -> dict[int, dict[str, Any]]:
         return {e["id"]: e for e in self.entries if isinstance(e.get("id"), int)}
@@ -60,10 +64,11 @@ def read_config(path: Path) -> ExistingConfig:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise InputError(f"{path}: not valid UTF-8") from None
-    runners = parse_toml(path, text).unwrap().get("runners", [])
+    content = parse_toml(path, text).unwrap()
+    runners = content.get("runners", [])
     if not isinstance(runners, list) or not all(isinstance(r, dict) for r in runners):
         raise InputError(f"{path}: runners is not a list of [[runners]] tables")
-    return ExistingConfig(path, raw, runners)
+    return ExistingConfig(path, raw, content)
 
 
 def credentials_of(entry: Mapping[str, Any]) -> Optional[Credentials]:
@@ -129,25 +134,24 @@ def render(globals_document: tomlkit.TOMLDocument, entries: list[dict[str, Any]]
     return tomlkit.dumps(document)
 
 
-def same_content(a: Optional[bytes | str], b: Optional[bytes | str]) -> bool:
-    """Equal once parsed: a file gitlab-runner re-serialised is not rewritten for looks."""
-    if a is None or b is None:
-        return a is b
-    try:
-        return _parsed(a) == _parsed(b)
-    except Exception:
-        return False
-
-
-def _parsed(data: bytes | str) -> Any:
-    text = data.decode("utf-8") if isinstance(data, bytes) else data
-    return tomlkit.parse(text).unwrap()
+def content_of(
+    globals_document: tomlkit.TOMLDocument, entries: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """What a config holds, as plain values: equal for a file gitlab-runner re-serialised,
+    so that it is not rewritten for looks, and cheap to compare before rendering."""
+    content = globals_document.unwrap()
+    if entries:
+        content["runners"] = entries
+    return content
 
 
 def write_config(
-    existing: ExistingConfig, build: Callable[[Mapping[int, Credentials]], str]
+    existing: ExistingConfig,
+    globals_document: tomlkit.TOMLDocument,
+    build: Callable[[Mapping[int, Credentials]], list[dict[str, Any]]],
 ) -> bool:
-    """Write what ``build`` renders, unless the content would not change.
+    """Write the globals and the [[runners]] entries ``build`` returns, unless the content
+    would not change.
 
     gitlab-runner may rotate a token and rewrite the file while this run works: the file
     is read again just before it is replaced, and a token that changed meanwhile is taken
@@ -156,18 +160,18 @@ def write_config(
     baseline = existing
     rotated: dict[int, Credentials] = {}
     for _ in range(WRITE_ATTEMPTS):
-        text = build(rotated)
+        entries = build(rotated)
         current = read_regular(existing.path)
         if current != baseline.raw:
             now = read_config(existing.path)
             rotated.update(_rotated_since(baseline, now))
             baseline = now
             continue
-        if same_content(current, text):
+        if current is not None and baseline.content == content_of(globals_document, entries):
             return False
         if current is not None:
             atomic_write(existing.path.with_name(existing.path.name + ".bak"), current)
-        atomic_write(existing.path, text.encode())
+        atomic_write(existing.path, render(globals_document, entries).encode())
         return True
     raise InputError(
         f"{existing.path}: kept changing while register-runner tried to write "

@@ -37,7 +37,7 @@ class Options:
     instance: str = "main"
     deadline: float = 30.0
     timeout: float = 10.0
-    jobs: int = 8
+    jobs: int = 16
     force: bool = False
     strict: bool = False
     insecure_permissions: bool = False

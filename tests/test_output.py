@@ -15,7 +15,6 @@ from register_runner.output import (
     read_config,
     render,
     runner_entry,
-    same_content,
     write_config,
 )
 from register_runner.secret import Secret
@@ -44,19 +43,16 @@ def test_render_keeps_template_comments_and_writes_datetimes():
     assert "[[runners]]" not in tomlkit.dumps(globals_)
 
 
-def test_same_content_ignores_formatting():
-    assert same_content('a = 1\n[t]\nb = "x"\n', '# c\na    = 1\n\n[t]\n  b = "x"\n')
-    assert not same_content("a = 1\n", "a = 2\n")
-    assert not same_content(None, "a = 1\n")
+EMPTY = tomlkit.document()
 
 
-def test_not_rewritten_when_unchanged(tmp_path):
+def test_not_rewritten_when_only_the_formatting_differs(tmp_path):
     path = tmp_path / "config.main.toml"
-    path.write_text(render(tomlkit.document(), [entry()]).replace("\n", "\n\n"))
+    path.write_text(render(EMPTY, [entry()]).replace("\n", "\n\n").replace(" = ", "   =   "))
     before = path.stat().st_mtime_ns, path.read_bytes()
-    same = render(tomlkit.document(), [entry()])
-    assert write_config(read_config(path), lambda rotated: same) is False
+    assert write_config(read_config(path), EMPTY, lambda rotated: [entry()]) is False
     assert (path.stat().st_mtime_ns, path.read_bytes()) == before
+    assert write_config(read_config(path), EMPTY, lambda rotated: [entry("glrt-other")])
 
 
 def test_rotation_during_the_run_is_taken_over(tmp_path):
@@ -71,9 +67,9 @@ def test_rotation_during_the_run_is_taken_over(tmp_path):
         seen.append(dict(rotated))
         credentials = rotated.get(7)
         token = credentials.token.reveal() if credentials else "glrt-old"
-        return render(tomlkit.document(), [{**entry(token), "limit": 2}])
+        return [{**entry(token), "limit": 2}]
 
-    assert write_config(existing, build) is True
+    assert write_config(existing, EMPTY, build) is True
     written = read_config(path).entries[0]
     assert written["token"] == "glrt-new" and written["limit"] == 2
     assert seen[-1][7].obtained_at == T0.replace(year=2026)
@@ -83,7 +79,8 @@ def test_written_0600_with_a_backup(tmp_path):
     path = tmp_path / "config.main.toml"
     path.write_text("concurrent = 1\n")
     os.chmod(path, 0o644)
-    assert write_config(read_config(path), lambda rotated: "concurrent = 2\n")
+    two = tomlkit.parse("concurrent = 2\n")
+    assert write_config(read_config(path), two, lambda rotated: [])
     assert path.stat().st_mode & 0o777 == 0o600
     backup = tmp_path / "config.main.toml.bak"
     assert backup.read_text() == "concurrent = 1\n" and backup.stat().st_mode & 0o777 == 0o600
@@ -100,7 +97,8 @@ def test_symlink_at_the_output_is_refused(tmp_path):
 
 def test_fresh_file(tmp_path):
     path = tmp_path / "config.main.toml"
-    assert write_config(ExistingConfig(path), lambda rotated: "concurrent = 1\n")
+    one = tomlkit.parse("concurrent = 1\n")
+    assert write_config(ExistingConfig(path), one, lambda rotated: [])
     assert path.read_text() == "concurrent = 1\n"
     assert not (tmp_path / "config.main.toml.bak").exists()
 

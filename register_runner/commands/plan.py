@@ -7,8 +7,7 @@ import argparse
 import os
 
 from .. import report
-from ..apply import expected_config
-from ..output import same_content
+from ..apply import config_unchanged
 from ..workspace import Options, load, plan_changes
 
 CHANGES_PENDING = 4
@@ -34,8 +33,7 @@ def plan(options: Options, *, detailed_exitcode: bool, as_json: bool) -> int:
     elif any(a.kind.value in ("create", "recreate", "delete", "rotate") for a in result.actions):
         write = "changes"
     else:
-        expected = expected_config(workspace, observed)
-        write = "unchanged" if same_content(workspace.config.raw, expected) else "changes"
+        write = "unchanged" if config_unchanged(workspace, observed) else "changes"
     status = 3 if observed.unverified else 0
     if status == 0 and detailed_exitcode and (result.mutates or write == "changes"):
         status = CHANGES_PENDING
