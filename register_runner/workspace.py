@@ -68,6 +68,7 @@ class Workspace:
     foreign: bool  # the state and config were copied from another machine
     warnings: list[str] = field(default_factory=list)
     _apis: dict[str, Any] = field(default_factory=dict)
+    _connection: Any = None
 
     @property
     def executors(self) -> tuple[Executor, ...]:
@@ -84,23 +85,21 @@ class Workspace:
             log.warning("%s", message)
 
     def api(self, url: str) -> Any:
-        """The GitLab client for ``url``: imported on first use so that commands that need
-        no network start fast."""
+        """The GitLab client for ``url``, all sharing one deadline and one 429 pause.
+        python-gitlab is imported on first use, so that commands that need no network
+        start fast, and under a lock, because workers ask at once."""
         with _api_lock:
-            return self._api(url)
+            if url not in self._apis:
+                from .gitlab import Connection, Deadline, GitLab
 
-    def _api(self, url: str) -> Any:
-        if url not in self._apis:
-            from .gitlab import Connection, Deadline, GitLab
-
-            if "connection" not in self._apis:
-                self._apis["connection"] = Connection(
-                    Deadline(self.options.deadline),
-                    self.options.timeout,
-                    system_id=self.identity.system_id,
-                )
-            self._apis[url] = GitLab(self.inputs.clients[url], self._apis["connection"])
-        return self._apis[url]
+                if self._connection is None:
+                    self._connection = Connection(
+                        Deadline(self.options.deadline),
+                        self.options.timeout,
+                        system_id=self.identity.system_id,
+                    )
+                self._apis[url] = GitLab(self.inputs.clients[url], self._connection)
+            return self._apis[url]
 
     def concurrently(self, work: Callable[[T], R], items: Iterable[T]) -> list[R]:
         """``work`` over ``items`` on the bounded pool; results in the order of ``items``, so

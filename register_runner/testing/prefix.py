@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -103,10 +102,6 @@ def make_prefix(
     for stem, text in executors.items():
         prefix.write_executor(stem, text)
     return prefix
-
-
-def machine_id_for(name: str) -> str:
-    return hashlib.md5(name.encode()).hexdigest()
 
 
 def run_cli(
