@@ -170,3 +170,26 @@ def test_second_run_that_waits_long_enough_goes_through(gitlab, prefix, cli):
     first.wait(30)
     assert first.returncode == 0 and results["second"].returncode == 0
     assert len(gitlab.runners()) == 1
+
+
+def test_token_rotated_while_sync_runs_is_taken_over(gitlab, make, cli):
+    """gitlab-runner rotates a token and rewrites the config while a sync is creating
+    another runner: the sync's write keeps the rotated token instead of reverting it."""
+    prefix = make(executors={"a": SHELL})
+    assert cli(prefix).returncode == 0
+    entry = prefix.runner("a")
+    prefix.write_executor("b", SHELL)
+    block = gitlab.block(method="POST", path=r"^/user/runners$", when="before")
+    process = start_cli(["sync", "--prefix", str(prefix.root)])
+    try:
+        assert block.reached.wait(30)
+        rotated = gitlab.rotate_runner_token(entry["id"])
+        prefix.output.write_text(prefix.output.read_text().replace(entry["token"], rotated))
+    finally:
+        block.release()
+    process.wait(30)
+
+    assert process.returncode == 0, process.stderr.read()
+    assert prefix.runner("a")["token"] == rotated
+    assert prefix.runner("b")["token"] == gitlab.runner(prefix.runner("b")["id"]).token
+    assert cli(prefix, "verify").returncode == 0
