@@ -40,6 +40,10 @@ class Outcome:
     wrote: bool = False
     entries: int = 0
 
+    def refuse(self, message: str) -> None:
+        self.refused.append(message)
+        log.error("event=refused %s", message)
+
     def record(self, action: Action, result: str, **extra: Any) -> None:
         self.records.append(
             {
@@ -85,7 +89,7 @@ def recover(workspace: Workspace) -> None:
             )
         for entry in entries:
             pending.pop(entry.stem, None)
-    state_file.save(workspace.options.prefix, workspace.options.instance, workspace.state)
+    _save(workspace)
 
 
 def _delete_orphan(workspace: Workspace, api: Any, runner_id: int, entry: PendingCreate) -> None:
@@ -208,7 +212,7 @@ def _settle(
 ) -> None:
     st = workspace.state
     for error in result.errors:
-        _failed(workspace, action, error, outcome)
+        _failed(workspace, action, executor.url, error, outcome)
     issued = result.issued
     if action.kind in (Kind.CREATE, Kind.RECREATE):
         # A create whose answer may have been lost stays journaled for the next run.
@@ -256,7 +260,9 @@ def _settle(
         outcome.record(action, "done", **extra)
 
 
-def _failed(workspace: Workspace, action: Action, error: Exception, outcome: Outcome) -> None:
+def _failed(
+    workspace: Workspace, action: Action, url: str, error: Exception, outcome: Outcome
+) -> None:
     message = f"{action.kind.value} {action.stem}: {error}"
     if isinstance(error, TransientError):
         outcome.failing.append(message)
@@ -264,15 +270,13 @@ def _failed(workspace: Workspace, action: Action, error: Exception, outcome: Out
         outcome.record(action, "waiting", error=str(error))
     elif action.kind in (Kind.UPDATE, Kind.ROTATE) and getattr(error, "scope", None):
         # A token without manage_runner still registers and runs runners: say so, go on.
-        url = next(e.url for e in workspace.executors if e.stem == action.stem)
         workspace.warn(
             f"{url}: the access token lacks the {error.scope} scope: registration "
             "attributes are not updated and tokens not rotated by register-runner"
         )
         outcome.record(action, "skipped", error=str(error))
     else:
-        outcome.refused.append(message)
-        log.error("event=refused %s", message)
+        outcome.refuse(message)
         outcome.record(action, "refused", error=str(error))
 
 
@@ -369,12 +373,10 @@ def _delete_pending(workspace: Workspace, plan: Plan, outcome: Outcome) -> None:
             )
         else:
             st.pending_deletes.remove(delete)
-            message = (
+            outcome.refuse(
                 f"delete runner {delete.id} ({delete.stem}): {error}; delete it in "
                 "GitLab by hand (the access token needs manage_runner for this)"
             )
-            outcome.refused.append(message)
-            log.error("event=refused %s", message)
     _save(workspace)
 
 

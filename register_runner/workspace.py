@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar
 
 from . import inputs, state
-from .errors import InputError
+from .errors import InputError, RegisterRunnerError
 from .files import check_secure, state_dir
 from .hostid import hostname, resolve_system_id
 from .inputs import Identity, Inputs
@@ -129,9 +129,10 @@ def lock_path(options: Options) -> Path:
 
 
 def load(options: Options, environ: Mapping[str, str], *, read_only: bool = False) -> Workspace:
-    """``read_only``: change nothing on disk (``plan``), not even a missing system ID file."""
+    """The prefix, once ``check_prefix`` has passed (each command checks it first, before
+    it takes the lock). ``read_only``: change nothing on disk (``plan``), not even a
+    missing system ID file."""
     prefix = options.prefix
-    check_prefix(options)
     loaded_state = state.load(prefix, options.instance)
     # Saved only once the inputs are known good: bad input changes nothing on disk.
     system_id = resolve_system_id(prefix)
@@ -281,8 +282,6 @@ def observe(
 def _in_gitlab(workspace: Workspace, runner: RunnerState) -> Mapping[str, Any]:
     """The registration attributes GitLab holds for ``runner``; what was last applied if
     GitLab would not say."""
-    from .errors import RegisterRunnerError
-
     try:
         details = workspace.api(runner.url).get_runner(runner.id)
     except RegisterRunnerError as error:

@@ -8,7 +8,7 @@ import os
 
 from .. import report
 from ..apply import config_unchanged
-from ..workspace import Options, load, plan_changes
+from ..workspace import Options, check_prefix, load, plan_changes
 
 CHANGES_PENDING = 4
 
@@ -20,6 +20,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def plan(options: Options, *, detailed_exitcode: bool, as_json: bool) -> int:
+    check_prefix(options)
     workspace = load(options, os.environ, read_only=True)
     observed, result = plan_changes(workspace)
     pending = workspace.state.pending_creates
