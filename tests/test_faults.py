@@ -115,6 +115,8 @@ def test_503_on_create_is_retried(gitlab, prefix, cli):
     result = cli(prefix)
     assert result.returncode == 0, result.stderr
     assert len(gitlab.runners()) == 1
+    creates = [q.status for q in gitlab.requests if q.path == "/user/runners"]
+    assert creates == [503, 503, 201]
 
 
 def test_ambiguous_504_on_create_is_not_retried_and_recovered_next_run(gitlab, prefix, cli):
