@@ -29,5 +29,6 @@ from .cli import main
 from .fake import FakeGitLab
 from .faults import Block
 from .model import Request, Runner
+from .server import TLSFiles
 
-__all__ = ["Block", "FakeGitLab", "Request", "Runner", "main"]
+__all__ = ["Block", "FakeGitLab", "Request", "Runner", "TLSFiles", "main"]

@@ -5,13 +5,71 @@ from __future__ import annotations
 import argparse
 import re
 import signal
+import ssl
 import sys
 import threading
+from datetime import date
 from typing import Any, Optional
 
 from .fake import FakeGitLab
+from .misbehave import KINDS
+from .server import TLSFiles
 
-# -------------------------------------------------------------------- command line
+
+def _misbehaviour(text: str) -> tuple[str, Optional[str], Optional[str]]:
+    """KIND[:METHOD[:PATH]] (an empty METHOD matches any method)."""
+    kind, method, path = ([*text.split(":", 2), None, None])[:3]
+    if kind not in KINDS:
+        raise argparse.ArgumentTypeError(f"unknown kind {kind!r}: one of {', '.join(KINDS)}")
+    return kind, method or None, path or None
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def _add_additions(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tls-cert", metavar="FILE", help="serve https with this certificate")
+    parser.add_argument("--tls-key", metavar="FILE", help="the certificate's private key")
+    parser.add_argument(
+        "--tls-client-ca", metavar="FILE", help="require client certificates from this CA"
+    )
+    parser.add_argument(
+        "--runner-details-token",
+        action="store_true",
+        help="GET /runners/:id includes the token (LLNL's runner_details.rb patch)",
+    )
+    parser.add_argument(
+        "--token-lifetime",
+        type=float,
+        metavar="SECONDS",
+        help="runner tokens expire this long after they are issued",
+    )
+    parser.add_argument(
+        "--misbehave",
+        type=_misbehaviour,
+        action="append",
+        default=[],
+        metavar="KIND[:METHOD[:PATH]]",
+        help=(
+            "misbehave once on the first matching request (PATH: a regex searched in the "
+            f"path without /api/v4); repeatable. KIND: {', '.join(KINDS)}"
+        ),
+    )
+    parser.add_argument(
+        "--endless-pagination",
+        action="store_true",
+        help='list endpoints always announce a next page (Link rel="next")',
+    )
+    parser.add_argument(
+        "--token-expires-at",
+        type=_date,
+        metavar="DATE",
+        help="expiry date of the admin access token (YYYY-MM-DD)",
+    )
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -40,25 +98,43 @@ def main(argv: Optional[list[str]] = None) -> int:
         action="store_true",
         help="answer 410 Gone to legacy registration (POST /runners)",
     )
+    _add_additions(parser)
     args = parser.parse_args(argv)
     if args.latency < 0:
         parser.error("--latency must not be negative")
     if args.rate_limit is not None and args.rate_limit < 1:
         parser.error("--rate-limit must be at least 1")
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
+    if args.tls_client_ca is not None and args.tls_cert is None:
+        parser.error("--tls-client-ca needs --tls-cert and --tls-key")
+    if args.token_lifetime is not None and args.token_lifetime <= 0:
+        parser.error("--token-lifetime must be positive")
     scopes = [s for s in re.split(r"[\s,]+", args.scopes) if s]
     if not scopes:
         parser.error("--scopes needs at least one scope")
 
-    gl = FakeGitLab(host=args.host, port=args.port)
+    tls = None
+    if args.tls_cert is not None:
+        tls = TLSFiles(args.tls_cert, args.tls_key, args.tls_client_ca)
+    gl = FakeGitLab(host=args.host, port=args.port, tls=tls)
     gl.latency = args.latency
+    gl.runner_details_token = args.runner_details_token
+    gl.runner_token_lifetime = args.token_lifetime
+    if args.endless_pagination:
+        gl.endless_pagination()
+    for kind, method, path in args.misbehave:
+        gl.misbehave(kind, method=method, path=path)
     gl.allow_registration_tokens = not args.disallow_registration_tokens
     if args.rate_limit is not None:
         gl.rate_limit(per_minute=args.rate_limit)
-    token = gl.add_access_token(scopes=scopes, admin=True, token=args.token)
+    token = gl.add_access_token(
+        scopes=scopes, admin=True, token=args.token, expires_at=args.token_expires_at
+    )
     registration = gl.registration_token("instance_type")
     try:
         gl.start()
-    except OSError as exc:
+    except (OSError, ssl.SSLError) as exc:
         print(f"fake-gitlab: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
 

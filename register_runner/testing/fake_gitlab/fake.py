@@ -7,11 +7,12 @@ import re
 import socket
 import threading
 import time
-from collections import deque
+from collections.abc import Iterable
+from datetime import date, datetime
 from typing import Any, Optional
 from urllib.parse import parse_qsl
 
-from .faults import Block, _Fail, _Faults
+from .faults import _Faults
 from .model import (
     RUNNER_TYPES,
     Request,
@@ -28,20 +29,26 @@ from .model import (
     _User,
 )
 from .routes import _Routes
-from .server import _Handler, _Server
+from .server import TLSFiles, _Answer, _Handler, _Server
 
 # ----------------------------------------------------------------------- the fake
 
 
 class FakeGitLab(_Faults, _Routes):
-    """A fake GitLab REST API v4 served over HTTP on ``host:port`` (0 = a free port)."""
+    """A fake GitLab REST API v4 served over HTTP on ``host:port`` (0 = a free port),
+    or over HTTPS with ``tls=TLSFiles(certfile, keyfile, client_ca=None)``."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, tls: Optional[TLSFiles] = None):
         self.host = host
         self.port = port
+        self.tls = tls
         self.latency = 0.0
         self.allow_registration_tokens = True
         self.runner_token_lifetime: Optional[float] = None
+        # LLNL's runner_details.rb patch: GET /runners/:id includes the runner's token.
+        self.runner_details_token = False
+        self._endless_pagination = False
+        self._endless_origin: Optional[str] = None
 
         self._lock = threading.Lock()
         self._runners: dict[int, _RunnerState] = {}
@@ -55,11 +62,7 @@ class FakeGitLab(_Faults, _Routes):
         self._log: list[Request] = []
         self._stats: dict[str, int] = {"requests": 0, "max_in_flight": 0, "connections": 0}
         self._in_flight = 0
-        self._fails: list[_Fail] = []
-        self._blocks: list[Block] = []
-        self._rate_limit: Optional[int] = None
-        self._rate_key = "ip"
-        self._rate_windows: dict[str, deque] = {}
+        self._init_faults()
 
         self._server: Optional[_Server] = None
         self._thread: Optional[threading.Thread] = None
@@ -73,7 +76,11 @@ class FakeGitLab(_Faults, _Routes):
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{self._scheme}://{host}:{self.port}"
+
+    @property
+    def _scheme(self) -> str:
+        return "https" if self.tls is not None else "http"
 
     @property
     def api_url(self) -> str:
@@ -127,8 +134,10 @@ class FakeGitLab(_Faults, _Routes):
         """Listen again (on the same port after :meth:`down`)."""
         if self._server is not None:
             return
+        context = self.tls.context() if self.tls is not None else None
         server = _Server((self.host, self.port), _Handler)
         server.fake = self
+        server.ssl_context = context
         self.port = server.server_address[1]
         self._closing = False
         thread = threading.Thread(
@@ -163,20 +172,28 @@ class FakeGitLab(_Faults, _Routes):
         projects: Any = (),
         token: Optional[str] = None,
         username: Optional[str] = None,
+        expires_at: Any = None,
     ) -> str:
         """A new user with a personal access token.
 
         ``groups``: ids of the groups the user owns; ``projects``: ids of the
-        projects the user maintains. Returns the token (``glpat-…``).
+        projects the user maintains; ``expires_at``: the token's expiry date
+        ("2027-01-31" or a date; from that day on it answers 401). Returns the
+        token (``glpat-…``).
         """
         if isinstance(scopes, str):
             scopes = [s for s in re.split(r"[\s,]+", scopes) if s]
         token = token or _new_token("glpat-")
+        if isinstance(expires_at, str):
+            expires_at = date.fromisoformat(expires_at[:10])
+        elif isinstance(expires_at, datetime):
+            expires_at = expires_at.date()
         with self._lock:
             uid = self._next_user_id
             self._next_user_id += 1
             name = username or ("root" if admin and uid == 1 else f"user{uid}")
-            self._users[token] = _User(uid, name, token, scopes, admin, groups, projects)
+            user = _User(uid, name, token, scopes, admin, groups, projects, expires_at)
+            self._users[token] = user
         return token
 
     def revoke_access_token(self, token: str) -> None:
@@ -293,6 +310,30 @@ class FakeGitLab(_Faults, _Routes):
         with self._lock:
             return self._reset_token(self._get_state(runner_id))
 
+    def forget_runners(self, ids: Optional[Iterable[int]] = None) -> list[int]:
+        """Drop runners (all by default) out of band, as a GitLab restored from an
+        older backup has; no request is logged. Returns the ids dropped."""
+        with self._lock:
+            wanted = list(self._runners) if ids is None else [int(i) for i in ids]
+            gone = [i for i in wanted if i in self._runners]
+            for runner_id in gone:
+                self._delete(self._runners[runner_id])
+            return gone
+
+    def reset_ids(self, next_id: int = 1) -> None:
+        """The next runners created get ids from ``next_id`` on again (a GitLab restored
+        from a backup hands out ids it already gave); ids still in use are skipped."""
+        with self._lock:
+            self._next_runner_id = int(next_id)
+
+    def endless_pagination(self, origin: Optional[str] = None, enabled: bool = True) -> None:
+        """List endpoints always announce a next page (``Link: rel="next"`` and
+        ``X-Next-Page`` = page + 1, forever; pages past the end are empty), with links
+        on ``origin`` (e.g. another listener's url) instead of this fake when given."""
+        with self._lock:
+            self._endless_pagination = enabled
+            self._endless_origin = origin.rstrip("/") if origin else None
+
     def _get_state(self, runner_id: int) -> _RunnerState:
         r = self._runners.get(int(runner_id))
         if r is None:
@@ -330,8 +371,14 @@ class FakeGitLab(_Faults, _Routes):
     # ------------------------------------------------------------ request flow
 
     def _serve(
-        self, method: str, target: str, headers: Any, raw: bytes, client_ip: str
-    ) -> tuple[int, Any, list]:
+        self,
+        method: str,
+        target: str,
+        headers: Any,
+        raw: bytes,
+        client_ip: str,
+        request_line: str = "",
+    ) -> _Answer:
         path_part, _, qs = target.partition("?")
         if path_part.startswith(("http://", "https://")):  # absolute-form target
             path_part = "/" + path_part.split("/", 3)[-1]
@@ -347,7 +394,6 @@ class FakeGitLab(_Faults, _Routes):
             form, early = {}, exc
         record = Request(method, path, dict(query_pairs), 0, form, dict(headers.items()))
 
-        fail: Optional[_Fail] = None
         limited: Optional[_ApiError] = None
         with self._lock:
             self._log.append(record)
@@ -355,18 +401,13 @@ class FakeGitLab(_Faults, _Routes):
             self._in_flight += 1
             if self._in_flight > self._stats.get("max_in_flight", 0):
                 self._stats["max_in_flight"] = self._in_flight
-            for f in self._fails:
-                if f.count > 0 and f.matches(method, path):
-                    f.count -= 1
-                    fail = f
-                    break
-            if fail is not None:
-                self._fails = [f for f in self._fails if f.count > 0]
-            elif self._rate_limit is not None:
-                who = client_ip if self._rate_key == "ip" else headers.get("User-Agent", "")
+            # Injected faults are not counted by the rate limiter (they stand for
+            # something else answering), but they carry its headers like any answer.
+            fail, odd = self._pick_fault(method, path)
+            who = self._rate_who(headers, form, client_ip)
+            if fail is None and odd is None and self._rate_limit is not None:
                 limited = self._rate_check(who)
 
-        status = 500
         try:
             if self.latency:
                 time.sleep(self.latency)
@@ -374,34 +415,52 @@ class FakeGitLab(_Faults, _Routes):
                 extra = []
                 if fail.retry_after is not None:
                     extra.append(("Retry-After", str(fail.retry_after)))
-                status = fail.status
-                with self._lock:
-                    self._finish(record, status)
-                return status, _message(status), extra
-            if limited is not None:
-                status = limited.status
-                with self._lock:
-                    self._finish(record, status)
-                return status, limited.body, limited.headers
-
-            self._hold(method, path, "before")
+                answer = _Answer(fail.status, _message(fail.status), extra)
+            elif limited is not None:
+                answer = _Answer(limited.status, limited.body, limited.headers)
+            elif odd is not None and not odd.handled:
+                answer = odd.instead(request_line or f"{method} {target}", target, headers, raw)
+            else:
+                answer = self._handle(record, qs, query_pairs, headers, early, api)
+                if odd is not None:
+                    answer = odd.after(answer)
             with self._lock:
-                if early is not None:
-                    status, payload, extra = early.status, early.body, early.headers
-                elif not api:
-                    status, payload, extra = 404, _message(404), []
-                else:
-                    fields = _parse_form(qs) if qs else {}
-                    fields.update(form)
-                    host = headers.get("Host") or f"{self.host}:{self.port}"
-                    ctx = _Ctx(method, path, query_pairs, fields, headers, host)
-                    status, payload, extra = self._route(ctx)
-                self._finish(record, status)
-            self._hold(method, path, "after")
-            return status, payload, extra
+                if not record.status:  # not routed: _handle logs routed requests
+                    self._finish(record, answer.status)
+                answer.headers += self._rate_headers(who)
+            return answer
         finally:
             with self._lock:
                 self._in_flight -= 1
+
+    def _handle(
+        self,
+        record: Request,
+        qs: str,
+        query_pairs: list,
+        headers: Any,
+        early: Optional[_ApiError],
+        api: bool,
+    ) -> _Answer:
+        """Route the request (with any held blocks around it); its state changes."""
+        method, path = record.method, record.path
+        self._hold(method, path, "before")
+        with self._lock:
+            if early is not None:
+                status, payload, extra = early.status, early.body, early.headers
+            elif not api:
+                status, payload, extra = 404, _message(404), []
+            else:
+                fields = _parse_form(qs) if qs else {}
+                fields.update(record.form)
+                host = headers.get("Host") or f"{self.host}:{self.port}"
+                ctx = _Ctx(method, path, query_pairs, fields, headers, host)
+                status, payload, extra = self._route(ctx)
+            # The log keeps the handler's status, also when a misbehaviour then garbles
+            # or drops the answer: it says what GitLab did.
+            self._finish(record, status)
+        self._hold(method, path, "after")
+        return _Answer(status, payload, extra)
 
     def _finish(self, record: Request, status: int) -> None:
         record.status = status

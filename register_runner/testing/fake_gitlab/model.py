@@ -7,7 +7,7 @@ import math
 import secrets
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from http import HTTPStatus
 from typing import Any, Optional
 from urllib.parse import parse_qsl
@@ -99,11 +99,33 @@ class _ApiError(Exception):
         self.headers = headers or []
 
 
+# Phrases for codes that proxies and load balancers send but http.HTTPStatus lacks.
+_EXTRA_PHRASES = {
+    499: "Client Closed Request",
+    520: "Web Server Returned an Unknown Error",
+    521: "Web Server Is Down",
+    522: "Connection Timed Out",
+    523: "Origin Is Unreachable",
+    524: "A Timeout Occurred",
+    598: "Network Read Timeout Error",
+    599: "Network Connect Timeout Error",
+}
+_CLASS_PHRASES = {
+    1: "Informational",
+    2: "Success",
+    3: "Redirection",
+    4: "Client Error",
+    5: "Server Error",
+}
+
+
 def _phrase(status: int) -> str:
+    """The reason phrase of ``status``; a generic one for a code nobody named."""
     try:
         return HTTPStatus(status).phrase
     except ValueError:
-        return "Error"
+        pass
+    return _EXTRA_PHRASES.get(status) or _CLASS_PHRASES.get(status // 100, "Unknown Status")
 
 
 def _message(status: int) -> dict[str, Any]:
@@ -116,9 +138,23 @@ def _bad(error: str) -> _ApiError:
 
 
 class _User:
-    __slots__ = ("admin", "groups", "id", "projects", "revoked", "scopes", "token", "username")
+    """A user with its one personal access token (the token's id is the user's id)."""
 
-    def __init__(self, uid, username, token, scopes, admin, groups, projects):
+    __slots__ = (
+        "admin",
+        "created_at",
+        "expires_at",
+        "groups",
+        "id",
+        "last_used_at",
+        "projects",
+        "revoked",
+        "scopes",
+        "token",
+        "username",
+    )
+
+    def __init__(self, uid, username, token, scopes, admin, groups, projects, expires_at=None):
         self.id = uid
         self.username = username
         self.token = token
@@ -127,6 +163,29 @@ class _User:
         self.groups = frozenset(int(g) for g in groups)
         self.projects = frozenset(int(p) for p in projects)
         self.revoked = False
+        self.created_at = time.time()
+        self.last_used_at: Optional[float] = None
+        self.expires_at: Optional[date] = expires_at
+
+    @property
+    def expired(self) -> bool:
+        # GitLab: a token is no longer valid on its expiry date (from 00:00 UTC).
+        today = datetime.now(timezone.utc).date()
+        return self.expires_at is not None and self.expires_at <= today
+
+    def token_info(self) -> dict[str, Any]:
+        """GET /personal_access_tokens/self."""
+        return {
+            "id": self.id,
+            "name": f"{self.username}-token",
+            "revoked": self.revoked,
+            "created_at": _iso(self.created_at),
+            "scopes": sorted(self.scopes),
+            "user_id": self.id,
+            "last_used_at": _iso(self.last_used_at),
+            "active": not (self.revoked or self.expired),
+            "expires_at": None if self.expires_at is None else self.expires_at.isoformat(),
+        }
 
 
 class _RunnerState:
@@ -277,6 +336,18 @@ def _as_tags(value: Any) -> list[str]:
                 seen.add(tag)
                 tags.append(tag)
     return tags
+
+
+def _access_token(headers: Any, fields: dict[str, Any]) -> Optional[str]:
+    """The personal access token of a request, wherever GitLab accepts it."""
+    token = headers.get("PRIVATE-TOKEN")
+    if not token:
+        auth = headers.get("Authorization", "")
+        if auth[:7].lower() == "bearer ":
+            token = auth[7:].strip()
+    if not token:
+        token = fields.get("private_token")
+    return token if isinstance(token, str) and token else None
 
 
 def _parse_form(text: str) -> dict[str, Any]:

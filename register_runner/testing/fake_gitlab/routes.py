@@ -65,6 +65,9 @@ class _Routes(_Store):
         }
         return 200, body, []
 
+    def _r_token_self(self, ctx: _Ctx, m: Any) -> tuple[int, Any, list]:
+        return 200, self._user(ctx, None).token_info(), []
+
     def _r_create(self, ctx: _Ctx, m: Any) -> tuple[int, Any, list]:
         user = self._user(ctx, SCOPE_CREATE)
         fields = ctx.fields
@@ -200,7 +203,10 @@ class _Routes(_Store):
     def _r_get(self, ctx: _Ctx, m: Any) -> tuple[int, Any, list]:
         user = self._user(ctx, SCOPE_MANAGE_READ)
         r = self._runner_for(ctx, m, user, update=False)
-        return 200, self._details(r, self._can_update(user, r)), []
+        body = self._details(r, self._can_update(user, r))
+        if self.runner_details_token:  # LLNL's runner_details.rb patch
+            body["token"] = r.token
+        return 200, body, []
 
     def _r_update(self, ctx: _Ctx, m: Any) -> tuple[int, Any, list]:
         user = self._user(ctx, SCOPE_MANAGE_WRITE)
@@ -271,6 +277,7 @@ class _Routes(_Store):
 _ROUTES: list[tuple[str, Any, Callable[..., Any]]] = [
     ("GET", re.compile(r"^/version$"), _Routes._r_version),
     ("GET", re.compile(r"^/user$"), _Routes._r_user),
+    ("GET", re.compile(r"^/personal_access_tokens/self$"), _Routes._r_token_self),
     ("POST", re.compile(r"^/user/runners$"), _Routes._r_create),
     ("POST", re.compile(r"^/runners$"), _Routes._r_register),
     ("DELETE", re.compile(r"^/runners$"), _Routes._r_unregister),

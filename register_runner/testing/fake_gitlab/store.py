@@ -16,6 +16,7 @@ from .model import (
     MAX_PER_PAGE,
     RUNNER_TYPES,
     STATUSES,
+    _access_token,
     _ApiError,
     _as_bool,
     _as_int,
@@ -31,20 +32,22 @@ from .model import (
 
 
 class _Store:
+    """Part of FakeGitLab (which holds the state these methods read and change)."""
+
     # ------------------------------------------------------------ auth helpers
 
-    def _user(self, ctx: _Ctx, allowed: tuple[str, ...]) -> _User:
-        token = ctx.headers.get("PRIVATE-TOKEN")
-        if not token:
-            auth = ctx.headers.get("Authorization", "")
-            if auth[:7].lower() == "bearer ":
-                token = auth[7:].strip()
-        if not token:
-            token = ctx.fields.get("private_token")
-        user = self._users.get(token) if isinstance(token, str) else None
+    def _user(self, ctx: _Ctx, allowed: Optional[tuple[str, ...]]) -> _User:
+        """The user of the request's access token, with one of the ``allowed`` scopes
+        (None: any scope)."""
+        token = _access_token(ctx.headers, ctx.fields)
+        user = self._users.get(token) if token is not None else None
         if user is None or user.revoked:
             raise _ApiError(401, {"message": "401 Unauthorized"})
-        if not user.scopes.intersection(allowed):
+        if user.expired:
+            raise _ApiError(
+                401, {"error": "invalid_token", "error_description": "Token has expired."}
+            )
+        if allowed is not None and not user.scopes.intersection(allowed):
             raise _ApiError(
                 403,
                 {
@@ -53,6 +56,7 @@ class _Store:
                     "scope": " ".join(allowed),
                 },
             )
+        user.last_used_at = time.time()
         return user
 
     @staticmethod
@@ -98,6 +102,10 @@ class _Store:
         token: Optional[str] = None,
     ) -> _RunnerState:
         r = _RunnerState()
+        # After reset_ids() the sequence may run into runners that are still there:
+        # skip them, as a database sequence behind a unique key would have to.
+        while self._next_runner_id in self._runners:
+            self._next_runner_id += 1
         r.id = self._next_runner_id
         self._next_runner_id += 1
         r.runner_type = runner_type
@@ -243,10 +251,14 @@ class _Store:
         start = (page - 1) * per_page
         now = time.time()
         body = [self._item(r, now) for r in items[start : start + per_page]]
-        next_page = page + 1 if page < pages else None
+        # Endless: a next page forever, without the totals that would contradict it
+        # (GitLab itself leaves them out beyond 10,000 results).
+        endless = self._endless_pagination
+        next_page = page + 1 if page < pages or endless else None
         prev_page = page - 1 if page > 1 else None
 
-        base = f"http://{ctx.host}/api/v4{ctx.path}"
+        origin = self._endless_origin if endless and self._endless_origin else None
+        base = f"{origin or self._scheme + '://' + ctx.host}/api/v4{ctx.path}"
         keep = [(k, v) for k, v in ctx.query_pairs if k not in ("page", "per_page")]
 
         def link(p: int, rel: str) -> str:
@@ -259,16 +271,17 @@ class _Store:
         if next_page is not None:
             links.append(link(next_page, "next"))
         links.append(link(1, "first"))
-        links.append(link(pages, "last"))
+        if not endless:
+            links.append(link(pages, "last"))
         headers = [
             ("X-Page", str(page)),
             ("X-Per-Page", str(per_page)),
             ("X-Next-Page", "" if next_page is None else str(next_page)),
             ("X-Prev-Page", "" if prev_page is None else str(prev_page)),
-            ("X-Total", str(total)),
-            ("X-Total-Pages", str(pages)),
-            ("Link", ", ".join(links)),
         ]
+        if not endless:
+            headers += [("X-Total", str(total)), ("X-Total-Pages", str(pages))]
+        headers.append(("Link", ", ".join(links)))
         return 200, body, headers
 
     def _filtered(self, ctx: _Ctx, keep: Callable[[_RunnerState], bool]) -> list[_RunnerState]:
