@@ -7,7 +7,9 @@ endpoints (lists with filters and GitLab's pagination, details, update, delete,
 managers, reset) and ``POST /jobs/request``. Access-token scopes and roles
 (admin, group Owner, project Maintainer) are enforced the way GitLab does, and
 faults can be injected: latency, failing requests, an unreachable server,
-requests held in flight, rate limiting.
+requests held in flight, rate limiting, and misbehaving answers (dropped, garbled,
+trickled, oversized, redirected, echoed, an HTML page). It serves https with
+``tls=TLSFiles(...)``.
 
 Python API::
 
@@ -21,6 +23,10 @@ Command line::
     python -m register_runner.testing.fake_gitlab --port 8080
 
 Standard library only; runs on Python 3.9.
+
+Layout: ``model`` (data, GitLab's validation rules), ``store`` (state edits,
+authorisation, payloads), ``routes`` (the endpoints), ``faults`` and ``misbehave``
+(what tests inject), ``server`` (HTTP and TLS), ``fake`` (FakeGitLab), ``cli``.
 """
 
 from __future__ import annotations

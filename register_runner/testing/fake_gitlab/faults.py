@@ -125,7 +125,8 @@ class _Faults:
         ``Location: location`` (default: the same path on http://gitlab.invalid);
         ``"echo"`` answers ``status`` (500) with a JSON message echoing the request line,
         every header (PRIVATE-TOKEN too) and the body; ``"html"`` answers ``status``
-        (200) with an HTML sign-in page."""
+        (200) with an HTML sign-in page. The request log keeps the status GitLab's
+        handler produced (for a handled kind, whatever the client then got)."""
         odd = _Misbehaviour(kind, method, path, count, options)
         with self._lock:
             self._misbehaviours.append(odd)
