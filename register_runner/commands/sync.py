@@ -6,7 +6,7 @@ import argparse
 import os
 import time
 
-from .. import report
+from .. import health, report
 from ..apply import Outcome, apply, recover
 from ..files import exclusive_lock
 from ..model import Observed, Plan
@@ -26,6 +26,23 @@ def sync(options: Options, *, lock_timeout: float, as_json: bool) -> int:
         observed, plan = plan_changes(workspace)
         outcome = apply(workspace, plan, observed)
     status = exit_status(workspace, plan, observed, outcome)
+    # -- health (service helper): the access tokens' expiry and the last-run record --
+    failing = outcome.failing or plan.held or observed.unverified
+    access = None if failing else health.check_access_tokens(workspace)
+    health.record_run(
+        options.prefix,
+        options.instance,
+        exit_status=status,
+        runners=health.runner_rows(
+            options.prefix,
+            options.instance,
+            health.sync_verdicts(observed, outcome),
+            [e.stem for e in workspace.executors],
+        ),
+        warnings=[*workspace.warnings, *outcome.refused],
+        access_tokens=access,
+    )
+    # -- end health --
     report.emit(
         as_json,
         {
