@@ -5,14 +5,17 @@ cannot happen now stay journaled and are retried by the next run."""
 from __future__ import annotations
 
 import argparse
+import logging
 
 from ..model import Kind
 from ..workspace import Options
 from .selected import act_on_runners
 
+log = logging.getLogger(__name__)
+
 
 def run(args: argparse.Namespace) -> int:
-    return act_on_runners(
+    status = act_on_runners(
         Options.from_args(args),
         Kind.DELETE,
         command="unregister",
@@ -20,3 +23,12 @@ def run(args: argparse.Namespace) -> int:
         lock_timeout=args.lock_timeout,
         as_json=args.json,
     )
+    folder = args.prefix / args.instance
+    for stem in sorted(args.runner or (p.stem for p in folder.glob("*.toml"))):
+        if (folder / f"{stem}.toml").is_file():
+            log.warning(
+                "%s still exists: the next sync (or start of gitlab-runner) registers a new "
+                "runner for it; remove or move the file to keep it unregistered",
+                folder / f"{stem}.toml",
+            )
+    return status
