@@ -98,6 +98,7 @@ def test_tls_failure_is_transient_and_says_what_to_do(gitlab, pat, tmp_path):
 
 def test_global_options_before_the_command_word(gitlab, prefix, cli):
     assert cli(prefix).returncode == 0
+    gitlab.clear_requests()
     result = run_cli(["-v", "--prefix", str(prefix.root), "plan", "--json"])
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["command"] == "plan"
@@ -170,8 +171,16 @@ def test_json_error_object_names_the_bad_file(gitlab, prefix, cli):
     ("text", "where", "message"),
     [
         ("executor = [\n", "1:12", "unexpected end of file: the [ here is never closed"),
-        ('executor = "shell"\ntags = ["a",\n  "b"\n', "2:8", "unexpected end of file: the [ here is never closed"),
-        ('executor = "shell"\nenv = { A = "1"\n', "2:7", "unexpected end of file: the { here is never closed"),
+        (
+            'executor = "shell"\ntags = ["a",\n  "b"\n',
+            "2:8",
+            "unexpected end of file: the [ here is never closed",
+        ),
+        (
+            'executor = "shell"\nenv = { A = "1"\n',
+            "2:7",
+            "unexpected end of file: the { here is never closed",
+        ),
         ('executor = "shell"\n  limit == 2\n', "2:10", "Unexpected character: '='"),
     ],
 )
