@@ -24,10 +24,13 @@ def state_dir(prefix: Path, *, create: bool = False) -> Path:
     return folder
 
 
-def atomic_write(path: Path, data: bytes, *, mode: int = 0o600) -> None:
+def atomic_write(
+    path: Path, data: bytes, *, mode: int = 0o600, owner: tuple[int, int] | None = None
+) -> None:
     """Replace ``path`` with ``data`` so that a reader (or a crash) sees either the old or
-    the new complete file. Keeps the owner of the file it replaces; a symlink planted at
-    ``path`` is replaced, never followed."""
+    the new complete file. Keeps the owner of the file it replaces (``owner``, a uid and
+    gid, is given to a new file); a symlink planted at ``path`` is replaced, never
+    followed."""
     previous = _lstat(path)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
@@ -38,6 +41,8 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o600) -> None:
             os.fchmod(handle.fileno(), mode)
             if previous is not None and stat.S_ISREG(previous.st_mode):
                 _keep_owner(handle.fileno(), previous)
+            elif owner is not None:
+                os.fchown(handle.fileno(), *owner)
             os.fsync(handle.fileno())
         os.replace(temporary, path)
     except BaseException:

@@ -150,10 +150,11 @@ def runner_rows(
     verdicts from ``verdicts`` (stem → verdict), else the previous record's for the same
     runner; a runner with no token in the config (or no runner at all) is "invalid":
     gitlab-runner cannot run it."""
-    from . import state
+    from . import custom_runners, state
     from .output import credentials_of, output_path, read_config
 
-    stored = state.load(prefix, instance).runners
+    st = state.load(prefix, instance)
+    stored = st.runners
     try:
         entries = read_config(output_path(prefix, instance)).by_key()
     except InputError:
@@ -169,6 +170,9 @@ def runner_rows(
         runner_id = stored[stem].id if stem in stored else None
         entry = entries.get((stored[stem].url, runner_id)) if stem in stored else None
         credentials = credentials_of(entry) if entry else None
+        if credentials is None and runner_id is not None:
+            # A runner that is not gitlab-runner: its token is in its credentials file.
+            credentials = custom_runners.stored_credentials(st, stem, stored[stem].url, runner_id)
         verdict = verdicts.get(stem) or before.get((stem, runner_id))
         if runner_id is None or (verdict is None and credentials is None):
             verdict = "invalid"

@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional
 import tomlkit
 from tomlkit.items import AoT, Comment, Table, Whitespace
 
-from . import systemd_credentials, tags
+from . import credentials, systemd_credentials, tags
 from .errors import InputError
 from .model import RUNNER_TYPES, ClientConfig, Executor, Scope
 from .secret import Secret
@@ -118,6 +118,7 @@ def load(
         for file in executor_files(executor_dir)
     )
     _check_unique_names(executors)
+    credentials.check_unique((e.path, e.credentials_file) for e in executors)
     return Inputs(path, document, clients, executors, executor_dir, tuple(warnings))
 
 
@@ -437,7 +438,11 @@ def _executor(
     scope = _scope(keys, path, text, client.scope)
     for key in ("runner_type", "group_id", "project_id"):
         keys.pop(key, None)
-    if not isinstance(keys.get("executor"), str) or not keys["executor"]:
+    # A runner that is not gitlab-runner names the file its credentials go to instead.
+    credentials_file, owner = credentials.check_target(path, where, keys, path.parent)
+    if credentials_file is None and (
+        not isinstance(keys.get("executor"), str) or not keys["executor"]
+    ):
         raise InputError(f'{path}: executor = "shell" (or docker, custom, …) is missing')
 
     attributes = _attributes(path, text, keys, identity, policy)
@@ -445,8 +450,13 @@ def _executor(
     if not isinstance(name, str) or not name.strip():
         raise InputError(f"{where('name')}: name must be a non-empty string")
     attributes.setdefault("description", name)
-    warnings.extend(_unknown_keys(where, keys))
-    return Executor(path.stem, str(path), url, scope, name, attributes, keys)
+    if credentials_file is None:
+        warnings.extend(_unknown_keys(where, keys))
+    else:
+        warnings.extend(credentials.unused_keys(where, keys))
+    return Executor(
+        path.stem, str(path), url, scope, name, attributes, keys, credentials_file, owner
+    )
 
 
 def _unknown_keys(where: Callable[[str], str], keys: Mapping[str, Any]) -> list[str]:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, Optional
 
-from . import state
+from . import custom_runners, state
 from .errors import RegisterRunnerError, TransientError
 from .model import (
     REGISTRATION_ATTRIBUTES,
@@ -47,8 +47,21 @@ def known_runners(workspace: Workspace) -> dict[str, RunnerState]:
                 unwritten.token, unwritten.obtained_at, unwritten.expires_at
             )
         else:
-            credentials = credentials_of(entry) if entry else None
+            # A runner that is not gitlab-runner: its token is in its credentials file.
+            credentials = custom_runners.read_back(workspace, stem, stored.url, stored.id)
+            if credentials is None and entry:
+                credentials = credentials_of(entry)
         runners[stem] = _runner(stem, stored, credentials)
+    for executor in workspace.executors:
+        adopted = None if executor.stem in runners else custom_runners.adopt(workspace, executor)
+        if adopted is not None:
+            log.info(
+                "event=adopt runner=%s id=%s: credentials file without state, adopted",
+                executor.stem,
+                adopted[0],
+            )
+            stored = StoredRunner(adopted[0], executor.url, executor.scope, {})
+            runners[executor.stem] = _runner(executor.stem, stored, adopted[1])
     by_name = {e.name: e for e in workspace.executors if e.stem not in runners}
     for (url, runner_id), entry in sorted(entries.items()):
         executor = by_name.get(entry.get("name", ""))

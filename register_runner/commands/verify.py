@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from .. import report, state
+from .. import custom_runners, report, state
 from ..errors import InputError
 from ..hostid import SYSTEM_ID_FILE, VALID_ID
 from ..model import ClientConfig, Scope, Verdict
@@ -66,10 +66,11 @@ def prefix_system_id(prefix: Path) -> Optional[str]:
 def verify_config(options: Options, *, as_json: bool) -> int:
     path = output_path(options.prefix, options.instance)
     config = read_config(path)
-    if config.raw is None:
+    stored = state.load(options.prefix, options.instance)
+    if config.raw is None and not stored.credentials_files:
         raise InputError(f"{path}: no such file; run register-runner first")
     # Runners are known by their executor file's stem everywhere else too.
-    stems = {r.id: stem for stem, r in state.load(options.prefix, options.instance).runners.items()}
+    stems = {r.id: stem for stem, r in stored.runners.items()}
     checks = []
     for index, entry in enumerate(config.entries, 1):
         credentials = credentials_of(entry)
@@ -85,6 +86,12 @@ def verify_config(options: Options, *, as_json: bool) -> int:
                 entry.get("id"),
             )
         )
+    # Runners that are not gitlab-runner: their tokens are in their credentials files.
+    for stem, found in custom_runners.stored_files(stored):
+        if found.credentials is None or not found.url:
+            raise InputError(f"{stored.credentials_files[stem]}: no GITLAB_URL or RUNNER_TOKEN")
+        client = ClientConfig(found.url, Scope(), tls_ca_file=found.tls_ca_file)
+        checks.append((stem, client, found.credentials.token, found.id))
     return verify_tokens(options, checks, prefix_system_id(options.prefix), as_json)
 
 
