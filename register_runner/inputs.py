@@ -193,7 +193,10 @@ def read_text(path: Path) -> str:
 
 def _where(path: Path, text: str, key: str) -> str:
     """``path:line`` of the first place ``key`` is set, or just ``path``."""
-    pattern = re.compile(rf"^\s*(\[+\s*)?[\"']?{re.escape(key)}[\"']?\s*(=|\]|\.)", re.MULTILINE)
+    # [ \t], not \s: a match must not start on a blank line above the key.
+    pattern = re.compile(
+        rf"^[ \t]*(\[+[ \t]*)?[\"']?{re.escape(key)}[\"']?\s*(=|\]|\.)", re.MULTILINE
+    )
     match = pattern.search(text)
     return f"{path}:{text.count(chr(10), 0, match.start()) + 1}" if match else str(path)
 
