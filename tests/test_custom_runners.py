@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import shutil
 import stat
+import subprocess
 import urllib.error
 import urllib.request
 from datetime import datetime, timedelta, timezone
@@ -19,6 +21,8 @@ from register_runner.credentials import parse
 from register_runner.output import parse_timestamp
 
 SHELL = 'executor = "shell"\n'
+UNITS = Path(__file__).resolve().parent.parent / "contrib" / "systemd" / "custom-runner"
+ANALYZE = shutil.which("systemd-analyze")
 KEYS = [
     "GITLAB_URL",
     "RUNNER_ID",
@@ -464,3 +468,92 @@ def test_a_lost_state_adopts_the_runner_from_its_file(gitlab, make, cli, folder)
     assert env(credentials)["RUNNER_TOKEN"] == values["RUNNER_TOKEN"]
     assert [m for m in mutations(gitlab) if m[0] == "POST"] == []
     assert len(gitlab.runners()) == 2
+
+
+# -- GitLab failing; moving a runner between the config and a file ------------------------
+
+
+def test_gitlab_down_keeps_the_file_and_the_runner_starts(gitlab, make, cli, folder):
+    credentials = folder / "rs.env"
+    prefix = make(executors={"rs": custom(credentials)})
+    assert cli(prefix).returncode == 0
+    before = (credentials.read_bytes(), credentials.stat().st_mtime_ns)
+    gitlab.down()
+
+    result = cli(prefix, "sync", "--deadline", "2")
+
+    assert result.returncode == 0, result.stderr  # its credentials are in place
+    assert (credentials.read_bytes(), credentials.stat().st_mtime_ns) == before
+    assert cli(prefix, "sync", "--deadline", "2", "--strict").returncode == 3
+
+
+def test_a_new_custom_runner_with_gitlab_down_exits_3(gitlab, make, cli, folder):
+    credentials = folder / "rs.env"
+    prefix = make(executors={"rs": custom(credentials)})
+    gitlab.down()
+
+    assert cli(prefix, "sync", "--deadline", "2").returncode == 3
+    assert not credentials.exists()
+
+
+def test_a_runner_moves_between_the_config_and_a_file_with_its_token(gitlab, make, cli, folder):
+    prefix = make(executors={"a": SHELL})
+    assert cli(prefix).returncode == 0
+    entry = prefix.runner("a")
+    credentials = folder / "a.env"
+    prefix.write_executor("a", custom(credentials, ""))
+    gitlab.clear_requests()
+
+    assert cli(prefix).returncode == 0
+
+    assert prefix.runners() == []
+    assert env(credentials)["RUNNER_ID"] == str(entry["id"])
+    assert env(credentials)["RUNNER_TOKEN"] == entry["token"]
+    assert mutations(gitlab) == []
+
+    prefix.write_executor("a", SHELL)
+    assert cli(prefix).returncode == 0
+    assert (prefix.runner("a")["id"], prefix.runner("a")["token"]) == (entry["id"], entry["token"])
+    assert not credentials.exists()
+    assert mutations(gitlab) == []
+
+
+# -- the example units ----------------------------------------------------------------------
+
+
+def _settings(unit: Path) -> dict[str, str]:
+    return dict(
+        line.split("=", 1)
+        for line in unit.read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+
+
+def test_the_path_unit_restarts_the_runner_when_the_file_it_reads_changes():
+    runner = _settings(UNITS / "custom-runner.service")
+    path = _settings(UNITS / "custom-runner-credentials.path")
+    restart = _settings(UNITS / path["Unit"])
+
+    assert path["PathChanged"] == runner["EnvironmentFile"].lstrip("-")
+    assert restart["ExecStart"].split()[1:] == ["try-restart", "custom-runner.service"]
+    assert "register-runner sync" in runner["ExecStartPre"]
+
+
+@pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze is not installed")
+def test_the_example_units_pass_systemd_analyze_verify(tmp_path):
+    stubs = tmp_path / "stubs"
+    stubs.mkdir()
+    for program in ("register-runner", "custom-runner"):
+        (stubs / program).write_text("#!/bin/sh\n")
+        (stubs / program).chmod(0o755)
+    units = tmp_path / "units"
+    units.mkdir()
+    for unit in sorted(UNITS.iterdir()):
+        text = unit.read_text().replace("/usr/local/bin/", f"{stubs}/")
+        (units / unit.name).write_text(text)
+    for unit in sorted(units.iterdir()):
+        result = subprocess.run(
+            [ANALYZE, "verify", "--man=no", str(unit)], capture_output=True, text=True
+        )
+        assert result.returncode == 0, result.stderr
+        assert unit.name not in result.stderr
