@@ -9,6 +9,7 @@ without it is never overwritten or removed.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import pwd
 import re
@@ -17,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from .errors import InputError
+from .errors import InputError, TransientError
 from .files import atomic_write, fsync_dir, read_regular
 
 HEADER = "# written by register-runner"
@@ -83,7 +84,10 @@ def ours(raw: bytes) -> bool:
 
 def read(path: Path) -> Optional[bytes]:
     """The file's bytes, None when there is none; a symlink or a huge file is bad input."""
-    raw = read_regular(path)
+    try:
+        raw = read_regular(path)
+    except OSError as error:  # a folder in the way, say
+        raise InputError(f"{path}: cannot read: {error.strerror}") from None
     if raw is not None and len(raw) > MAX_BYTES:
         raise InputError(f"{path}: larger than {MAX_BYTES} bytes; not a credentials file")
     return raw
@@ -99,7 +103,12 @@ def write(path: Path, data: bytes, owner: Optional[str]) -> None:
     try:
         atomic_write(path, data, owner=ids)
     except OSError as error:
-        raise InputError(f"{path}: cannot write the credentials file: {error.strerror}") from None
+        message = f"{path}: cannot write the credentials file: {error.strerror}"
+        # A full disk may heal; a read-only or broken place needs a person. The token is
+        # kept in the state either way, and written by the next run.
+        if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
+            raise TransientError(message) from None
+        raise InputError(message) from None
 
 
 def remove(path: Path) -> bool:

@@ -19,6 +19,7 @@ import pytest
 
 from register_runner.credentials import parse
 from register_runner.output import parse_timestamp
+from register_runner.testing.prefix import start_cli
 
 SHELL = 'executor = "shell"\n'
 UNITS = Path(__file__).resolve().parent.parent / "contrib" / "systemd" / "custom-runner"
@@ -557,3 +558,60 @@ def test_the_example_units_pass_systemd_analyze_verify(tmp_path):
         )
         assert result.returncode == 0, result.stderr
         assert unit.name not in result.stderr
+
+
+def test_a_token_whose_file_could_not_be_written_is_kept_for_the_next_run(
+    gitlab, make, cli, folder
+):
+    credentials = folder / "rs.env"
+    prefix = make(executors={"rs": custom(credentials)})
+    held = gitlab.block(method="POST", path=r"^/user/runners$", when="after")
+    run = start_cli(["sync", "--prefix", str(prefix.root)])
+    try:
+        assert held.reached.wait(60)
+        credentials.mkdir()  # something in the way once the runner exists in GitLab
+    finally:
+        held.release()
+    _, stderr = run.communicate(timeout=120)
+    assert run.returncode == 2, stderr
+    assert str(credentials) in stderr
+    credentials.rmdir()
+    gitlab.clear_requests()
+
+    assert cli(prefix).returncode == 0
+
+    values = env(credentials)
+    assert [r.id for r in gitlab.runners()] == [int(values["RUNNER_ID"])]
+    assert values["RUNNER_TOKEN"] == gitlab.runners()[0].token
+    assert mutations(gitlab) == []
+
+
+def test_a_token_the_runner_writes_while_a_sync_works_is_not_reverted(gitlab, make, cli, folder):
+    credentials = folder / "rs.env"
+    prefix = make(executors={"rs": custom(credentials)})
+    assert cli(prefix).returncode == 0
+    values = env(credentials)
+    runner_id = int(values["RUNNER_ID"])
+    first = credentials.read_text().splitlines()[0]
+
+    def runner_writes_back(token: str) -> None:  # without the time: the sync fills it in
+        credentials.write_text(
+            f"{first}\nGITLAB_URL={gitlab.url}\nRUNNER_ID={runner_id}\nRUNNER_TOKEN={token}\n"
+        )
+
+    runner_writes_back(gitlab.rotate_runner_token(runner_id))
+    held = gitlab.block(method="POST", path=r"^/runners/verify$", when="after")
+    run = start_cli(["sync", "--prefix", str(prefix.root)])
+    try:
+        assert held.reached.wait(60)
+        latest = gitlab.rotate_runner_token(runner_id)
+        runner_writes_back(latest)
+    finally:
+        held.release()
+    _, stderr = run.communicate(timeout=120)
+    assert run.returncode == 0, stderr
+    assert env(credentials)["RUNNER_TOKEN"] == latest
+
+    assert cli(prefix).returncode == 0
+    assert env(credentials)["RUNNER_TOKEN"] == latest
+    assert env(credentials)["RUNNER_TOKEN_OBTAINED_AT"]
