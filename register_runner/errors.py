@@ -7,26 +7,33 @@ can then say ``RestartPreventExitStatus=1 2`` and retry only what may heal.
 from __future__ import annotations
 
 
-class RegisterRunnerError(Exception):
+class Error(Exception):
     """An expected failure: reported as one line, never with a traceback."""
 
-    exit_code = 1
+    exit_status = 1
+
+    @property
+    def exit_code(self) -> int:
+        return self.exit_status
 
 
-class RefusedError(RegisterRunnerError):
+RegisterRunnerError = Error
+
+
+class RefusedError(Error):
     """GitLab refused something that needs a person: a rejected access token, 410 Gone,
     a validation error."""
 
-    exit_code = 1
+    exit_status = 1
 
 
-class InputError(RegisterRunnerError):
+class InputError(Error):
     """Bad input or usage; nothing was changed."""
 
-    exit_code = 2
+    exit_status = 2
 
 
-class TransientError(RegisterRunnerError):
+class TransientError(Error):
     """GitLab unreachable or failing, or the lock busy: worth trying again later."""
 
-    exit_code = 3
+    exit_status = 3
