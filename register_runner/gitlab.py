@@ -487,8 +487,8 @@ class GitLab:
             if self._ssl_context is None:
                 self._ssl_context = tls.context(
                     self.client.tls_ca_file,
-                    getattr(self.client, "tls_cert_file", None),
-                    getattr(self.client, "tls_key_file", None),
+                    self.client.tls_cert_file,
+                    self.client.tls_key_file,
                 )
             return self._ssl_context
 
