@@ -6,6 +6,7 @@ from __future__ import annotations
 import email.utils
 import math
 import re
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -73,6 +74,26 @@ class Issued:
     id: Optional[int]
     token: Secret
     expires_at: Optional[datetime]
+
+
+class RatePause:
+    """A 429 pauses the whole pool until Retry-After has passed."""
+
+    def __init__(self) -> None:
+        self._until = 0.0
+        self._lock = threading.Lock()
+
+    def extend(self, seconds: float) -> None:
+        with self._lock:
+            self._until = max(self._until, time.monotonic() + seconds)
+
+    def wait(self, deadline: Any) -> None:
+        with self._lock:
+            delay = self._until - time.monotonic()
+        if delay > 0:
+            if delay >= deadline.remaining():
+                raise Unavailable("GitLab asked to wait longer than the deadline allows (429)")
+            time.sleep(delay)
 
 
 def transient_status(status: int) -> bool:

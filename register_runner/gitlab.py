@@ -36,6 +36,7 @@ from .answers import (
     Gone,
     Issued,
     NotFound,
+    RatePause,
     Redirected,
     Rejected,
     Unavailable,
@@ -67,26 +68,6 @@ log = logging.getLogger(__name__)
 BACKOFF_BASE = 0.2
 BACKOFF_CAP = 5.0
 MIN_RATE_WAIT = 1.0
-
-
-class RatePause:
-    """A 429 pauses the whole pool until Retry-After has passed."""
-
-    def __init__(self) -> None:
-        self._until = 0.0
-        self._lock = threading.Lock()
-
-    def extend(self, seconds: float) -> None:
-        with self._lock:
-            self._until = max(self._until, time.monotonic() + seconds)
-
-    def wait(self, deadline: Deadline) -> None:
-        with self._lock:
-            delay = self._until - time.monotonic()
-        if delay > 0:
-            if delay >= deadline.remaining():
-                raise Unavailable("GitLab asked to wait longer than the deadline allows (429)")
-            time.sleep(delay)
 
 
 @dataclass
