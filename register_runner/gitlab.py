@@ -464,6 +464,8 @@ class GitLab:
         return api
 
     def _context(self) -> Any:
+        if not self.url.startswith("https://"):
+            return None  # plain http: no TLS files are read, as gitlab-runner does
         with self._context_lock:
             if self._ssl_context is None:
                 self._ssl_context = tls.context(
