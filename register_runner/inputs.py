@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional
 import tomlkit
 from tomlkit.items import AoT, Comment, Table, Whitespace
 
-from . import systemd_credentials, tags
+from . import files, systemd_credentials, tags
 from .errors import InputError
 from .model import RUNNER_TYPES, ClientConfig, Executor, Scope
 from .secret import Secret
@@ -56,7 +56,8 @@ RUNNER_KEYS = frozenset((
 # fmt: on
 # Executor-file keys register-runner itself reads, never meant for gitlab-runner.
 OWN_EXECUTOR_KEYS = frozenset({"credentials_file", "credentials_owner", "env_tags"})
-CLIENT_KEYS = {"url", "runner_type", "group_id", "project_id", "tls_ca_file"} | {
+TLS_FILE_KEYS = ("tls_ca_file", "tls_cert_file", "tls_key_file")
+CLIENT_KEYS = {"url", "runner_type", "group_id", "project_id", *TLS_FILE_KEYS} | {
     key + source for key in SECRET_KEYS for source in SECRET_SOURCES
 }
 
@@ -100,11 +101,14 @@ def load(
     *,
     capture_tags_file: Optional[Path] = None,
     tag_schema_file: Optional[Path] = None,
+    check_permissions: bool = True,
 ) -> Inputs:
+    """``check_permissions``: refuse secret and TLS files others may write (False for
+    --insecure-permissions)."""
     path = template_path(prefix, identity.instance)
     text = read_text(path)
     document = parse_toml(path, text)
-    clients = _client_configs(path, text, document, environ)
+    clients = _client_configs(path, text, document, environ, check_permissions)
     if "runners" in document:
         raise InputError(
             f"{_where(path, text, 'runners')}: [[runners]] do not belong in the "
@@ -162,13 +166,16 @@ def executor_files(folder: Path) -> list[Path]:
         return []
     if not folder.is_dir():
         raise InputError(f"{folder}: not a folder")
-    files = sorted(
+    found = sorted(
         p for p in folder.iterdir() if p.suffix == ".toml" and not p.name.startswith(".")
     )
-    for file in files:
+    for file in found:
+        problem = files.name_problem(file.name)
+        if problem:
+            raise InputError(f"{folder}/{file.name!a}: {problem}; rename the file")
         if not file.is_file():
             raise InputError(f"{file}: not a regular file")
-    return files
+    return found
 
 
 def read_text(path: Path) -> str:
@@ -227,7 +234,11 @@ def _drop_trailing_comments(body: list) -> None:
 
 
 def _client_configs(
-    path: Path, text: str, document: tomlkit.TOMLDocument, environ: Mapping[str, str]
+    path: Path,
+    text: str,
+    document: tomlkit.TOMLDocument,
+    environ: Mapping[str, str],
+    check_permissions: bool = True,
 ) -> dict[str, ClientConfig]:
     raw = document.get("client_configs")
     if raw is None:
@@ -243,7 +254,7 @@ def _client_configs(
     remove_with_comments(document, "client_configs")
     clients: dict[str, ClientConfig] = {}
     for entry in raw:
-        client = _client_config(path, text, dict(entry), environ)
+        client = _client_config(path, text, dict(entry), environ, check_permissions)
         if client.url in clients:
             raise InputError(
                 f"{_where(path, text, 'client_configs')}: two client_configs for {client.url}"
@@ -253,14 +264,18 @@ def _client_configs(
 
 
 def _client_config(
-    path: Path, text: str, entry: dict[str, Any], environ: Mapping[str, str]
+    path: Path,
+    text: str,
+    entry: dict[str, Any],
+    environ: Mapping[str, str],
+    check_permissions: bool = True,
 ) -> ClientConfig:
     unknown = sorted(set(entry) - CLIENT_KEYS)
     if unknown:
         raise InputError(
             f"{_where(path, text, unknown[0])}: unknown client_configs key {unknown[0]!r}"
         )
-    url = _url(entry.get("url"))
+    url = _url(entry.get("url"), _where(path, text, "url"))
     if url is None:
         raise InputError(
             f"{_where(path, text, 'url')}: client_configs entry needs "
@@ -268,7 +283,7 @@ def _client_config(
         )
     scope = _scope(entry, path, text, Scope())
     personal, access, registration = (
-        _secret(path, text, entry, key, environ) for key in SECRET_KEYS
+        _secret(path, text, entry, key, environ, check_permissions) for key in SECRET_KEYS
     )
     if personal is not None and access is not None:
         raise InputError(
@@ -281,16 +296,38 @@ def _client_config(
             f"{_where(path, text, 'url')}: client_configs for {url} has neither "
             "personal_access_token (or _file/_env/_credential) nor registration_token"
         )
-    ca_file = entry.get("tls_ca_file")
-    if ca_file is not None and not (isinstance(ca_file, str) and os.path.isfile(ca_file)):
+    ca_file, cert_file, key_file = (
+        _tls_file(path, text, entry, key, check_permissions) for key in TLS_FILE_KEYS
+    )
+    if key_file and not cert_file:
         raise InputError(
-            f"{_where(path, text, 'tls_ca_file')}: tls_ca_file {ca_file!r} is not a readable file"
+            f"{_where(path, text, 'tls_key_file')}: tls_key_file needs tls_cert_file too"
         )
-    return ClientConfig(url, scope, access, registration, ca_file)
+    return ClientConfig(url, scope, access, registration, ca_file, cert_file, key_file)
+
+
+def _tls_file(
+    path: Path, text: str, entry: Mapping[str, Any], key: str, check_permissions: bool
+) -> Optional[str]:
+    """A CA, certificate or key file: it decides whom the tokens are sent to (or is a
+    secret), so others must not be able to change it."""
+    value = entry.get(key)
+    if value is None:
+        return None
+    if not (isinstance(value, str) and os.path.isfile(value) and os.access(value, os.R_OK)):
+        raise InputError(f"{_where(path, text, key)}: {key} {value!r} is not a readable file")
+    if check_permissions:
+        files.check_secure(Path(value))
+    return value
 
 
 def _secret(
-    path: Path, text: str, entry: Mapping[str, Any], key: str, environ: Mapping[str, str]
+    path: Path,
+    text: str,
+    entry: Mapping[str, Any],
+    key: str,
+    environ: Mapping[str, str],
+    check_permissions: bool = True,
 ) -> Optional[Secret]:
     given = [source for source in SECRET_SOURCES if key + source in entry]
     if not given:
@@ -313,7 +350,7 @@ def _secret(
         )
     readers: dict[str, Callable[[], str]] = {
         "": lambda: value,
-        "_file": lambda: _read_secret_file(where, setting, path.parent / value),
+        "_file": lambda: _read_secret_file(where, setting, path.parent / value, check_permissions),
         "_env": lambda: _read_secret_env(where, setting, value, environ),
         "_credential": lambda: _read_credential(where, setting, value, environ),
     }
@@ -333,12 +370,37 @@ def _looks_like_a_token(value: str) -> bool:
     return len(value) >= 20 and not re.search(r"[/.]", value) and not value.isupper()
 
 
-def _read_secret_file(where: str, setting: str, file: Path) -> str:
+def _read_secret_file(where: str, setting: str, file: Path, check_permissions: bool = False) -> str:
+    """The one token in ``file``. Its content is never printed, whatever is wrong."""
     try:
-        return file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        reason = getattr(error, "strerror", None) or "not UTF-8 text"
-        raise InputError(f"{where}: {setting}: cannot read {file}: {reason}") from None
+        data = file.read_bytes()
+    except OSError as error:
+        raise InputError(f"{where}: {setting}: cannot read {file}: {error.strerror}") from None
+    if check_permissions:
+        files.check_secure(file)
+    problem = secret_file_problem(data)
+    if problem:
+        raise InputError(
+            f"{where}: {setting}: {file}: {problem}; a secret file holds one token on one "
+            "line, optionally ending with a newline"
+        )
+    return data.decode("ascii").rstrip("\r\n")
+
+
+def secret_file_problem(data: bytes) -> Optional[str]:
+    """What makes ``data`` other than one token with at most one trailing LF or CRLF."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        return "it starts with a byte-order mark"
+    body = data[:-2] if data.endswith(b"\r\n") else data[:-1] if data.endswith(b"\n") else data
+    if not body.strip():
+        return "it is empty"
+    if b"\0" in body:
+        return "it holds a NUL byte"
+    if b"\n" in body or b"\r" in body:
+        return "it holds more than one line"
+    if any(byte <= 0x20 or byte >= 0x7F for byte in body):
+        return "it holds spaces, control characters or non-ASCII bytes"
+    return None
 
 
 def _read_secret_env(where: str, setting: str, name: str, environ: Mapping[str, str]) -> str:
@@ -367,11 +429,19 @@ def _read_credential(where: str, setting: str, name: str, environ: Mapping[str, 
     )
 
 
-def _url(value: Any) -> Optional[str]:
+def _url(value: Any, where: str) -> Optional[str]:
     if not isinstance(value, str) or value.strip() in PLACEHOLDERS:
         return None
     value = value.strip().rstrip("/")
-    return value if re.match(r"^https?://[^/\s]+", value) else None
+    if not re.match(r"^https?://[^/\s]+", value):
+        return None
+    if "@" in value.split("/", 3)[2]:
+        # Never printed: the part before the @ may be a password.
+        raise InputError(
+            f"{where}: the url holds a user name or password (user:…@host); remove it "
+            "and give the access token as personal_access_token"
+        )
+    return value
 
 
 def _scope(entry: Mapping[str, Any], path: Path, text: str, default: Scope) -> Scope:
@@ -492,7 +562,7 @@ def _runner_keys(path: Path, text: str, document: tomlkit.TOMLDocument) -> dict[
 def _client_url(
     path: Path, where: Callable[[str], str], raw: Any, clients: Mapping[str, ClientConfig]
 ) -> str:
-    url = _url(raw)
+    url = _url(raw, where("url"))
     if url is None:
         if raw is not None and not (isinstance(raw, str) and raw.strip() in PLACEHOLDERS):
             raise InputError(f"{where('url')}: url {raw!r} is not an http(s) URL")

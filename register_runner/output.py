@@ -117,12 +117,21 @@ def runner_entry(
     credentials: Credentials,
     tls_ca_file: Optional[str],
     settings: Mapping[str, Any],
+    *,
+    tls_cert_file: Optional[str] = None,
+    tls_key_file: Optional[str] = None,
 ) -> dict[str, Any]:
-    """One [[runners]] entry: the API-owned keys first, then the executor file's keys."""
+    """One [[runners]] entry: the API-owned keys first, then the executor file's keys.
+    The client_config's TLS files go along under gitlab-runner's own names."""
     entry: dict[str, Any] = {"name": name, "url": url, "id": runner_id}
     entry.update(credentials.as_entry())
-    if tls_ca_file:
-        entry["tls-ca-file"] = tls_ca_file
+    for key, value in (
+        ("tls-ca-file", tls_ca_file),
+        ("tls-cert-file", tls_cert_file),
+        ("tls-key-file", tls_key_file),
+    ):
+        if value:
+            entry[key] = value
     entry.update((k, v) for k, v in settings.items() if k not in entry)
     return entry
 

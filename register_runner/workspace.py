@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional, TypeVar
 
 from . import inputs, state
 from .errors import InputError
-from .files import check_secure, exclusive_lock, state_dir
+from .files import check_instance_name, check_secure, exclusive_lock, state_dir
 from .hostid import hostname, resolve_system_id
 from .inputs import Identity, Inputs
 from .model import Executor
@@ -24,6 +24,8 @@ from .output import ExistingConfig, output_path, read_config
 log = logging.getLogger(__name__)
 # Making a system ID takes milliseconds; a long wait means something is stuck.
 SYSTEM_ID_LOCK_WAIT = 30.0
+# A refused connection or a failed lookup is retried this long when a good config exists.
+GIVE_UP_UNREACHABLE_AFTER = 3.0
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -102,6 +104,11 @@ class Workspace:
                         Deadline(self.options.deadline),
                         self.options.timeout,
                         system_id=self.identity.system_id,
+                        # With a usable config the runners start without GitLab: a GitLab
+                        # that refuses connections or does not resolve is not waited for.
+                        give_up_unreachable_after=(
+                            GIVE_UP_UNREACHABLE_AFTER if self.config.entries else None
+                        ),
                     )
                 self._apis[url] = GitLab(self.inputs.clients[url], self._connection)
             return self._apis[url]
@@ -118,6 +125,8 @@ class Workspace:
 
 def check_prefix(options: Options) -> None:
     prefix = options.prefix
+    # Before anything is created under the prefix: the instance name becomes a path.
+    check_instance_name(options.instance)
     if not prefix.is_dir():
         raise InputError(f"{prefix}: no such folder (--prefix)")
     if not options.insecure_permissions:
@@ -161,6 +170,7 @@ def load(options: Options, environ: Mapping[str, str], *, read_only: bool = Fals
             environ,
             capture_tags_file=options.capture_tags,
             tag_schema_file=options.tag_schema,
+            check_permissions=not options.insecure_permissions,
         )
         if not read_only:
             system_id.save()
