@@ -23,7 +23,16 @@ from .secret import scrub
 
 PROG = "register-runner"
 DEFAULT_PREFIX = "/etc/gitlab-runner"
-COMMANDS = ("sync", "plan", "verify", "system-id", "unregister", "reset-token", "demo")
+COMMANDS = (
+    "sync",
+    "plan",
+    "verify",
+    "system-id",
+    "unregister",
+    "reset-token",
+    "prune-legacy",
+    "demo",
+)
 SYSLOG_PRIORITY = {
     logging.DEBUG: 7,
     logging.INFO: 6,
@@ -116,10 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     changes.add_argument(
         "--capture-tags",
-        type=Path,
-        metavar="FILE",
-        help="a Python file whose capture_tags() returns tags for every runner (as in "
-        "LLNL's gitlab-runner-auth)",
+        metavar="NAME",
+        help="a module on PYTHONPATH (as in LLNL's gitlab-runner-auth) or a .py file whose "
+        "capture_tags() returns tags or properties for the runners",
     )
     changes.add_argument(
         "--tag-schema",
@@ -216,6 +224,14 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common, prefix, network, locked, selection],
         help="rotate runner tokens now and save them in the config",
     )
+
+    prune = commands.add_parser(
+        "prune-legacy",
+        parents=[common, prefix, network, locked],
+        help="list (--yes: delete) the runners gitlab-runner-auth left in GitLab for this "
+        "host and instance",
+    )
+    prune.add_argument("--yes", action="store_true", help="delete them (default: only list)")
 
     demo = commands.add_parser(
         "demo",
