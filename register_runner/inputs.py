@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
@@ -47,6 +47,7 @@ class Inputs:
     clients: Mapping[str, ClientConfig]
     executors: tuple[Executor, ...]
     executor_dir: Path
+    tag_policy: TagPolicy = field(default_factory=TagPolicy)
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ def load(
         _executor(file, clients, identity, policy) for file in executor_files(executor_dir)
     )
     _check_unique_names(executors)
-    return Inputs(path, document, clients, executors, executor_dir)
+    return Inputs(path, document, clients, executors, executor_dir, policy)
 
 
 def _tag_policy(

@@ -18,6 +18,7 @@ from .errors import RegisterRunnerError, TransientError
 from .model import Executor, RunnerState, Scope, Verdict
 from .output import credentials_of
 from .secret import Secret
+from .tags import legacy_hostname
 
 if TYPE_CHECKING:
     from .gitlab import Issued
@@ -210,3 +211,57 @@ def find_leftovers(
                 seen.add((url, runner["id"]))
                 leftovers.append((url, runner))
     return leftovers, errors
+
+
+# -- what the lead's load/observe and plan call -------------------------------------------
+
+
+def adopt_legacy(
+    workspace: Workspace, runners: Mapping[str, RunnerState]
+) -> dict[str, RunnerState]:
+    """gitlab-runner-auth's config entries adopted by the executors that have no runner
+    among ``runners`` yet (see legacy_matches and adopt); warnings go to the workspace."""
+    if workspace.foreign:
+        return {}
+    free = [e for e in workspace.executors if e.stem not in runners]
+    matches, warnings = legacy_matches(
+        workspace.config.entries, free, legacy_hostname(), workspace.identity.instance
+    )
+    for warning in warnings:
+        workspace.warn(warning)
+    system_id = workspace.identity.system_id
+    return adopt(
+        matches,
+        {e.stem: e for e in free},
+        lambda url, token: workspace.api(url).verify(token, system_id),
+    )
+
+
+def plan_leftovers(
+    workspace: Workspace, runners: Mapping[str, RunnerState]
+) -> list[dict[str, Any]]:
+    """Rows for ``plan``, one per runner gitlab-runner-auth left in GitLab for this host
+    (``runners``: this host's, adopted ones included), and one warning naming the command
+    that deletes them. A GitLab that cannot be listed (no read_api) is warned about only
+    when the template says identity_tags = "gitlab-runner-auth"."""
+    known = known_ids(workspace) | {(r.url, r.id) for r in runners.values()}
+    leftovers, errors = find_leftovers(workspace, known, legacy_hostname())
+    if errors and workspace.inputs.tag_policy.gitlab_runner_auth:
+        workspace.warn(
+            f"cannot look for runners gitlab-runner-auth left: {errors[0]} (listing needs read_api)"
+        )
+    if leftovers:
+        workspace.warn(
+            f"gitlab-runner-auth left {len(leftovers)} runner(s) of this host in GitLab; "
+            "register-runner prune-legacy lists them, prune-legacy --yes deletes them"
+        )
+    return [
+        {
+            "action": "leftover",
+            "runner": str(runner.get("description")),
+            "id": runner["id"],
+            "reason": f"left by gitlab-runner-auth on {url}; prune-legacy --yes deletes it",
+            "changes": [],
+        }
+        for url, runner in leftovers
+    ]
