@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar
 
-from . import inputs, state
+from . import inputs, migrate, state
 from .errors import InputError, RegisterRunnerError
 from .files import check_secure, state_dir
 from .hostid import hostname, resolve_system_id
@@ -213,6 +213,10 @@ def known_runners(workspace: Workspace) -> dict[str, RunnerState]:
             credentials.obtained_at if credentials else None,
             credentials.expires_at if credentials else None,
         )
+    adopted = migrate.adopt_legacy(workspace, runners)
+    for runner in adopted.values():
+        entries.pop(runner.id, None)
+    runners.update(adopted)
     by_name = {e.name: e for e in workspace.executors if e.stem not in runners}
     for runner_id, entry in sorted(entries.items()):
         executor = by_name.get(entry.get("name", ""))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from .. import report
+from .. import migrate, report
 from ..apply import config_unchanged
 from ..workspace import Options, check_prefix, load, plan_changes
 
@@ -46,7 +46,7 @@ def plan(options: Options, *, detailed_exitcode: bool, as_json: bool) -> int:
             "config": str(workspace.output),
             "system_id": workspace.identity.system_id,
         },
-        report.plan_rows(result, write),
+        report.plan_rows(result, write) + migrate.plan_leftovers(workspace, observed.runners),
         workspace.warnings,
     )
     return status
