@@ -7,6 +7,7 @@ properties gitlab-runner-auth built (its form)."""
 
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.util
 import inspect
 import json
@@ -246,32 +247,43 @@ def identity_tags(host: str, instance: str) -> list[str]:
 def load_capture(name: Union[str, Path]) -> Capture:
     """``--capture-tags NAME``: a module importable from PYTHONPATH (gitlab-runner-auth's
     form, e.g. ``capture_tags``) or a Python file (a path, or a name ending in .py)."""
-    text = str(name)
-    if isinstance(name, Path) or text.endswith(".py") or "/" in text:
-        path = Path(text)
-        spec = importlib.util.spec_from_file_location("register_runner_capture_tags", path)
-        if spec is None or spec.loader is None or not path.is_file():
-            raise InputError(f"{path}: --capture-tags needs a Python file or a module name")
-    else:
-        try:
-            spec = importlib.util.find_spec(text)
-        except (ImportError, ValueError) as error:
-            raise InputError(f"--capture-tags {text}: cannot import it: {error}") from None
-        if spec is None or spec.loader is None:
-            raise InputError(
-                f"--capture-tags {text}: no such module on PYTHONPATH (set PYTHONPATH "
-                "to its folder, or give the path of its .py file)"
-            )
-    source = spec.origin or text
+    spec = _capture_spec(name)
+    source = spec.origin or str(name)
     module = importlib.util.module_from_spec(spec)
     try:
-        spec.loader.exec_module(module)
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
     except Exception as error:
         raise InputError(f"{source}: cannot load it: {type(error).__name__}: {error}") from None
     function = getattr(module, "capture_tags", None)
     if not callable(function):
         raise InputError(f"{source}: defines no capture_tags() function")
     return Capture(source, function)
+
+
+def capture_origin(name: Union[str, Path]) -> Optional[Path]:
+    """The file ``--capture-tags NAME`` runs, to check who may change it."""
+    origin = _capture_spec(name).origin
+    return Path(origin) if origin else None
+
+
+def _capture_spec(name: Union[str, Path]) -> importlib.machinery.ModuleSpec:
+    text = str(name)
+    if isinstance(name, Path) or text.endswith(".py") or "/" in text:
+        path = Path(text)
+        spec = importlib.util.spec_from_file_location("register_runner_capture_tags", path)
+        if spec is None or spec.loader is None or not path.is_file():
+            raise InputError(f"{path}: --capture-tags needs a Python file or a module name")
+        return spec
+    try:
+        spec = importlib.util.find_spec(text)
+    except (ImportError, ValueError) as error:
+        raise InputError(f"--capture-tags {text}: cannot import it: {error}") from None
+    if spec is None or spec.loader is None:
+        raise InputError(
+            f"--capture-tags {text}: no such module on PYTHONPATH (set PYTHONPATH "
+            "to its folder, or give the path of its .py file)"
+        )
+    return spec
 
 
 def load_schema(path: Path) -> dict[str, Any]:

@@ -167,6 +167,7 @@ def test_capture_tags_by_module_name_from_the_python_path(tmp_path, monkeypatch)
     assert capture.takes_arguments and capture.source == str(tmp_path / "site_capture_unit.py")
     assert capture("main", "shell", None, None) == {"where": "main-shell"}
     assert "site_capture_unit" not in sys.modules
+    assert tags.capture_origin("site_capture_unit") == tmp_path / "site_capture_unit.py"
 
 
 @pytest.mark.parametrize("name", ["no_such_capture_module", "no_such_package.module"])
