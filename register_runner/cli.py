@@ -79,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     prefix = argparse.ArgumentParser(add_help=False)
     prefix.add_argument(
+        "-p",
         "--prefix",
         type=Path,
         default=Path(DEFAULT_PREFIX),

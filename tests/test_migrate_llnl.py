@@ -140,7 +140,7 @@ class Site:
             self.prefix.write_executor(stem, text.format(url=gitlab.url))
         self.env = {**ENV, "PYTHONPATH": str(self.modules)}
         self.flags = [
-            "--prefix",
+            "-p",
             str(self.prefix.root),
             "--service-instance",
             INSTANCE,
@@ -191,6 +191,10 @@ def test_register_runner_takes_over_what_gitlab_runner_auth_registered(
 
     site.migrate_template()
     gitlab.clear_requests()
+    plan = site.register_runner("plan", "--json")
+    assert plan.returncode == 0, plan.stderr
+    assert {a["action"] for a in json.loads(plan.stdout)["actions"]} == {"update", "write"}
+    assert gitlab.mutating_requests() == []
     first = site.register_runner()
 
     assert first.returncode == 0, first.stderr
