@@ -128,11 +128,13 @@ def _tag_policy(
             f"{_where(path, text, 'identity_tags')}: identity_tags must be true, false or "
             f'"{tags.GITLAB_RUNNER_AUTH}"'
         )
+    capture_tags = _option(path, text, settings, "capture_tags", capture_tags)
+    tag_schema_file = _option(path, text, settings, "tag_schema", tag_schema_file)
     if tags.SETTINGS_TABLE in document:
         remove_with_comments(document, tags.SETTINGS_TABLE)
     if identity_tags is True:
         host_tags += tags.identity_tags(identity.host, identity.instance)
-    schema = tags.load_schema(tag_schema_file) if tag_schema_file is not None else None
+    schema = tags.load_schema(Path(tag_schema_file)) if tag_schema_file is not None else None
     return TagPolicy(
         tuple(sorted(set(host_tags))),
         schema,
@@ -143,6 +145,31 @@ def _tag_policy(
         gitlab_runner_auth=identity_tags == tags.GITLAB_RUNNER_AUTH,
         environ=environ,
     )
+
+
+def _option(
+    path: Path, text: str, settings: Mapping[str, Any], key: str, given: Union[str, Path, None]
+) -> Union[str, Path, None]:
+    """A [register_runner] setting that is also a command-line option: a file name is
+    relative to the prefix; the option, when given too, must name the same."""
+    value = settings.get(key)
+    if value is None:
+        return given
+    where = _where(path, text, key)
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(f"{where}: {key} must be a non-empty string")
+    if key == "tag_schema" or tags.is_file_name(value):
+        value = path.parent / value
+    if key == "tag_schema":
+        same = lambda a, b: Path(a).resolve() == Path(b).resolve()  # noqa: E731
+    else:  # a module name and the path of its file are the same plugin
+        same = lambda a, b: tags.capture_origin(a) == tags.capture_origin(b)  # noqa: E731
+    if given is not None and not same(given, value):
+        raise InputError(
+            f"{where}: {key} = {str(value)!r} but --{key.replace('_', '-')} {given}; give "
+            "one of them (the template's is used by every command)"
+        )
+    return value
 
 
 def executor_files(folder: Path) -> list[Path]:

@@ -22,7 +22,9 @@ from .errors import InputError
 
 # The template's own table, removed from the output like client_configs.
 SETTINGS_TABLE = "register_runner"
-SETTINGS_KEYS = ("tags", "identity_tags")
+# capture_tags and tag_schema: the --capture-tags and --tag-schema every command uses (the
+# timer's sync, plan, prune-legacy), so that no run tags the runners differently.
+SETTINGS_KEYS = ("tags", "identity_tags", "capture_tags", "tag_schema")
 # identity_tags = "gitlab-runner-auth": the tags that tool gave (see properties()).
 GITLAB_RUNNER_AUTH = "gitlab-runner-auth"
 
@@ -260,6 +262,12 @@ def load_capture(name: Union[str, Path]) -> Capture:
     return Capture(source, function)
 
 
+def is_file_name(name: Union[str, Path]) -> bool:
+    """Whether ``--capture-tags NAME`` names a file rather than a module."""
+    text = str(name)
+    return isinstance(name, Path) or text.endswith(".py") or "/" in text
+
+
 def capture_origin(name: Union[str, Path]) -> Optional[Path]:
     """The file ``--capture-tags NAME`` runs, to check who may change it."""
     origin = _capture_spec(name).origin
@@ -268,7 +276,7 @@ def capture_origin(name: Union[str, Path]) -> Optional[Path]:
 
 def _capture_spec(name: Union[str, Path]) -> importlib.machinery.ModuleSpec:
     text = str(name)
-    if isinstance(name, Path) or text.endswith(".py") or "/" in text:
+    if is_file_name(name):
         path = Path(text)
         spec = importlib.util.spec_from_file_location("register_runner_capture_tags", path)
         if spec is None or spec.loader is None or not path.is_file():

@@ -241,12 +241,38 @@ def test_identity_tags_gitlab_runner_auth_from_the_template(tmp_path, monkeypatc
     assert "env_tags" not in executor.settings
 
 
+def test_the_template_names_the_plugin_and_schema_for_every_command(tmp_path):
+    (tmp_path / "site.py").write_text("def capture_tags():\n    return ['rack-7']\n")
+    (tmp_path / "schema.json").write_text('{"type": "array", "maxItems": 1}')
+    settings = '[register_runner]\ncapture_tags = "site.py"\ntag_schema = "schema.json"\n'
+    (executor,) = load(tmp_path, {"a.toml": 'executor = "shell"\n'}, settings).executors
+    assert executor.attributes["tag_list"] == ["rack-7"]
+    with pytest.raises(InputError, match="do not match --tag-schema"):
+        load(tmp_path, {"a.toml": 'executor = "shell"\ntags = ["x"]\n'}, settings)
+
+
+def test_an_option_that_differs_from_the_template_is_refused(tmp_path, monkeypatch):
+    (tmp_path / "plugin_unit.py").write_text("def capture_tags():\n    return ['rack-7']\n")
+    (tmp_path / "config.template.main.toml").write_text(
+        CLIENT + '[register_runner]\ncapture_tags = "plugin_unit.py"\n'
+    )
+    (tmp_path / "main").mkdir()
+    same = inputs.load(tmp_path, IDENTITY, {}, capture_tags_file=str(tmp_path / "plugin_unit.py"))
+    assert same.tag_policy.capture is not None
+    monkeypatch.syspath_prepend(str(tmp_path))
+    by_name = inputs.load(tmp_path, IDENTITY, {}, capture_tags_file="plugin_unit")
+    assert by_name.tag_policy.capture is not None
+    with pytest.raises(InputError, match="give one of them"):
+        inputs.load(tmp_path, IDENTITY, {}, capture_tags_file="json")
+
+
 @pytest.mark.parametrize(
     ("settings", "executor", "message"),
     [
         ('[register_runner]\nidentity_tags = "llnl"\n', 'executor = "shell"\n', "identity_tags"),
         ("", 'executor = "shell"\nenv_tags = "OS"\n', "env_tags must be a list"),
         ("", 'executor = "shell"\nenv_tags = [1]\n', "env_tags must be a list"),
+        ("[register_runner]\ncapture_tags = 1\n", 'executor = "shell"\n', "non-empty string"),
     ],
 )
 def test_bad_settings_are_refused(tmp_path, settings, executor, message):

@@ -163,10 +163,10 @@ class Site:
         assert result.returncode == 0, result.stderr
         return result
 
-    def migrate_template(self) -> None:
+    def migrate_template(self, settings: str = "") -> None:
         """The one edit the README asks for: the same tags as gitlab-runner-auth gave."""
         self.prefix.write_template(
-            self.template + '\n[register_runner]\nidentity_tags = "gitlab-runner-auth"\n'
+            self.template + '\n[register_runner]\nidentity_tags = "gitlab-runner-auth"\n' + settings
         )
 
     def register_runner(self, *command: str) -> subprocess.CompletedProcess:
@@ -214,6 +214,16 @@ def test_register_runner_takes_over_what_gitlab_runner_auth_registered(
     assert second.returncode == 0, second.stderr
     assert gitlab.mutating_requests() == []
     assert site.prefix.snapshot() == before
+
+    # The options in the template: the timer's sync, without flags or PYTHONPATH, agrees.
+    site.migrate_template(
+        f'capture_tags = "{site.modules}/site_capture.py"\ntag_schema = "tag_schema.json"\n'
+    )
+    timer = run_cli(["sync", "--prefix", str(site.prefix.root)], env=ENV)
+    assert timer.returncode == 0, timer.stderr
+    restart = site.register_runner()  # the unit's flags name the same files
+    assert restart.returncode == 0, restart.stderr
+    assert gitlab.mutating_requests() == []
 
 
 def test_plan_lists_gitlab_runner_auth_leftovers_and_prune_legacy_deletes_exactly_them(
