@@ -178,8 +178,9 @@ def known_ids(workspace: Workspace) -> set[tuple[str, int]]:
     ids = {(r.url, r.id) for r in workspace.state.runners.values()}
     ids |= {(d.url, d.id) for d in workspace.state.pending_deletes}
     ids |= {
-        (str(entry.get("url", "")).rstrip("/"), runner_id)
-        for runner_id, entry in workspace.config.by_id().items()
+        (str(entry.get("url", "")).rstrip("/"), entry["id"])
+        for entry in workspace.config.entries
+        if isinstance(entry.get("id"), int)
     }
     return ids
 
