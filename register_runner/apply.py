@@ -12,16 +12,28 @@ A create whose answer was lost is found on the next run by its marker (``recover
 
 from __future__ import annotations
 
+import enum
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 
 from . import state as state_file
-from .errors import RefusedError, RegisterRunnerError, TransientError
-from .model import Action, Executor, Kind, Observed, PendingDelete, Plan, RunnerState
+from .errors import RefusedError, RegisterRunnerError, TransientError, UnknownOutcome
+from .model import (
+    Action,
+    ActionResult,
+    Executor,
+    Kind,
+    Observed,
+    PendingDelete,
+    Plan,
+    RunnerKey,
+    RunnerState,
+)
+from .observe import owned
 from .output import Credentials, content_of, now_utc, runner_entry, write_config
-from .state import PendingCreate, StoredRunner
+from .state import PendingCreate, StoredRunner, UnwrittenToken
 from .workspace import Workspace
 
 if TYPE_CHECKING:
@@ -34,7 +46,7 @@ log = logging.getLogger(__name__)
 class Outcome:
     """What a run did, for the exit status and the report."""
 
-    records: list[dict[str, Any]] = field(default_factory=list)
+    records: list[ActionResult] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)  # a person must act: exit 1
     failing: list[str] = field(default_factory=list)  # GitLab failing: exit 0 or 3
     wrote: bool = False
@@ -44,65 +56,33 @@ class Outcome:
         self.refused.append(message)
         log.error("event=refused %s", message)
 
-    def record(self, action: Action, result: str, **extra: Any) -> None:
+    def record(
+        self,
+        action: Action,
+        result: str,
+        *,
+        new_id: Optional[int] = None,
+        error: Optional[str] = None,
+        token: Optional[str] = None,
+    ) -> None:
         self.records.append(
-            {
-                "action": action.kind.value,
-                "runner": action.stem,
-                "id": action.runner_id,
-                "reason": action.reason,
-                "result": result,
-                **extra,
-            }
+            ActionResult(
+                action.kind.value,
+                action.stem,
+                action.runner_id,
+                result,
+                action.reason,
+                new_id,
+                error,
+                action.changes,
+                token,
+            )
         )
 
-
-def recover(workspace: Workspace) -> None:
-    """Find runners whose create was sent by an interrupted run but whose token never
-    reached disk, by their description and marker, and delete them. Needs read_api."""
-    pending = workspace.state.pending_creates
-    if not pending:
-        return
-    known = {r.id for r in workspace.state.runners.values()} | set(workspace.config.by_id())
-    groups: dict[tuple[str, Any], list[PendingCreate]] = {}
-    for entry in pending.values():
-        groups.setdefault((entry.url, entry.scope), []).append(entry)
-    for (url, scope), entries in sorted(groups.items(), key=lambda g: g[0][0]):
-        if url not in workspace.inputs.clients:
-            continue
-        api = workspace.api(url)
-        try:
-            listed = api.list_runners(scope)
-            for entry in entries:
-                for runner in listed:
-                    if runner.get("description") == entry.description and runner["id"] not in known:
-                        _delete_orphan(workspace, api, runner["id"], entry)
-        except TransientError as error:
-            workspace.warn(f"could not look for runners left by an interrupted run: {error}")
-            continue
-        except RefusedError as error:
-            names = ", ".join(repr(e.description) for e in entries)
-            workspace.warn(
-                f"{error}: cannot look for runners an interrupted run may have left "
-                f"in GitLab; check by hand for runners described {names} (the "
-                "access token needs read_api for this)"
-            )
-        for entry in entries:
-            pending.pop(entry.stem, None)
-    _save(workspace)
-
-
-def _delete_orphan(workspace: Workspace, api: Any, runner_id: int, entry: PendingCreate) -> None:
-    details = api.get_runner(runner_id)
-    if details is None or entry.marker not in (details.get("maintenance_note") or ""):
-        return
-    api.delete_runner(runner_id)
-    log.info(
-        "event=orphan_deleted runner=%s id=%s: created by an interrupted run, its token "
-        "was never saved",
-        entry.stem,
-        runner_id,
-    )
+    @property
+    def changed(self) -> bool:
+        """GitLab or the config was changed."""
+        return self.wrote or any(record.mutated for record in self.records)
 
 
 def apply(workspace: Workspace, plan: Plan, observed: Observed) -> Outcome:
@@ -118,6 +98,7 @@ def apply(workspace: Workspace, plan: Plan, observed: Observed) -> Outcome:
             executor.scope,
             executor.attributes["description"],
             workspace.identity.marker(action.stem),
+            dict(executor.attributes),
         )
     if creates:
         _save(workspace)
@@ -142,16 +123,29 @@ def apply(workspace: Workspace, plan: Plan, observed: Observed) -> Outcome:
             runners.pop(action.stem, None)
             _queue_delete(st, PendingDelete(runner.id, runner.url, action.stem, runner.token))
     st.runners = runners
+    # Tokens reach the state before the config: a config write that fails loses none.
+    for stem, credentials in fresh.items():
+        stored = runners[stem]
+        st.unwritten[stem] = UnwrittenToken(
+            stored.id,
+            stored.url,
+            credentials.token,
+            credentials.obtained_at,
+            credentials.expires_at,
+        )
     _save(workspace)
 
     # A fresh host that got no runner at all has nothing worth writing.
     if not plan.held and (runners or workspace.config.raw is not None or not workspace.executors):
         _write(workspace, observed, runners, fresh, outcome)
+        if st.unwritten:
+            st.unwritten.clear()
+            _save(workspace)
     else:
         outcome.entries = len(workspace.config.entries)
     _delete_pending(workspace, plan, outcome)
-    for action in plan.of_kind(Kind.KEEP):
-        outcome.record(action, "kept")
+    for action in plan.of_kind(Kind.KEEP, Kind.WAIT):
+        outcome.record(action, "kept" if action.kind is Kind.KEEP else "waiting")
     return outcome
 
 
@@ -167,10 +161,29 @@ class _Result:
 def _attempt(
     workspace: Workspace, action: Action, executor: Executor, runner: Optional[RunnerState]
 ) -> _Result:
-    """One action's API calls. Errors are collected, not raised, so that the others go on;
-    an update that fails does not keep a due rotation from happening."""
-    api = workspace.api(executor.url)
+    """One action's API calls. Errors are collected, not raised, so that the others go on
+    and the tokens they obtained are saved; an update that fails does not keep a due
+    rotation from happening."""
     result = _Result()
+    try:
+        _call(workspace, action, executor, runner, result)
+    except Exception as error:
+        log.error(
+            "event=internal_error runner=%s: %s: %s", action.stem, type(error).__name__, error
+        )
+        # Whatever it was, a create it interrupted may have happened: journal, don't resend.
+        result.errors.append(UnknownOutcome(f"internal error {type(error).__name__}"))
+    return result
+
+
+def _call(
+    workspace: Workspace,
+    action: Action,
+    executor: Executor,
+    runner: Optional[RunnerState],
+    result: _Result,
+) -> None:
+    api = workspace.api(executor.url)
     if action.kind in (Kind.CREATE, Kind.RECREATE):
         client = workspace.inputs.clients[executor.url]
         try:
@@ -180,7 +193,7 @@ def _attempt(
                 result.issued = api.register_legacy(client.registration_token, executor.attributes)
         except RegisterRunnerError as error:
             result.errors.append(error)
-        return result
+        return
     assert runner is not None
     if action.changes:
         try:
@@ -197,7 +210,6 @@ def _attempt(
                 result.issued = api.reset_by_token(runner.token)
         except RegisterRunnerError as error:
             result.errors.append(error)
-    return result
 
 
 def _settle(
@@ -211,12 +223,18 @@ def _settle(
     outcome: Outcome,
 ) -> None:
     st = workspace.state
+    issued = result.issued
+    creates = action.kind in (Kind.CREATE, Kind.RECREATE)
+    if creates and issued is not None and not _is_id(issued.id):
+        # Never written into the state: an answer that cannot be read is an unknown outcome.
+        result.errors.append(UnknownOutcome(f"{executor.url}: GitLab's answer had no runner id"))
+        issued = None
     for error in result.errors:
         _failed(workspace, action, executor.url, error, outcome)
-    issued = result.issued
-    if action.kind in (Kind.CREATE, Kind.RECREATE):
-        # A create whose answer may have been lost stays journaled for the next run.
-        if issued is not None or not any(getattr(e, "ambiguous", False) for e in result.errors):
+    if creates:
+        # A create whose outcome is unknown stays journaled: the next run that can list
+        # runners finds it by its marker; it is never sent again blindly.
+        if issued is not None or not any(_unknown_outcome(e) for e in result.errors):
             st.pending_creates.pop(action.stem, None)
         if issued is None:
             return
@@ -260,6 +278,14 @@ def _settle(
         outcome.record(action, "done", **extra)
 
 
+def _is_id(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _unknown_outcome(error: Exception) -> bool:
+    return isinstance(error, TransientError) and error.ambiguous
+
+
 def _failed(
     workspace: Workspace, action: Action, url: str, error: Exception, outcome: Outcome
 ) -> None:
@@ -268,7 +294,11 @@ def _failed(
         outcome.failing.append(message)
         workspace.warn(f"{message}; will try again on the next run")
         outcome.record(action, "waiting", error=str(error))
-    elif action.kind in (Kind.UPDATE, Kind.ROTATE) and getattr(error, "scope", None):
+    elif (
+        action.kind in (Kind.UPDATE, Kind.ROTATE)
+        and isinstance(error, RefusedError)
+        and error.scope
+    ):
         # A token without manage_runner still registers and runs runners: say so, go on.
         workspace.warn(
             f"{url}: the access token lacks the {error.scope} scope: registration "
@@ -292,7 +322,7 @@ def _write(
     fresh: dict[str, Credentials],
     outcome: Outcome,
 ) -> None:
-    def build(rotated: Mapping[int, Credentials]) -> list[dict[str, Any]]:
+    def build(rotated: Mapping[RunnerKey, Credentials]) -> list[dict[str, Any]]:
         entries = _entries(workspace, observed, runners, fresh, rotated)
         outcome.entries = len(entries)
         return entries
@@ -317,7 +347,7 @@ def _entries(
     observed: Observed,
     runners: Mapping[str, StoredRunner],
     fresh: Mapping[str, Credentials],
-    rotated: Mapping[int, Credentials],
+    rotated: Mapping[RunnerKey, Credentials],
 ) -> list[dict[str, Any]]:
     """The [[runners]] entries, sorted by stem, of every executor that has a runner."""
     entries = []
@@ -341,12 +371,12 @@ def _entries(
 
 
 def _current(
-    observed: Observed, stem: str, rotated: Mapping[int, Credentials]
+    observed: Observed, stem: str, rotated: Mapping[RunnerKey, Credentials]
 ) -> Optional[Credentials]:
     runner = observed.runners.get(stem)
     if runner is None or runner.token is None:
         return None
-    return rotated.get(runner.id) or Credentials(
+    return rotated.get((runner.url, runner.id)) or Credentials(
         runner.token, runner.token_obtained_at, runner.token_expires_at
     )
 
@@ -357,47 +387,69 @@ def _delete_pending(workspace: Workspace, plan: Plan, outcome: Outcome) -> None:
         return
     queued = list(st.pending_deletes)
     results = workspace.concurrently(lambda d: _delete(workspace, d), queued)
-    by_id = {a.runner_id: a for a in plan.of_kind(Kind.DELETE, Kind.RECREATE)}
-    for delete, (finished, error) in zip(queued, results):
+    by_runner = {(a.stem, a.runner_id): a for a in plan.of_kind(Kind.DELETE, Kind.RECREATE)}
+    for delete, (result, error) in zip(queued, results):
         # A recreate's old runner is reported under the recreate, as plan shows it.
-        action = by_id.get(delete.id) or Action(Kind.DELETE, delete.stem, "left over", delete.id)
-        if finished:
-            st.pending_deletes.remove(delete)
-            log.info("event=delete runner=%s id=%s", delete.stem, delete.id)
+        action = by_runner.get((delete.stem, delete.id)) or Action(
+            Kind.DELETE, delete.stem, "left over", delete.id
+        )
+        where = f"runner {delete.id} of {delete.url} ({delete.stem})"
+        if result is Deleted.TRANSIENT:
+            outcome.failing.append(f"delete {where}: {error}")
+            workspace.warn(f"delete {where}: {error}; will try again on the next run")
+            continue
+        st.pending_deletes.remove(delete)
+        if result is Deleted.DONE:
+            log.info("event=delete runner=%s id=%s url=%s", delete.stem, delete.id, delete.url)
             outcome.record(action, "done" if action.kind is Kind.DELETE else "old runner deleted")
-        elif isinstance(error, TransientError):
-            outcome.failing.append(f"delete runner {delete.id}: {error}")
+        elif result is Deleted.GONE:
+            log.info("event=already_gone runner=%s id=%s", delete.stem, delete.id)
+            outcome.record(action, "already gone")
+        elif result is Deleted.UNPROVEN:
             workspace.warn(
-                f"delete runner {delete.id} ({delete.stem}): {error}; will try "
-                "again on the next run"
+                f"{where}: not deleted, its id is forgotten: {error} (another host may have "
+                "this id now, after a GitLab restore; delete it by hand if it is this host's)"
             )
+            outcome.record(action, "forgotten", error=str(error))
         else:
-            st.pending_deletes.remove(delete)
-            outcome.refuse(
-                f"delete runner {delete.id} ({delete.stem}): {error}; delete it in "
-                "GitLab by hand (the access token needs manage_runner for this)"
-            )
+            outcome.refuse(f"delete {where}: {error}; delete it in GitLab by hand")
+            outcome.record(action, "refused", error=str(error))
     _save(workspace)
 
 
-def _delete(workspace: Workspace, delete: PendingDelete) -> tuple[bool, Optional[Exception]]:
+class Deleted(enum.Enum):
+    DONE = "done"
+    GONE = "gone"  # GitLab no longer has it
+    UNPROVEN = "unproven"  # nothing proves it is still this host's: left alone
+    TRANSIENT = "transient"  # try again on the next run
+    REFUSED = "refused"  # a person must act
+
+
+def _delete(workspace: Workspace, delete: PendingDelete) -> tuple[Deleted, Optional[Exception]]:
+    """Delete a runner only with proof that it is still this host's: by the token this
+    host holds (possession is proof), else by id once GitLab shows this host's marker on
+    it. Ids are not proof: after a restore GitLab hands them to other hosts' runners."""
     if delete.url not in workspace.inputs.clients:
-        return False, RefusedError(f"no client_config for {delete.url} any more")
+        return Deleted.REFUSED, RefusedError(f"no client_config for {delete.url} any more")
     api = workspace.api(delete.url)
     try:
-        api.delete_runner(delete.id)
-        return True, None
+        if delete.token is not None and api.delete_by_token(delete.token):
+            return Deleted.DONE, None
+        details = api.get_runner(delete.id)
+        if details is None:
+            return Deleted.GONE, None
+        marker = workspace.identity.marker(delete.stem)
+        if not owned(details, marker):
+            return Deleted.UNPROVEN, RefusedError("GitLab shows no marker of this host on it")
+        return (Deleted.DONE if api.delete_runner(delete.id) else Deleted.GONE), None
+    except TransientError as error:
+        return Deleted.TRANSIENT, error
     except RefusedError as error:
-        refusal: Exception = error
-    except TransientError as error:
-        return False, error
-    if delete.token is None:
-        return False, refusal
-    # Without manage_runner a runner whose token still works can delete itself.
-    try:
-        return (True, None) if api.delete_by_token(delete.token) else (False, refusal)
-    except TransientError as error:
-        return False, error
+        if error.scope:
+            return Deleted.UNPROVEN, RefusedError(
+                f"cannot read it to prove it is this host's ({error})"
+            )
+        return Deleted.REFUSED, error
 
 
 def _save(workspace: Workspace) -> None:

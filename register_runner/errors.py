@@ -1,32 +1,53 @@
-"""The three kinds of expected failure, each with the exit status the contract gives it.
+"""The expected failures, each with the exit status the contract gives it.
 
-Exit 1 means a person must act, 2 bad input or usage, 3 try again later; a systemd unit
-can then say ``RestartPreventExitStatus=1 2`` and retry only what may heal.
+Exit 1 means a person must act, 2 bad input or usage, 3 try again later. Anything else that
+goes wrong is a bug, reported as an internal error. The fields a caller may act on (the
+scope an access token lacks, whether a mutating call may have happened) are attributes,
+set once where GitLab's answer is translated (gitlab.py).
 """
 
 from __future__ import annotations
 
+from typing import Optional
 
-class RegisterRunnerError(Exception):
+
+class Error(Exception):
     """An expected failure: reported as one line, never with a traceback."""
 
-    exit_code = 1
+    exit_status = 1
+
+    @property
+    def exit_code(self) -> int:
+        return self.exit_status
 
 
-class RefusedError(RegisterRunnerError):
+RegisterRunnerError = Error
+
+
+class RefusedError(Error):
     """GitLab refused something that needs a person: a rejected access token, 410 Gone,
-    a validation error."""
+    a validation error, a wrong url."""
 
-    exit_code = 1
+    exit_status = 1
+    scope: Optional[str] = None  # the access-token scope that was missing, if that was it
 
 
-class InputError(RegisterRunnerError):
+class InputError(Error):
     """Bad input or usage; nothing was changed."""
 
-    exit_code = 2
+    exit_status = 2
 
 
-class TransientError(RegisterRunnerError):
+class TransientError(Error):
     """GitLab unreachable or failing, or the lock busy: worth trying again later."""
 
-    exit_code = 3
+    exit_status = 3
+    # A mutating call may have been acted on all the same (its answer was lost or could
+    # not be read): it must not be sent again blindly.
+    ambiguous = False
+
+
+class UnknownOutcome(TransientError):
+    """A mutating call whose outcome could not be learnt."""
+
+    ambiguous = True

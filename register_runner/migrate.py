@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .errors import RegisterRunnerError, TransientError
-from .model import Executor, RunnerState, Scope, Verdict
+from .model import Executor, RunnerState, Scope, Verdict, normalize_url
 from .output import credentials_of
 from .secret import Secret
 from .tags import legacy_hostname
@@ -67,7 +67,7 @@ def legacy_matches(
             or entry.get("description") != legacy_description(host, instance, executor_type)
         ):
             continue
-        url = str(entry.get("url", "")).rstrip("/")
+        url = normalize_url(str(entry.get("url", "")))
         candidates = [e for e in by_type.get(executor_type, []) if e.url == url]
         if len(candidates) == 1:
             found.setdefault(candidates[0].stem, []).append(entry)
@@ -178,7 +178,7 @@ def known_ids(workspace: Workspace) -> set[tuple[str, int]]:
     ids = {(r.url, r.id) for r in workspace.state.runners.values()}
     ids |= {(d.url, d.id) for d in workspace.state.pending_deletes}
     ids |= {
-        (str(entry.get("url", "")).rstrip("/"), entry["id"])
+        (normalize_url(str(entry.get("url", ""))), entry["id"])
         for entry in workspace.config.entries
         if isinstance(entry.get("id"), int)
     }

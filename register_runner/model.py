@@ -23,6 +23,15 @@ REGISTRATION_ATTRIBUTES = (
 )
 RUNNER_TYPES = ("instance_type", "group_type", "project_type")
 
+# A runner is known by its GitLab and its id together: two GitLabs hand out the same ids,
+# and a GitLab restored from a backup hands old ids out again.
+RunnerKey = tuple[str, int]
+
+
+def normalize_url(url: str) -> str:
+    """The one spelling of a GitLab url that runners are keyed by."""
+    return url.strip().rstrip("/")
+
 
 @dataclass(frozen=True)
 class Scope:
@@ -118,6 +127,7 @@ class Kind(enum.Enum):
     ROTATE = "rotate"
     RECREATE = "recreate"
     DELETE = "delete"
+    WAIT = "wait"  # an earlier create's outcome is unknown: nothing is sent until it is
 
 
 @dataclass(frozen=True)
@@ -130,7 +140,47 @@ class Action:
 
     @property
     def mutates(self) -> bool:
-        return self.kind is not Kind.KEEP
+        return self.kind not in (Kind.KEEP, Kind.WAIT)
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    """One action of a run: ``kind`` (create, keep, update, rotate, recreate, delete,
+    wait), ``runner`` (the executor file stem), ``id`` (the runner it acted on; for a
+    create or recreate ``new_id`` is the new one), ``result`` ("planned" for plan; else
+    done, kept, waiting, refused, skipped, forgotten, …)."""
+
+    kind: str
+    runner: str
+    id: Optional[int]
+    result: str
+    reason: str = ""
+    new_id: Optional[int] = None
+    error: Optional[str] = None
+    changes: tuple[tuple[str, Any, Any], ...] = ()
+    token: Optional[str] = None  # the new token, masked
+
+    @property
+    def mutated(self) -> bool:
+        return self.result in ("done", "old runner deleted") and self.kind not in ("keep", "wait")
+
+    def as_row(self) -> dict[str, Any]:
+        """The row ``--json`` and the table print."""
+        row: dict[str, Any] = {
+            "action": self.kind,
+            "runner": self.runner,
+            "id": self.id,
+            "reason": self.reason,
+            "result": self.result,
+            "changes": [{"attribute": k, "old": old, "new": new} for k, old, new in self.changes],
+        }
+        if self.new_id is not None:
+            row["new_id"] = self.new_id
+        if self.error is not None:
+            row["error"] = self.error
+        if self.token is not None:
+            row["token"] = self.token
+        return row
 
 
 @dataclass(frozen=True)
@@ -153,8 +203,16 @@ class Observed:
 
     runners: dict[str, RunnerState] = field(default_factory=dict)
     pending_deletes: list[PendingDelete] = field(default_factory=list)
+    # Stems whose create may have happened without this host learning the outcome.
+    unresolved: frozenset[str] = frozenset()
 
     @property
     def unverified(self) -> bool:
         """Some token could not be checked: GitLab was failing."""
         return any(r.verdict is Verdict.UNKNOWN for r in self.runners.values())
+
+    @property
+    def failing(self) -> bool:
+        """GitLab failed this run: a token could not be checked, or a create's outcome is
+        still unknown (exit as for "GitLab failing", never 1)."""
+        return self.unverified or bool(self.unresolved)

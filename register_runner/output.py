@@ -14,6 +14,7 @@ import tomlkit
 from .errors import InputError
 from .files import atomic_write, read_regular
 from .inputs import parse_toml
+from .model import RunnerKey, normalize_url
 from .secret import Secret
 
 # gitlab-runner writes this for a token that never expires.
@@ -52,8 +53,13 @@ class ExistingConfig:
     def entries(self) -> list[dict[str, Any]]:
         return (self.content or {}).get("runners", [])
 
-    def by_id(self) -> dict[int, dict[str, Any]]:
-        return {e["id"]: e for e in self.entries if isinstance(e.get("id"), int)}
+    def by_key(self) -> dict[RunnerKey, dict[str, Any]]:
+        """Entries by (GitLab url, id): ids alone collide across GitLabs."""
+        return {
+            (normalize_url(str(e.get("url", ""))), e["id"]): e
+            for e in self.entries
+            if isinstance(e.get("id"), int) and not isinstance(e.get("id"), bool)
+        }
 
 
 def read_config(path: Path) -> ExistingConfig:
@@ -148,7 +154,7 @@ def content_of(
 def write_config(
     existing: ExistingConfig,
     globals_document: tomlkit.TOMLDocument,
-    build: Callable[[Mapping[int, Credentials]], list[dict[str, Any]]],
+    build: Callable[[Mapping[RunnerKey, Credentials]], list[dict[str, Any]]],
 ) -> bool:
     """Write the globals and the [[runners]] entries ``build`` returns, unless the content
     would not change.
@@ -158,7 +164,7 @@ def write_config(
     over (``build`` gets it) rather than reverted. Returns whether the file was replaced.
     """
     baseline = existing
-    rotated: dict[int, Credentials] = {}
+    rotated: dict[RunnerKey, Credentials] = {}
     for _ in range(WRITE_ATTEMPTS):
         entries = build(rotated)
         current = read_regular(existing.path)
@@ -179,14 +185,14 @@ def write_config(
     )
 
 
-def _rotated_since(before: ExistingConfig, after: ExistingConfig) -> dict[int, Credentials]:
-    old = before.by_id()
+def _rotated_since(before: ExistingConfig, after: ExistingConfig) -> dict[RunnerKey, Credentials]:
+    old = before.by_key()
     rotated = {}
-    for runner_id, entry in after.by_id().items():
+    for key, entry in after.by_key().items():
         credentials = credentials_of(entry)
         if credentials is None:
             continue
-        previous = old.get(runner_id, {})
-        if any(previous.get(key) != entry.get(key) for key in TOKEN_FIELDS):
-            rotated[runner_id] = credentials
+        previous = old.get(key, {})
+        if any(previous.get(field) != entry.get(field) for field in TOKEN_FIELDS):
+            rotated[key] = credentials
     return rotated

@@ -26,7 +26,9 @@ def reconcile(
     """
     wanted = {executor.stem: executor for executor in desired}
     actions = [
-        _action_for(executor, observed.runners.get(executor.stem), now)
+        _waiting(executor)
+        if executor.stem in observed.unresolved and not force
+        else _action_for(executor, observed.runners.get(executor.stem), now)
         for executor in sorted(desired, key=lambda e: e.stem)
     ]
     if prune:
@@ -45,6 +47,22 @@ def reconcile(
         if _mass_invalid(observed.runners.values()):
             return _held(actions, observed)
     return Plan(tuple(actions))
+
+
+def _waiting(executor: Executor) -> Action:
+    # Sending the create again could make a duplicate: it waits until the earlier one is
+    # found (by its marker) or the operator says, with --force, that it is not there.
+    return Action(Kind.WAIT, executor.stem, "an earlier create's outcome is not known yet")
+
+
+def check_not_emptied(desired: Sequence[Executor], known: int, folder: str, force: bool) -> None:
+    """An unmounted disk or a half-finished deploy must not wipe a host's runners."""
+    if desired or force or not known:
+        return
+    raise InputError(
+        f"{folder}: no executor files, but {known} runner(s) exist; refusing to delete them "
+        "all (pass --force if that is the intention, or use unregister)"
+    )
 
 
 def _action_for(executor: Executor, state: RunnerState | None, now: datetime) -> Action:
@@ -144,3 +162,30 @@ def _held(actions: list[Action], observed: Observed) -> Plan:
         if a.runner_id is not None and a.kind is not Kind.DELETE
     )
     return Plan(kept, (warning,), held=True)
+
+
+def select(
+    kind: Kind,
+    command: str,
+    known: Mapping[str, RunnerState],
+    desired: Sequence[Executor],
+    names: Sequence[str] | None,
+    instance: str,
+) -> Plan:
+    """The plan of ``unregister`` (DELETE) or ``reset-token`` (ROTATE): that one action on
+    the runners named, each one this host's (all of them when none is named)."""
+    if names:
+        missing = sorted(set(names) - set(known))
+        if missing:
+            raise InputError(
+                f"no runner of this host for {', '.join(missing)} in instance {instance} "
+                f"(known: {', '.join(sorted(known)) or 'none'})"
+            )
+    chosen = sorted(set(names) if names else known)
+    if kind is Kind.ROTATE:
+        wanted = {executor.stem for executor in desired}
+        chosen = [stem for stem in chosen if stem in wanted]
+        tokenless = [stem for stem in chosen if known[stem].token is None]
+        if tokenless:
+            raise InputError(f"no token in the config for {', '.join(tokenless)}; run sync")
+    return Plan(tuple(Action(kind, stem, command, known[stem].id) for stem in chosen))

@@ -47,7 +47,7 @@ def table(rows: Iterable[Mapping[str, Any]]) -> str:
             detail = f"{detail}: {row['error']}" if detail else row["error"]
         result = row.get("result")
         action = (
-            row["action"] if result in (None, "done", "kept") else f"{row['action']} ({result})"
+            row["action"] if result in (None, "done", "kept", "planned") else f"{row['action']} ({result})"
         )
         lines.append((action, row["runner"], _ids(row), detail))
     widths = [max(len(line[i]) for line in lines) for i in range(3)]
@@ -87,3 +87,17 @@ def emit(
     else:
         print(table(rows))
     sys.stdout.flush()
+
+
+def emit_result(as_json: bool, result: Any) -> None:
+    """Print an ``api.Result``: the table, or the JSON summary."""
+    summary: dict[str, Any] = {
+        "command": result.command,
+        "exit_status": result.exit_status,
+        "changed": result.changed,
+        "config": str(result.config),
+        "system_id": result.system_id,
+    }
+    if result.command != "plan":
+        summary.update(config_written=result.config_written, seconds=result.seconds)
+    emit(as_json, summary, [a.as_row() for a in result.actions], result.warnings)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
 
@@ -38,6 +39,20 @@ class PendingCreate:
     scope: Scope
     description: str
     marker: str
+    attributes: dict[str, Any] = field(default_factory=dict)  # as sent: applied if adopted
+
+
+@dataclass(frozen=True)
+class UnwrittenToken:
+    """A token GitLab issued (create, rotation, recovery) that has not reached the config
+    yet: kept here first, so that a config write that fails (full disk, a directory in the
+    way) never loses it. Dropped once the config holds it."""
+
+    id: int
+    url: str
+    token: Secret
+    obtained_at: Optional[datetime]
+    expires_at: Optional[datetime]
 
 
 @dataclass
@@ -46,6 +61,7 @@ class State:
     runners: dict[str, StoredRunner] = field(default_factory=dict)
     pending_creates: dict[str, PendingCreate] = field(default_factory=dict)
     pending_deletes: list[PendingDelete] = field(default_factory=list)
+    unwritten: dict[str, UnwrittenToken] = field(default_factory=dict)
 
 
 def state_path(prefix: Path, instance: str) -> Path:
@@ -77,6 +93,7 @@ def load(prefix: Path, instance: str) -> State:
                     _scope(p["scope"]),
                     _typed(p["description"], str),
                     _typed(p["marker"], str),
+                    dict(_typed(p.get("attributes", {}), dict)),
                 )
                 for stem, p in _typed(raw.get("pending_creates", {}), dict).items()
             },
@@ -89,6 +106,16 @@ def load(prefix: Path, instance: str) -> State:
                 )
                 for d in _typed(raw.get("pending_deletes", []), list)
             ],
+            unwritten={
+                _typed(stem, str): UnwrittenToken(
+                    _typed(u["id"], int),
+                    _typed(u["url"], str),
+                    Secret(_typed(u["token"], str)),
+                    _when(u.get("obtained_at")),
+                    _when(u.get("expires_at")),
+                )
+                for stem, u in _typed(raw.get("unwritten", {}), dict).items()
+            },
         )
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise InputError(
@@ -102,6 +129,10 @@ def _typed(value: Any, kind: Any) -> Any:
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise TypeError(f"unexpected {type(value).__name__}")
     return value
+
+
+def _when(raw: Any) -> Optional[datetime]:
+    return None if raw is None else datetime.fromisoformat(_typed(raw, str))
 
 
 def _scope(raw: Any) -> Scope:
@@ -126,6 +157,7 @@ def save(prefix: Path, instance: str, state: State) -> None:
                 "scope": p.scope.to_json(),
                 "description": p.description,
                 "marker": p.marker,
+                "attributes": p.attributes,
             }
             for stem, p in sorted(state.pending_creates.items())
         },
@@ -138,6 +170,16 @@ def save(prefix: Path, instance: str, state: State) -> None:
             }
             for d in state.pending_deletes
         ],
+        "unwritten": {
+            stem: {
+                "id": u.id,
+                "url": u.url,
+                "token": u.token.reveal(),
+                "obtained_at": u.obtained_at.isoformat() if u.obtained_at else None,
+                "expires_at": u.expires_at.isoformat() if u.expires_at else None,
+            }
+            for stem, u in sorted(state.unwritten.items())
+        },
     }
     data = (json.dumps(raw, indent=1, sort_keys=True) + "\n").encode()
     path = state_path(prefix, instance)

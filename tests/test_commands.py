@@ -282,11 +282,20 @@ def test_no_secret_in_any_output(gitlab, make, cli, pat, tmp_path):
     assert "event=api method=POST path=/api/v4/user/runners status=201" in everything
 
 
-def test_help_shows_no_secret(gitlab, prefix, cli):
+def test_help_shows_no_secret(gitlab, prefix, cli, pat):
+    # Secrets where --help could pick them up: the environment and the command line.
+    env = {"GITLAB_TOKEN": pat, "RUNNER_TOKEN": "glrt-helpsecret1234567"}
     for command in ("sync", "plan", "verify", "unregister", "reset-token", "system-id"):
-        result = run_cli([command, "--help"])
+        result = run_cli(
+            [command, "--token", "glrt-helpsecret1234567", "--help"]
+            if command == "verify"
+            else [command, "--help"],
+            env=env,
+        )
         assert result.returncode == 0
-        assert "glpat" not in result.stdout and "glrt-" not in result.stdout
+        assert result.stdout.startswith("usage:")
+        output = result.stdout + result.stderr
+        assert pat not in output and "helpsecret" not in output
 
 
 def test_demo_runs_out_of_the_box():

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -105,21 +107,43 @@ def test_kill_between_two_creates_recovers_the_first(gitlab, make, cli):
     assert {r["id"] for r in prefix.runners()} == {r.id for r in ours}
 
 
-def test_crash_between_state_and_config_write(gitlab, prefix, cli):
-    """What a kill between saving the state and the config leaves: the state knows the
-    runner, the config lacks its token. The runner is replaced, the old one deleted."""
-    assert cli(prefix).returncode == 0
-    old = prefix.runner("shell")
-    prefix.output.write_text(prefix.output.read_text().split("[[runners]]")[0])
-
-    assert cli(prefix).returncode == 0
-
-    assert gitlab.runner(old["id"]) is None
-    (runner,) = gitlab.runners()
-    assert prefix.runner("shell")["token"] == runner.token
+KILL_AT_CONFIG_WRITE = """
+import os, signal, sys
+import register_runner.apply as apply
+def killed(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+apply.write_config = killed
+from register_runner.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
 
 
-def test_recovery_without_read_api_says_what_to_check(gitlab, make, cli):
+def test_sigkill_between_state_and_config_write_loses_no_token(gitlab, make, cli):
+    """Killed after the state was saved and before the config was written: the tokens the
+    run obtained are in the state, so the next run writes them; nothing is recreated."""
+    prefix = make(executors={"a": SHELL, "b": SHELL})
+    killed = subprocess.run(
+        [sys.executable, "-c", KILL_AT_CONFIG_WRITE, "sync", "--prefix", str(prefix.root)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert killed.returncode == -signal.SIGKILL
+    assert not prefix.output.exists() and len(gitlab.runners()) == 2
+    gitlab.clear_requests()
+
+    result = cli(prefix)
+
+    assert result.returncode == 0, result.stderr
+    assert [q for q in gitlab.mutating_requests() if q.path == "/user/runners"] == []
+    for stem in ("a", "b"):
+        entry = prefix.runner(stem)
+        assert gitlab.runner(entry["id"]).token == entry["token"]
+    state = json.loads((prefix.root / ".register-runner" / "main.json").read_text())
+    assert state["unwritten"] == {}  # the tokens left the state once the config had them
+
+
+def test_recovery_without_read_api_never_creates_twice(gitlab, make, cli):
     creator = gitlab.add_access_token(scopes=("create_runner", "manage_runner"), admin=True)
     prefix = make(access_token=creator)
     block = gitlab.block(method="POST", path=r"^/user/runners$", when="after")
@@ -133,9 +157,21 @@ def test_recovery_without_read_api_says_what_to_check(gitlab, make, cli):
 
     result = cli(prefix)
 
-    assert result.returncode == 0, result.stderr
-    assert "read_api" in result.stderr and "check by hand" in result.stderr
-    assert cli(prefix).stderr.count("read_api") == 0
+    # Without read_api the runner the killed run made cannot be found: the create is not
+    # sent again (a duplicate), the run is "GitLab failing" with nothing to keep (3).
+    assert result.returncode == 3, result.stderr
+    assert "read_api" in result.stderr and "sync --force" in result.stderr
+    assert len(gitlab.runners()) == 1
+    again = cli(prefix)
+    assert again.returncode == 3 and "read_api" in again.stderr
+    assert len(gitlab.runners()) == 1
+    # The operator checked GitLab and deleted it by hand: --force creates it again.
+    gitlab.forget_runners() if hasattr(gitlab, "forget_runners") else None
+    for runner in gitlab.runners():
+        gitlab._runners.pop(runner.id)
+    forced = cli(prefix, "sync", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert [r.id for r in gitlab.runners()] == [prefix.runner("shell")["id"]]
 
 
 def test_second_run_waits_for_the_lock_then_gives_up(gitlab, prefix, cli):

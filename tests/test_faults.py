@@ -115,6 +115,8 @@ def test_503_on_create_is_retried(gitlab, prefix, cli):
     result = cli(prefix)
     assert result.returncode == 0, result.stderr
     assert len(gitlab.runners()) == 1
+    creates = [q.status for q in gitlab.requests if q.path == "/user/runners"]
+    assert creates == [503, 503, 201]
 
 
 def test_ambiguous_504_on_create_is_not_retried_and_recovered_next_run(gitlab, prefix, cli):
@@ -140,10 +142,13 @@ def test_ambiguous_504_on_create_is_not_retried_and_recovered_next_run(gitlab, p
 
     second = cli(prefix)
 
+    # Found by its marker and adopted (its token reset): no second create, no duplicate.
     assert second.returncode == 0, second.stderr
-    assert gitlab.runner(lost) is None
-    assert len(gitlab.runners()) == 1
-    assert prefix.runner("shell")["token"] == gitlab.runners()[0].token
+    assert [r.id for r in gitlab.runners()] == [lost]
+    assert prefix.runner("shell")["id"] == lost
+    assert prefix.runner("shell")["token"] == gitlab.runner(lost).token
+    assert "event=recovered" in second.stderr
+    assert not [q for q in gitlab.mutating_requests() if q.path == "/user/runners"][1:]
 
 
 def test_revoked_access_token_is_a_refusal(gitlab, prefix, cli, pat):

@@ -343,9 +343,14 @@ def test_mass_invalid_guard_holds_everything(gitlab, make, cli):
 def test_one_invalid_token_of_three_is_not_mass_invalid(gitlab, make, cli):
     prefix = make(executors={"a": SHELL, "b": SHELL, "c": SHELL})
     assert cli(prefix).returncode == 0
-    gitlab.revoke_runner_token(prefix.runner("a")["id"])
+    before = {stem: prefix.runner(stem)["id"] for stem in "abc"}
+    gitlab.revoke_runner_token(before["a"])
     assert cli(prefix).returncode == 0
     assert len(gitlab.runners()) == 3
+    # a was recreated (not held by the guard), b and c kept.
+    assert prefix.runner("a")["id"] not in before.values()
+    assert gitlab.runner(before["a"]) is None
+    assert [prefix.runner(stem)["id"] for stem in "bc"] == [before["b"], before["c"]]
 
 
 def test_copied_prefix_registers_its_own_runners(gitlab, make, cli):
@@ -423,9 +428,12 @@ def test_system_id_command(gitlab, prefix, cli):
 def test_output_keeps_its_owner_and_mode(gitlab, prefix, cli):
     assert cli(prefix).returncode == 0
     os.chmod(prefix.output, 0o644)
+    os.chown(prefix.output, 4242, 4343)  # gitlab-runner's user, say
     prefix.write_executor("shell", SHELL + "limit = 2\n")
     assert cli(prefix).returncode == 0
-    assert stat.S_IMODE(prefix.output.stat().st_mode) == 0o600
+    info = prefix.output.stat()
+    assert stat.S_IMODE(info.st_mode) == 0o600
+    assert (info.st_uid, info.st_gid) == (4242, 4343)
     assert prefix.runner("shell")["limit"] == 2
     backup = prefix.root / "config.main.toml.bak"
     assert "limit" not in backup.read_text()

@@ -13,12 +13,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Optional
 
+from .. import api, report
 from ..output import output_path
 from ..secret import mask
 from ..testing.fake_gitlab import FakeGitLab
-from ..workspace import Options
-from .plan import plan
-from .sync import sync
 
 EXAMPLE_URL = "https://gitlab.example.com"
 EXAMPLE_GROUP = 42
@@ -43,16 +41,18 @@ def _demo(prefix: Path) -> int:
             scopes=("create_runner", "manage_runner", "read_api"), groups=(EXAMPLE_GROUP,)
         )
         build_prefix(prefix, gitlab.url, token)
-        options = Options(prefix, deadline=10.0)
         _heading(f"fake GitLab at {gitlab.url}; prefix {prefix}")
         status = 0
         for title, step in (
+            ("register-runner plan", lambda: _shown(api.plan(prefix, deadline=10.0))),
             (
-                "register-runner plan",
-                lambda: plan(options, detailed_exitcode=False, as_json=False),
+                "register-runner (sync)",
+                lambda: _shown(api.sync(prefix, deadline=10.0, lock_timeout=5.0)),
             ),
-            ("register-runner (sync)", lambda: _sync(options)),
-            ("register-runner (sync again: nothing to do)", lambda: _sync(options)),
+            (
+                "register-runner (sync again: nothing to do)",
+                lambda: _shown(api.sync(prefix, deadline=10.0, lock_timeout=5.0)),
+            ),
         ):
             _heading(title)
             status = step() or status
@@ -66,8 +66,9 @@ def _demo(prefix: Path) -> int:
     return status
 
 
-def _sync(options: Options) -> int:
-    return sync(options, lock_timeout=5.0, as_json=False)
+def _shown(result: api.Result) -> int:
+    report.emit_result(False, result)
+    return result.exit_status
 
 
 def build_prefix(prefix: Path, url: str, token: str) -> None:

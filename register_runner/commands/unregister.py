@@ -6,17 +6,17 @@ from __future__ import annotations
 
 import argparse
 
+from .. import api, report
 from ..model import Kind
 from ..workspace import Options
-from .selected import act_on_runners
 
 
 def run(args: argparse.Namespace) -> int:
-    return act_on_runners(
-        Options.from_args(args),
+    result = api.act_on_runners(
         Kind.DELETE,
-        command="unregister",
         names=args.runner,
         lock_timeout=args.lock_timeout,
-        as_json=args.json,
+        **Options.from_args(args).as_kwargs(),
     )
+    report.emit_result(args.json, result)
+    return result.exit_status

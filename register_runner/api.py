@@ -1,0 +1,195 @@
+"""The Python API: what the CLI does, without a subprocess. The commands only print it.
+
+    import register_runner
+    result = register_runner.plan(prefix="/etc/gitlab-runner")
+    if result.changed: ...
+
+Each run goes through the same phases, values in and values out:
+
+    load(options)               -> Workspace (inputs, state, config read back; no network)
+    recover + known_runners + observe -> Observed (verify/GET, concurrent)
+    reconcile(desired, observed) -> Plan    (pure)
+    apply(plan, ...)            -> Outcome  (API calls, journaled; writes state and config)
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from .apply import Outcome, apply, config_unchanged
+from .files import exclusive_lock
+from .model import ActionResult, Kind, Observed, Plan
+from .observe import known_runners, observe, recover
+from .output import now_utc
+from .reconcile import check_not_emptied, reconcile, select
+from .workspace import Options, Workspace, check_prefix, load, lock_path
+
+DEFAULT_PREFIX = "/etc/gitlab-runner"
+CHANGES_PENDING = 4
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a sync, plan, unregister or reset-token did (or, for plan, would do)."""
+
+    command: str
+    exit_status: int  # what the CLI exits with
+    changed: bool  # sync: GitLab or the config was changed; plan: changes are pending
+    actions: tuple[ActionResult, ...]
+    warnings: tuple[str, ...]
+    config: Path
+    config_written: bool = False
+    system_id: str = ""
+    seconds: float = 0.0
+
+
+def sync(
+    prefix: Union[str, Path] = DEFAULT_PREFIX,
+    instance: str = "main",
+    *,
+    lock_timeout: float = 60.0,
+    environ: Optional[Mapping[str, str]] = None,
+    **options: Any,
+) -> Result:
+    """Converge GitLab and ``config.<instance>.toml`` with the inputs. Bad input raises
+    InputError (nothing changed); a busy lock raises TransientError."""
+    started = time.monotonic()
+    opts = Options(prefix=Path(prefix), instance=instance, **options)
+    check_prefix(opts)
+    with exclusive_lock(lock_path(opts), lock_timeout):
+        workspace = load(opts, os.environ if environ is None else environ)
+        recover(workspace)
+        observed, plan_ = _plan(workspace)
+        outcome = apply(workspace, plan_, observed)
+    status = _sync_status(workspace, plan_, observed, outcome)
+    return Result(
+        "sync",
+        status,
+        outcome.changed,
+        tuple(outcome.records),
+        tuple(workspace.warnings),
+        workspace.output,
+        outcome.wrote,
+        workspace.identity.system_id,
+        round(time.monotonic() - started, 3),
+    )
+
+
+def plan(
+    prefix: Union[str, Path] = DEFAULT_PREFIX,
+    instance: str = "main",
+    *,
+    detailed_exitcode: bool = False,
+    environ: Optional[Mapping[str, str]] = None,
+    **options: Any,
+) -> Result:
+    """What sync would do, from the same phases; nothing is changed in GitLab or on disk.
+    ``changed``: sync would change something (``exit_status`` 4 with
+    ``detailed_exitcode``)."""
+    started = time.monotonic()
+    opts = Options(prefix=Path(prefix), instance=instance, **options)
+    check_prefix(opts)
+    workspace = load(opts, os.environ if environ is None else environ, read_only=True)
+    observed, plan_ = _plan(workspace)
+    if observed.unresolved:
+        workspace.warn(
+            f"an earlier run may have created {len(observed.unresolved)} runner(s) without "
+            f"learning it ({', '.join(sorted(observed.unresolved))}); sync looks for them first"
+        )
+    config_changes = not plan_.held and (
+        any(a.kind in (Kind.CREATE, Kind.RECREATE, Kind.DELETE, Kind.ROTATE) for a in plan_.actions)
+        or not config_unchanged(workspace, observed)
+    )
+    changed = plan_.mutates or config_changes
+    status = 3 if observed.unverified else 0
+    if status == 0 and detailed_exitcode and changed:
+        status = CHANGES_PENDING
+    actions = [
+        ActionResult(a.kind.value, a.stem, a.runner_id, "planned", a.reason, changes=a.changes)
+        for a in plan_.actions
+    ]
+    write = "kept (held)" if plan_.held else "changes" if config_changes else "unchanged"
+    actions.append(
+        ActionResult("write" if config_changes else "keep", "(config)", None, "planned", write)
+    )
+    return Result(
+        "plan",
+        status,
+        changed,
+        tuple(actions),
+        tuple(workspace.warnings),
+        workspace.output,
+        False,
+        workspace.identity.system_id,
+        round(time.monotonic() - started, 3),
+    )
+
+
+def act_on_runners(
+    kind: Kind,
+    prefix: Union[str, Path] = DEFAULT_PREFIX,
+    instance: str = "main",
+    *,
+    names: Optional[Sequence[str]] = None,
+    lock_timeout: float = 60.0,
+    environ: Optional[Mapping[str, str]] = None,
+    **options: Any,
+) -> Result:
+    """``unregister`` (kind DELETE) or ``reset-token`` (kind ROTATE) on the runners named
+    (all of this host's in the instance when none is), applied like a sync's plan."""
+    started = time.monotonic()
+    command = "unregister" if kind is Kind.DELETE else "reset-token"
+    opts = Options(prefix=Path(prefix), instance=instance, **options)
+    check_prefix(opts)
+    with exclusive_lock(lock_path(opts), lock_timeout):
+        workspace = load(opts, os.environ if environ is None else environ)
+        known = known_runners(workspace)
+        plan_ = select(kind, command, known, workspace.executors, names, instance)
+        outcome = apply(workspace, plan_, Observed(dict(known)))
+    status = 1 if outcome.refused else 3 if outcome.failing else 0
+    return Result(
+        command,
+        status,
+        outcome.changed,
+        tuple(outcome.records),
+        tuple(workspace.warnings),
+        workspace.output,
+        outcome.wrote,
+        workspace.identity.system_id,
+        round(time.monotonic() - started, 3),
+    )
+
+
+def _plan(workspace: Workspace) -> tuple[Observed, Plan]:
+    """What ``plan`` shows and ``sync`` applies: observe, then reconcile."""
+    options = workspace.options
+    known = len(workspace.state.runners) or len(workspace.config.entries)
+    check_not_emptied(workspace.executors, known, str(workspace.inputs.executor_dir), options.force)
+    observed = observe(workspace, known_runners(workspace), refresh=options.refresh)
+    plan_ = reconcile(
+        workspace.executors,
+        observed,
+        now=now_utc(),
+        force=options.force,
+        prune=options.prune,
+        max_deletions=options.max_deletions,
+    )
+    for warning in plan_.warnings:
+        workspace.warn(warning)
+    return observed, plan_
+
+
+def _sync_status(workspace: Workspace, plan_: Plan, observed: Observed, outcome: Outcome) -> int:
+    """1 when GitLab refused something a person must fix. When GitLab was failing: 0 if a
+    good config is in place (the runner can start), 3 if not or under --strict."""
+    if outcome.refused:
+        return 1
+    failing = outcome.failing or plan_.held or observed.failing
+    if failing and (workspace.options.strict or (workspace.executors and not outcome.entries)):
+        return 3
+    return 0

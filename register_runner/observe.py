@@ -1,0 +1,238 @@
+"""Observe: what this host's runners are, from the state, the config read back and GitLab.
+
+Every runner is known by (GitLab url, id): ids alone collide across GitLabs and after a
+restore. Reading only (verify and GET); the one exception, ``recover``, resolves creates
+whose outcome an earlier run could not learn, by the marker this host put on them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any, Optional
+
+from . import state
+from .errors import RegisterRunnerError, TransientError
+from .model import (
+    REGISTRATION_ATTRIBUTES,
+    Observed,
+    PendingDelete,
+    RunnerKey,
+    RunnerState,
+    Verdict,
+)
+from .output import Credentials, credentials_of, now_utc
+from .state import PendingCreate, StoredRunner, UnwrittenToken
+from .workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+
+def known_runners(workspace: Workspace) -> dict[str, RunnerState]:
+    """This host's runners by stem, from the state and the tokens in the output config.
+
+    A config entry the state does not know is adopted when its name is the one an executor
+    would get (a state lost); any other entry is not this tool's and is dropped from the
+    output, never deleted in GitLab.
+    """
+    entries = {} if workspace.foreign else workspace.config.by_key()
+    runners: dict[str, RunnerState] = {}
+    for stem, stored in workspace.state.runners.items():
+        entry = entries.pop((stored.url, stored.id), None)
+        unwritten = workspace.state.unwritten.get(stem)
+        if unwritten is not None and (unwritten.url, unwritten.id) == (stored.url, stored.id):
+            # Issued after the config was last written: newer than what the config holds.
+            credentials: Optional[Credentials] = Credentials(
+                unwritten.token, unwritten.obtained_at, unwritten.expires_at
+            )
+        else:
+            credentials = credentials_of(entry) if entry else None
+        runners[stem] = _runner(stem, stored, credentials)
+    by_name = {e.name: e for e in workspace.executors if e.stem not in runners}
+    for (url, runner_id), entry in sorted(entries.items()):
+        executor = by_name.get(entry.get("name", ""))
+        credentials = credentials_of(entry)
+        if executor and credentials and url == executor.url:
+            log.info(
+                "event=adopt runner=%s id=%s: config entry without state, adopted by name",
+                executor.stem,
+                runner_id,
+            )
+            stored = StoredRunner(runner_id, url, executor.scope, {})
+            runners[executor.stem] = _runner(executor.stem, stored, credentials)
+            del by_name[executor.name]
+        else:
+            workspace.warn(
+                f"{workspace.output}: entry {entry.get('name')!r} (runner "
+                f"{runner_id} of {url}) was not made by register-runner for this host; it "
+                "is dropped from the config and left alone in GitLab"
+            )
+    return runners
+
+
+def _runner(stem: str, stored: StoredRunner, credentials: Optional[Credentials]) -> RunnerState:
+    return RunnerState(
+        stem,
+        stored.id,
+        stored.url,
+        stored.scope,
+        stored.applied,
+        credentials.token if credentials else None,
+        credentials.obtained_at if credentials else None,
+        credentials.expires_at if credentials else None,
+    )
+
+
+def observe(
+    workspace: Workspace, runners: Mapping[str, RunnerState], *, refresh: bool = False
+) -> Observed:
+    """Verify every token not yet checked with the host's system ID, concurrently.
+    ``refresh``: also read each runner's attributes from GitLab, so that a change made
+    there by hand is seen as drift (otherwise drift is judged against what this tool last
+    applied)."""
+    urls = {e.stem: e.url for e in workspace.executors}
+    to_check = [
+        r
+        for r in runners.values()
+        if r.token is not None
+        and r.verdict is Verdict.UNCHECKED
+        and r.stem in urls
+        and r.url == urls[r.stem]
+    ]
+
+    def check(runner: RunnerState) -> RunnerState:
+        verdict, _ = workspace.api(runner.url).verify(runner.token, workspace.identity.system_id)
+        if refresh and verdict is Verdict.VALID:
+            return replace(runner, verdict=verdict, applied=_in_gitlab(workspace, runner))
+        return replace(runner, verdict=verdict)
+
+    checked = {r.stem: r for r in workspace.concurrently(check, to_check)}
+    observed = Observed(
+        pending_deletes=list(workspace.state.pending_deletes),
+        unresolved=frozenset(workspace.state.pending_creates),
+    )
+    for stem, runner in runners.items():
+        observed.runners[stem] = checked.get(stem, runner)
+    unknown = sorted(stem for stem, r in checked.items() if r.verdict is Verdict.UNKNOWN)
+    if unknown:
+        workspace.warn(
+            f"could not verify {len(unknown)} token(s) ({', '.join(unknown)}): "
+            "GitLab unreachable or failing; they are kept as they are"
+        )
+    return observed
+
+
+def _in_gitlab(workspace: Workspace, runner: RunnerState) -> Mapping[str, Any]:
+    """The registration attributes GitLab holds for ``runner``; what was last applied if
+    GitLab would not say."""
+    try:
+        details = workspace.api(runner.url).get_runner(runner.id)
+    except RegisterRunnerError as error:
+        workspace.warn(f"--refresh: cannot read runner attributes from GitLab: {error}")
+        return runner.applied
+    if details is None:
+        return runner.applied
+    return {key: details.get(key) for key in REGISTRATION_ATTRIBUTES if key in details}
+
+
+def owned(details: Optional[Mapping[str, Any]], marker: str) -> bool:
+    """Whether GitLab's details of a runner carry this host's marker for that executor:
+    the proof of ownership a delete by id needs."""
+    return details is not None and marker in str(details.get("maintenance_note") or "")
+
+
+def recover(workspace: Workspace) -> None:
+    """Resolve creates whose outcome is unknown (the answer was lost, unreadable, or the
+    run was killed): list the runners of their scope, find the ones carrying this host's
+    marker for that executor, adopt one (its token is reset by id, so it is ours to use)
+    and delete the others. Needs read_api to list and manage_runner to adopt.
+
+    What cannot be resolved stays journaled: the create is never sent again blindly
+    (``--force`` sends it again, once the operator has checked GitLab by hand). An adopted
+    runner's token goes into the state first, like every token this tool obtains.
+    """
+    pending = workspace.state.pending_creates
+    if not pending:
+        return
+    known: set[RunnerKey] = {(r.url, r.id) for r in workspace.state.runners.values()}
+    known |= set(workspace.config.by_key())
+    groups: dict[tuple[str, Any], list[PendingCreate]] = {}
+    for entry in pending.values():
+        groups.setdefault((entry.url, entry.scope), []).append(entry)
+    for (url, scope), entries in sorted(groups.items(), key=lambda g: (g[0][0], str(g[0][1]))):
+        if url not in workspace.inputs.clients:
+            continue
+        api = workspace.api(url)
+        try:
+            listed = api.list_runners(scope)
+        except RegisterRunnerError as error:
+            _unresolved(workspace, entries, error)
+            continue
+        for entry in entries:
+            candidates = sorted(
+                r["id"]
+                for r in listed
+                if isinstance(r.get("id"), int)
+                and r.get("description") == entry.description
+                and (url, r["id"]) not in known
+            )
+            try:
+                _resolve(workspace, api, entry, candidates)
+            except RegisterRunnerError as error:
+                _unresolved(workspace, [entry], error)
+                continue
+            del pending[entry.stem]
+        state.save(workspace.options.prefix, workspace.options.instance, workspace.state)
+
+
+def _resolve(workspace: Workspace, api: Any, entry: PendingCreate, candidates: list[int]) -> None:
+    """Adopt the first of ``candidates`` that carries the marker, delete the others that
+    do; the ones that do not are someone else's and are left alone."""
+    ours = [i for i in candidates if owned(api.get_runner(i), entry.marker)]
+    st = workspace.state
+    if not ours:
+        return
+    adopted, *extra = ours
+    issued = api.reset_token(adopted)
+    previous = st.runners.get(entry.stem)
+    if previous is not None:
+        # The old runner of a recreate: deleted like any other, with proof of ownership.
+        old = workspace.config.by_key().get((previous.url, previous.id))
+        credentials = credentials_of(old) if old else None
+        st.pending_deletes.append(
+            PendingDelete(
+                previous.id, previous.url, entry.stem, credentials.token if credentials else None
+            )
+        )
+    st.runners[entry.stem] = StoredRunner(adopted, entry.url, entry.scope, dict(entry.attributes))
+    st.unwritten[entry.stem] = UnwrittenToken(
+        adopted, entry.url, issued.token, now_utc(), issued.expires_at
+    )
+    log.info(
+        "event=recovered runner=%s id=%s: a create whose outcome was not known, adopted by "
+        "its marker (token reset)",
+        entry.stem,
+        adopted,
+    )
+    for runner_id in extra:
+        api.delete_runner(runner_id)
+        log.info(
+            "event=orphan_deleted runner=%s id=%s: another runner with this host's marker, "
+            "left by an earlier run",
+            entry.stem,
+            runner_id,
+        )
+
+
+def _unresolved(workspace: Workspace, entries: list[PendingCreate], error: Exception) -> None:
+    names = ", ".join(repr(e.description) for e in entries)
+    if isinstance(error, TransientError):
+        workspace.warn(f"could not look for runners an earlier create may have made: {error}")
+        return
+    workspace.warn(
+        f"{error}: an earlier create of runner(s) described {names} may have happened; "
+        "they are not created again until it is known (the access token needs read_api "
+        "and manage_runner to find and adopt them), or until you have checked GitLab by "
+        "hand, deleted any such runner and run sync --force"
+    )

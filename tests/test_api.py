@@ -1,0 +1,64 @@
+"""The Python API, in-process: what the CLI does, as values."""
+
+from __future__ import annotations
+
+import pytest
+
+import register_runner
+
+SHELL = 'executor = "shell"\ntags = ["linux"]\n'
+
+
+def test_check_mode_then_sync_then_nothing_to_do(gitlab, make):
+    prefix = make(executors={"a": SHELL, "b": SHELL})
+
+    planned = register_runner.plan(prefix=prefix.root, instance=prefix.instance)
+
+    assert planned.exit_status == 0 and planned.changed
+    assert [(a.kind, a.runner, a.result) for a in planned.actions] == [
+        ("create", "a", "planned"),
+        ("create", "b", "planned"),
+        ("write", "(config)", "planned"),
+    ]
+    assert gitlab.mutating_requests() == [] and not prefix.output.exists()
+
+    synced = register_runner.sync(prefix=prefix.root, instance=prefix.instance)
+
+    assert synced.exit_status == 0 and synced.changed and synced.config_written
+    created = {a.runner: a.new_id for a in synced.actions if a.kind == "create"}
+    assert created == {stem: prefix.runner(stem)["id"] for stem in ("a", "b")}
+
+    again = register_runner.sync(prefix=prefix.root)
+    assert not again.changed and {a.kind for a in again.actions} == {"keep"}
+    assert not register_runner.plan(prefix=prefix.root, detailed_exitcode=True).changed
+
+
+def test_detailed_exit_status_and_options_as_keywords(gitlab, make):
+    prefix = make()
+    assert register_runner.sync(prefix=prefix.root).exit_status == 0
+    prefix.write_executor("shell", SHELL + "locked = true\n")
+
+    planned = register_runner.plan(prefix=prefix.root, detailed_exitcode=True, jobs=1)
+
+    assert planned.exit_status == 4
+    (update,) = [a for a in planned.actions if a.kind == "update"]
+    assert update.runner == "shell" and update.changes == (("locked", None, True),)
+
+
+def test_bad_input_raises_input_error_with_exit_status_2(gitlab, make):
+    prefix = make()
+    prefix.write_executor("shell", "executor = \n")
+    before = prefix.snapshot()
+
+    with pytest.raises(register_runner.InputError) as raised:
+        register_runner.sync(prefix=prefix.root)
+
+    assert raised.value.exit_status == 2
+    assert isinstance(raised.value, register_runner.Error)
+    assert "shell.toml:1" in str(raised.value)
+    assert prefix.snapshot() == before and gitlab.requests == []
+
+
+def test_unknown_option_is_a_type_error(make):
+    with pytest.raises(TypeError):
+        register_runner.plan(prefix=make().root, no_such_option=True)
