@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .errors import RegisterRunnerError, TransientError
-from .model import Executor, RunnerState, Scope, Verdict, normalize_url
+from .model import ActionResult, Executor, RunnerState, Scope, Verdict, normalize_url
 from .output import credentials_of
 from .secret import Secret
 from .tags import legacy_hostname
@@ -238,10 +238,8 @@ def adopt_legacy(
     )
 
 
-def plan_leftovers(
-    workspace: Workspace, runners: Mapping[str, RunnerState]
-) -> list[dict[str, Any]]:
-    """Rows for ``plan``, one per runner gitlab-runner-auth left in GitLab for this host
+def plan_leftovers(workspace: Workspace, runners: Mapping[str, RunnerState]) -> list[ActionResult]:
+    """``plan``'s rows for the runners gitlab-runner-auth left in GitLab for this host
     (``runners``: this host's, adopted ones included), and one warning naming the command
     that deletes them. A GitLab that cannot be listed (no read_api) is warned about only
     when the template says identity_tags = "gitlab-runner-auth"."""
@@ -257,12 +255,12 @@ def plan_leftovers(
             "register-runner prune-legacy lists them, prune-legacy --yes deletes them"
         )
     return [
-        {
-            "action": "leftover",
-            "runner": str(runner.get("description")),
-            "id": runner["id"],
-            "reason": f"left by gitlab-runner-auth on {url}; prune-legacy --yes deletes it",
-            "changes": [],
-        }
+        ActionResult(
+            "leftover",
+            str(runner.get("description")),
+            runner["id"],
+            "listed",
+            f"left by gitlab-runner-auth on {url}; prune-legacy --yes deletes it",
+        )
         for url, runner in leftovers
     ]
