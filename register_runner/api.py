@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from . import migrate
 from .apply import Outcome, apply, config_unchanged
 from .files import exclusive_lock
 from .model import ActionResult, Kind, Observed, Plan
@@ -113,6 +114,7 @@ def plan(
         ActionResult(a.kind.value, a.stem, a.runner_id, "planned", a.reason, changes=a.changes)
         for a in plan_.actions
     ]
+    actions += migrate.plan_leftovers(workspace, observed.runners)
     write = "kept (held)" if plan_.held else "changes" if config_changes else "unchanged"
     actions.append(
         ActionResult("write" if config_changes else "keep", "(config)", None, "planned", write)
