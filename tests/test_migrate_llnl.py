@@ -17,7 +17,6 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -75,16 +74,6 @@ EXECUTORS = {
 ENV = {"SITE_OS": "rhel", "SITE_RACK": "rack-7, ib"}
 
 
-class DetailsTokenGitLab(FakeGitLab):
-    """The fake with LLNL's runner_details.rb patch: the token in GET /runners/:id."""
-
-    def _details(self, r: Any, can_update: bool) -> dict[str, Any]:
-        details = super()._details(r, can_update)
-        if getattr(self, "details_token", False):
-            details["token"] = r.token
-        return details
-
-
 @pytest.fixture(scope="session")
 def llnl_python() -> Path:
     if ANCHOR is None:
@@ -109,12 +98,6 @@ def llnl_python() -> Path:
                 pytest.skip(f"cannot build gitlab-runner-auth's venv: {error}")
             done.touch()
     return venv / "bin" / "python"
-
-
-@pytest.fixture
-def gitlab() -> DetailsTokenGitLab:
-    with DetailsTokenGitLab() as server:
-        yield server
 
 
 class Site:
@@ -180,7 +163,7 @@ def tokens(prefix: Prefix) -> dict[str, str]:
 def test_register_runner_takes_over_what_gitlab_runner_auth_registered(
     llnl_python, gitlab, pat, tmp_path
 ):
-    gitlab.details_token = True
+    gitlab.runner_details_token = True  # LLNL's runner_details.rb patch
     site = Site(tmp_path, gitlab, pat, CAPTURE)
     site.gitlab_runner_auth(llnl_python)
     site.gitlab_runner_auth(llnl_python)  # a restart finds its runners: nothing new
