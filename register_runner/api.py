@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from . import migrate
-from .apply import Outcome, apply, config_unchanged
+from . import health, migrate, report
+from .apply import Outcome, apply, config_as_observed, config_unchanged
 from .files import exclusive_lock
 from .model import ActionResult, Kind, Observed, Plan
 from .observe import known_runners, observe, recover
@@ -32,6 +32,7 @@ from .workspace import Options, Workspace, check_prefix, load, lock_path
 
 DEFAULT_PREFIX = "/etc/gitlab-runner"
 CHANGES_PENDING = 4
+TOKEN_CHANGES = (Kind.CREATE, Kind.RECREATE, Kind.ROTATE)
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class Result:
     config_written: bool = False
     system_id: str = ""
     seconds: float = 0.0
+    config_diff: str = ""  # plan: how the config would change (tokens masked)
 
 
 def sync(
@@ -68,6 +70,7 @@ def sync(
         observed, plan_ = _plan(workspace)
         outcome = apply(workspace, plan_, observed)
     status = _sync_status(workspace, plan_, observed, outcome)
+    _record(workspace, plan_, observed, outcome, status)
     return Result(
         "sync",
         status,
@@ -103,7 +106,7 @@ def plan(
             f"learning it ({', '.join(sorted(observed.unresolved))}); sync looks for them first"
         )
     config_changes = not plan_.held and (
-        any(a.kind in (Kind.CREATE, Kind.RECREATE, Kind.DELETE, Kind.ROTATE) for a in plan_.actions)
+        any(a.kind in (*TOKEN_CHANGES, Kind.DELETE) for a in plan_.actions)
         or not config_unchanged(workspace, observed)
     )
     changed = plan_.mutates or config_changes
@@ -119,6 +122,14 @@ def plan(
     actions.append(
         ActionResult("write" if config_changes else "keep", "(config)", None, "planned", write)
     )
+    diff = ""
+    if config_changes and not any(a.kind in TOKEN_CHANGES for a in plan_.actions):
+        # Exact only when no token changes: new tokens are not known before sync.
+        diff = report.config_diff(
+            (workspace.config.raw or b"").decode(),
+            config_as_observed(workspace, observed),
+            workspace.output.name,
+        )
     return Result(
         "plan",
         status,
@@ -129,6 +140,7 @@ def plan(
         False,
         workspace.identity.system_id,
         round(time.monotonic() - started, 3),
+        diff,
     )
 
 
@@ -184,6 +196,29 @@ def _plan(workspace: Workspace) -> tuple[Observed, Plan]:
     for warning in plan_.warnings:
         workspace.warn(warning)
     return observed, plan_
+
+
+def _record(
+    workspace: Workspace, plan_: Plan, observed: Observed, outcome: Outcome, status: int
+) -> None:
+    """The last-run record ``status`` and the metrics read; the access tokens' expiry is
+    asked only of a GitLab that answered."""
+    failing = outcome.failing or plan_.held or observed.failing
+    access = None if failing else health.check_access_tokens(workspace)
+    prefix, instance = workspace.options.prefix, workspace.options.instance
+    health.record_run(
+        prefix,
+        instance,
+        exit_status=status,
+        runners=health.runner_rows(
+            prefix,
+            instance,
+            health.sync_verdicts(observed, outcome),
+            [e.stem for e in workspace.executors],
+        ),
+        warnings=[*workspace.warnings, *outcome.refused],
+        access_tokens=access,
+    )
 
 
 def _sync_status(workspace: Workspace, plan_: Plan, observed: Observed, outcome: Outcome) -> int:

@@ -32,7 +32,7 @@ from .model import (
     RunnerState,
 )
 from .observe import owned
-from .output import Credentials, content_of, now_utc, runner_entry, write_config
+from .output import Credentials, content_of, now_utc, render, runner_entry, write_config
 from .state import PendingCreate, StoredRunner, UnwrittenToken
 from .workspace import Workspace
 
@@ -334,12 +334,21 @@ def _write(
 
 def config_unchanged(workspace: Workspace, observed: Observed) -> bool:
     """Whether a sync that changes nothing in GitLab would leave the config as it is."""
+    entries = _entries_as_observed(workspace, observed)
+    return workspace.config.content == content_of(workspace.inputs.globals, entries)
+
+
+def config_as_observed(workspace: Workspace, observed: Observed) -> str:
+    """The config a sync that changes nothing in GitLab would write (for plan's diff)."""
+    return render(workspace.inputs.globals, _entries_as_observed(workspace, observed))
+
+
+def _entries_as_observed(workspace: Workspace, observed: Observed) -> list[dict[str, Any]]:
     runners = {
         stem: StoredRunner(r.id, r.url, r.scope, dict(r.applied))
         for stem, r in observed.runners.items()
     }
-    entries = _entries(workspace, observed, runners, {}, {})
-    return workspace.config.content == content_of(workspace.inputs.globals, entries)
+    return _entries(workspace, observed, runners, {}, {})
 
 
 def _entries(

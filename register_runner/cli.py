@@ -9,30 +9,35 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import json
 import logging
 import os
 import sys
 import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Optional
+from typing import NoReturn, Optional
 
 from . import __version__
-from .errors import RegisterRunnerError
+from .errors import InputError, RegisterRunnerError
 from .secret import scrub
 
 PROG = "register-runner"
 DEFAULT_PREFIX = "/etc/gitlab-runner"
-COMMANDS = (
-    "sync",
-    "plan",
-    "verify",
-    "system-id",
-    "unregister",
-    "reset-token",
-    "prune-legacy",
-    "demo",
-)
+# The command words and the module under commands/ that runs each.
+COMMANDS = {
+    "sync": "sync",
+    "plan": "plan",
+    "status": "status",
+    "verify": "verify",
+    "system-id": "system_id",
+    "unregister": "unregister",
+    "reset-token": "reset_token",
+    "prune-legacy": "prune_legacy",
+    "demo": "demo",
+}
+# Commands whose outcome `status` and the metrics report.
+RECORDED = ("sync", "unregister", "reset-token")
 SYSLOG_PRIORITY = {
     logging.DEBUG: 7,
     logging.INFO: 6,
@@ -45,21 +50,77 @@ log = logging.getLogger("register_runner")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    arguments = list(sys.argv[1:] if argv is None else argv)
-    if not arguments or (
-        arguments[0] not in COMMANDS and arguments[0] not in ("-h", "--help", "--version")
-    ):
-        arguments.insert(0, "sync")
-    args = build_parser().parse_args(arguments)
-    configure_logging(args.verbose, args.quiet)
-    with error_handler(args.verbose) as status:
-        module = importlib.import_module(f".commands.{args.command.replace('-', '_')}", __package__)
+    parser = build_parser()
+    arguments = command_first(parser, list(sys.argv[1:] if argv is None else argv))
+    status = _Status(as_json="--json" in arguments)
+    args = None
+    with error_handler(status):
+        args = parser.parse_args(arguments)
+        status.as_json, status.verbose = args.json, args.verbose
+        configure_logging(args.verbose, args.quiet)
+        status.warnings = _capture_warnings()
+        if getattr(args, "credentials_directory", None) is not None:
+            # What systemd sets for the unit; *_credential settings read it.
+            os.environ["CREDENTIALS_DIRECTORY"] = str(args.credentials_directory)
+        module = importlib.import_module(f".commands.{COMMANDS[args.command]}", __package__)
         status.code = module.run(args)
+    if args is not None and hasattr(args, "prefix"):
+        with error_handler(status):
+            _record(args, status)
     return status.code
 
 
+def command_first(parser: argparse.ArgumentParser, arguments: list[str]) -> list[str]:
+    """The command word first, so that global options may come before it
+    (``register-runner -v plan``); ``sync`` when there is none."""
+    takes_value = _options_with_values(parser)
+    index = 0
+    while index < len(arguments):
+        word = arguments[index]
+        if word in COMMANDS:
+            return [word, *arguments[:index], *arguments[index + 1 :]]
+        if not word.startswith("-") or word == "--":
+            # Not a command: let argparse name it ("invalid choice").
+            return arguments
+        index += 2 if word in takes_value else 1
+    if any(word in ("-h", "--help", "--version") for word in arguments):
+        return arguments
+    return ["sync", *arguments]
+
+
+def _options_with_values(parser: argparse.ArgumentParser) -> set[str]:
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return {
+        option
+        for command in subparsers.choices.values()
+        for action in command._actions
+        if action.nargs != 0
+        for option in action.option_strings
+    }
+
+
+def _record(args: argparse.Namespace, status: _Status) -> None:
+    """Record the run of a command that changes runners (unless the command recorded it
+    itself), then write the metrics file, on every exit path."""
+    from . import health
+
+    if args.command in RECORDED and health.recorded() is None:
+        health.record_run(
+            args.prefix,
+            args.instance,
+            exit_status=status.code,
+            # After an error the runners are as the last run left them, unchecked.
+            runners=None if status.error else health.runner_rows(args.prefix, args.instance, {}),
+            warnings=[*status.warnings, *([status.error] if status.error else [])],
+            access_tokens=None,
+        )
+    if getattr(args, "metrics_file", None) is not None:
+        run = health.recorded() or health.read_last_run(args.prefix, args.instance)
+        health.write_metrics(args.metrics_file, args.instance, run)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description="Keep this host's GitLab runners registered and config.<instance>.toml "
         "correct. Without a command: sync.",
@@ -70,14 +131,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument(
         "-v", "--verbose", action="store_true", help="log every API call (tokens masked)"
     )
     common.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
     common.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
 
-    prefix = argparse.ArgumentParser(add_help=False)
+    prefix = _Parser(add_help=False)
     prefix.add_argument(
         "-p",
         "--prefix",
@@ -94,12 +155,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="config.template.NAME.toml and NAME/ (default main)",
     )
     prefix.add_argument(
+        "--metrics-file",
+        type=Path,
+        metavar="PATH",
+        help="write the last run's metrics there for node_exporter's textfile collector "
+        "(on every exit, atomically)",
+    )
+    prefix.add_argument(
+        "--credentials-directory",
+        type=Path,
+        metavar="DIR",
+        help="where *_credential settings are read from (default $CREDENTIALS_DIRECTORY, "
+        "else the LoadCredential= source named in the systemd units)",
+    )
+    prefix.add_argument(
         "--insecure-permissions",
         action="store_true",
         help="accept a prefix writable by group or others (development only)",
     )
 
-    network = argparse.ArgumentParser(add_help=False)
+    network = _Parser(add_help=False)
     network.add_argument(
         "--deadline",
         type=_seconds,
@@ -118,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--jobs", type=_positive, default=16, metavar="N", help="API calls at once (default 16)"
     )
 
-    changes = argparse.ArgumentParser(add_help=False)
+    changes = _Parser(add_help=False)
     changes.add_argument(
         "--force",
         action="store_true",
@@ -156,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="refuse to delete more runners in one run (default: half of them, at least 1)",
     )
 
-    locked = argparse.ArgumentParser(add_help=False)
+    locked = _Parser(add_help=False)
     locked.add_argument(
         "--lock-timeout",
         type=_seconds,
@@ -184,6 +259,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--detailed-exitcode", action="store_true", help="exit 4 when changes are pending"
     )
 
+    commands.add_parser(
+        "status",
+        parents=[common, prefix],
+        help="what the last run did (from the state; no API call); exits with its status, "
+        "3 when none is recorded",
+    )
+
     verify = commands.add_parser(
         "verify",
         parents=[common, prefix, network],
@@ -208,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="print this host's system ID (creating it if missing)",
     )
 
-    selection = argparse.ArgumentParser(add_help=False)
+    selection = _Parser(add_help=False)
     selection.add_argument(
         "--runner",
         action="append",
@@ -270,31 +352,62 @@ def _count(text: str) -> int:
 
 
 class _Status:
-    code = 0
+    """The exit status and what the run said, for the record and ``--json``."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.code = 0
+        self.as_json = as_json
+        self.verbose = False
+        self.error: Optional[str] = None
+        self.warnings: list[str] = []
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors go through the error handler: one line (with a priority under
+    systemd), exit 2, and the error object under --json."""
+
+    def error(self, message: str) -> NoReturn:
+        raise InputError(f"{message} (see {self.prog} --help)")
 
 
 @contextlib.contextmanager
-def error_handler(verbose: bool) -> Iterator[_Status]:
+def error_handler(status: _Status) -> Iterator[None]:
     """Expected failures become one line and their exit status; anything else one line
-    too, with the traceback only under --verbose. Secrets are scrubbed from both."""
-    status = _Status()
+    too, with the traceback only under --verbose. Secrets are scrubbed from both. With
+    --json, the error is also printed on stdout as ``{"exit_status", "error"}``."""
     try:
-        yield status
+        yield
     except RegisterRunnerError as error:
-        print(f"{PROG}: error: {scrub(str(error))}", file=sys.stderr)
-        status.code = error.exit_code
+        _fail(status, error.exit_code, scrub(str(error)))
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        status.code = 130
+        _fail(status, 130, "interrupted")
     except Exception as error:
-        if verbose:
+        if status.verbose:
             print(scrub(traceback.format_exc()), file=sys.stderr, end="")
-        print(
-            f"{PROG}: internal error: {type(error).__name__}: {scrub(str(error))} "
+        _fail(
+            status,
+            1,
+            f"internal error: {type(error).__name__}: {scrub(str(error))} "
             "(please report it; --verbose shows the traceback)",
-            file=sys.stderr,
         )
-        status.code = 1
+
+
+def _fail(status: _Status, code: int, message: str) -> None:
+    status.code, status.error = code, message
+    if os.environ.get("JOURNAL_STREAM"):
+        print(
+            f"<{SYSLOG_PRIORITY[logging.ERROR]}>event=error msg={quote(message)}", file=sys.stderr
+        )
+    else:
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+    if status.as_json:
+        print(json.dumps({"exit_status": code, "error": message}), flush=True)
+
+
+def quote(text: str) -> str:
+    """A logfmt value: quoted, with quotes, backslashes and line breaks escaped, so that no
+    text can start a log line of its own."""
+    return json.dumps(text, ensure_ascii=False)
 
 
 class ScrubbingFormatter(logging.Formatter):
@@ -303,10 +416,33 @@ class ScrubbingFormatter(logging.Formatter):
 
 
 class JournalFormatter(ScrubbingFormatter):
-    """Under systemd: no timestamp (journald adds one) and a <N> priority prefix."""
+    """Under systemd: no timestamp (journald adds one), a <N> priority prefix, and
+    key=value: a message that is not ``event=…`` already becomes ``event=<level>
+    msg="…"``."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return f"<{SYSLOG_PRIORITY.get(record.levelno, 6)}>{super().format(record)}"
+        line = super().format(record)
+        if not line.startswith("event="):
+            line = f"event={record.levelname.lower()} msg={quote(line)}"
+        return f"<{SYSLOG_PRIORITY.get(record.levelno, 6)}>{line}"
+
+
+class _Warnings(logging.Handler):
+    """Keeps the run's warnings and errors, for the last-run record."""
+
+    def __init__(self, into: list[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.setFormatter(ScrubbingFormatter("%(message)s"))
+        self.into = into
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.into.append(self.format(record))
+
+
+def _capture_warnings() -> list[str]:
+    warnings: list[str] = []
+    log.addHandler(_Warnings(warnings))
+    return warnings
 
 
 def configure_logging(verbose: bool, quiet: bool) -> None:

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Callable, Optional, TypeVar
 
 import gitlab
@@ -406,6 +406,27 @@ class GitLab:
             response.status_code,
             response.elapsed.total_seconds() * 1000,
         )
+
+    def access_token_expires_at(self) -> Optional[date]:
+        """When the access token itself expires (``GET /personal_access_tokens/self``,
+        GitLab >= 15.5): a date, or None when it never expires or GitLab will not say (403
+        on restricted instances, 404 before 15.5, an answer without a date). A 401 raises
+        AccessDenied: the token was rejected."""
+
+        def request(api: gitlab.Gitlab, options: dict[str, Any]) -> Any:
+            try:
+                return api.http_get("/personal_access_tokens/self", **options)
+            except gitlab.GitlabError as error:
+                if error.response_code in (403, 404):
+                    return None
+                raise
+
+        answer = self._call("read the access token's expiry", request)
+        value = answer.get("expires_at") if isinstance(answer, dict) else None
+        try:
+            return date.fromisoformat(value[:10]) if isinstance(value, str) else None
+        except ValueError:
+            return None
 
 
 def retry_after(headers: Mapping[str, str]) -> Optional[float]:

@@ -6,6 +6,7 @@ file (and the line, where one can be told), and nothing has been changed yet.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Mapping
@@ -14,14 +15,14 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
 import tomlkit
-from tomlkit.exceptions import TOMLKitError
 from tomlkit.items import AoT, Comment, Table, Whitespace
 
-from . import tags
+from . import systemd_credentials, tags
 from .errors import InputError
 from .model import RUNNER_TYPES, ClientConfig, Executor, Scope
 from .secret import Secret
 from .tags import TagPolicy
+from .tomlfile import parse_toml
 
 MAX_FILE_BYTES = 1 << 20
 # Values tools such as `nspawn-runner toml` print where a real one is to be filled in.
@@ -35,6 +36,26 @@ MAX_NOTE = 1024
 # access_token: a group or project access token works where a personal one does.
 SECRET_KEYS = ("personal_access_token", "access_token", "registration_token")
 SECRET_SOURCES = ("", "_file", "_env", "_credential")
+# The keys of a [[runners]] entry gitlab-runner knows (gitlab-api.md "Keys gitlab-runner
+# knows"). It ignores any other silently, so a typo there is warned about, and still
+# copied: a newer gitlab-runner may know the key.
+# fmt: off
+RUNNER_KEYS = frozenset((
+    "name", "limit", "output_limit", "request_concurrency", "strict_check_interval",
+    "unhealthy_requests_limit", "unhealthy_interval", "job_status_final_update_retry_limit",
+    "url", "id", "token", "token_obtained_at", "token_expires_at", "tls-ca-file",
+    "tls-cert-file", "tls-key-file", "upload_timeout", "response_header_timeout", "labels",
+    "executor", "builds_dir", "cache_dir", "clone_url", "environment", "proxy_exec",
+    "pre_get_sources_script", "post_get_sources_script", "pre_build_script",
+    "post_build_script", "prepare_timeout", "get_sources_timeout", "debug_trace_disabled",
+    "safe_directory_checkout", "clean_git_config", "shell", "step_runner_image",
+    "use_slot_cgroups", "slot_cgroup_template", "feature_flags", "custom_build_dir", "referees",
+    "cache", "artifact", "monitoring", "instance", "ssh", "docker", "parallels", "virtualbox",
+    "machine", "kubernetes", "custom", "autoscaler", "experimental", "boot_verify",
+))
+# fmt: on
+# Executor-file keys register-runner itself reads, never meant for gitlab-runner.
+OWN_EXECUTOR_KEYS = frozenset({"credentials_file", "credentials_owner", "env_tags"})
 CLIENT_KEYS = {"url", "runner_type", "group_id", "project_id", "tls_ca_file"} | {
     key + source for key in SECRET_KEYS for source in SECRET_SOURCES
 }
@@ -47,6 +68,7 @@ class Inputs:
     clients: Mapping[str, ClientConfig]
     executors: tuple[Executor, ...]
     executor_dir: Path
+    warnings: tuple[str, ...] = ()  # for the run's warnings: nothing wrong enough to stop
     tag_policy: TagPolicy = field(default_factory=TagPolicy)
 
 
@@ -93,11 +115,13 @@ def load(
         path, text, document, identity, environ, capture_tags_file, tag_schema_file
     )
     executor_dir = prefix / identity.instance
+    warnings: list[str] = []
     executors = tuple(
-        _executor(file, clients, identity, policy) for file in executor_files(executor_dir)
+        _executor(file, clients, identity, policy, warnings)
+        for file in executor_files(executor_dir)
     )
     _check_unique_names(executors)
-    return Inputs(path, document, clients, executors, executor_dir, policy)
+    return Inputs(path, document, clients, executors, executor_dir, tuple(warnings), policy)
 
 
 def _tag_policy(
@@ -203,29 +227,6 @@ def read_text(path: Path) -> str:
     except UnicodeDecodeError as error:
         line = data[: error.start].count(b"\n") + 1
         raise InputError(f"{path}:{line}: not valid UTF-8 (byte {error.start})") from None
-
-
-def parse_toml(path: Path, text: str) -> tomlkit.TOMLDocument:
-    try:
-        return tomlkit.parse(text)
-    except TOMLKitError as error:
-        message = re.sub(r" at line \d+ col \d+$", "", str(error))
-        line, col = getattr(error, "line", None), getattr(error, "col", 0)
-        duplicate = re.match(r'Key "(.+)" already exists', message)
-        if duplicate:
-            # tomlkit notices a duplicate only later on (or nowhere): find the line itself.
-            line, col = _duplicate_line(text, duplicate.group(1), line), 0
-        where = f"{path}:{line}:{col}" if line else str(path)
-        raise InputError(f"{where}: invalid TOML: {message}") from None
-
-
-def _duplicate_line(text: str, key: str, before: Optional[int]) -> Optional[int]:
-    """The line of the last assignment or header of ``key`` up to line ``before``, which is
-    where a duplicate stands."""
-    pattern = re.compile(rf"^\s*(\[+\s*([\w.\-\"' ]+\.)?)?[\"']?{re.escape(key)}[\"']?\s*(=|\])")
-    lines = [n for n, line in enumerate(text.splitlines(), 1) if pattern.match(line)]
-    candidates = [n for n in lines if before is None or n <= before]
-    return candidates[-1] if len(lines) > 1 and candidates else before
 
 
 def _where(path: Path, text: str, key: str) -> str:
@@ -387,12 +388,22 @@ def _read_secret_env(where: str, setting: str, name: str, environ: Mapping[str, 
 
 def _read_credential(where: str, setting: str, name: str, environ: Mapping[str, str]) -> str:
     folder = environ.get("CREDENTIALS_DIRECTORY")
-    if not folder:
-        raise InputError(
-            f"{where}: {setting}: $CREDENTIALS_DIRECTORY is not set (use "
-            f"LoadCredential={name}:/path in the systemd unit)"
-        )
-    return _read_secret_file(where, setting, Path(folder) / name)
+    if folder:
+        return _read_secret_file(where, setting, Path(folder) / name)
+    # Outside the unit (a command from a shell): the file its LoadCredential= names.
+    found = systemd_credentials.sources(name, environ)
+    if len(found) == 1:
+        return _read_secret_file(where, setting, found[0])
+    folders = ", ".join(str(f) for f in systemd_credentials.unit_folders(environ))
+    problem = (
+        f"the units name several sources for it ({', '.join(map(str, found))})"
+        if found
+        else f"no LoadCredential={name}:/path in the units under {folders}"
+    )
+    raise InputError(
+        f"{where}: {setting}: $CREDENTIALS_DIRECTORY is not set and {problem}; pass "
+        "--credentials-directory DIR (a folder holding a file named " + name + ")"
+    )
 
 
 def _url(value: Any) -> Optional[str]:
@@ -442,7 +453,11 @@ def _scope(entry: Mapping[str, Any], path: Path, text: str, default: Scope) -> S
 
 
 def _executor(
-    path: Path, clients: Mapping[str, ClientConfig], identity: Identity, policy: TagPolicy
+    path: Path,
+    clients: Mapping[str, ClientConfig],
+    identity: Identity,
+    policy: TagPolicy,
+    warnings: list[str],
 ) -> Executor:
     text = read_text(path)
     keys = _runner_keys(path, text, parse_toml(path, text))
@@ -469,7 +484,22 @@ def _executor(
     if not isinstance(name, str) or not name.strip():
         raise InputError(f"{where('name')}: name must be a non-empty string")
     attributes.setdefault("description", name)
+    warnings.extend(_unknown_keys(where, keys))
     return Executor(path.stem, str(path), url, scope, name, attributes, keys)
+
+
+def _unknown_keys(where: Callable[[str], str], keys: Mapping[str, Any]) -> list[str]:
+    """A warning per key gitlab-runner would ignore, with the closest one it knows."""
+    warnings = []
+    for key in keys:
+        if key in RUNNER_KEYS or key in OWN_EXECUTOR_KEYS:
+            continue
+        close = difflib.get_close_matches(key, RUNNER_KEYS, n=1)
+        hint = f"did you mean {close[0]}?" if close else "a newer gitlab-runner may know it"
+        warnings.append(
+            f"{where(key)}: gitlab-runner does not know the key {key!r} ({hint}); copied as is"
+        )
+    return warnings
 
 
 def _runner_keys(path: Path, text: str, document: tomlkit.TOMLDocument) -> dict[str, Any]:

@@ -1,40 +1,28 @@
 """What commands print on stdout: a compact table for people, JSON for machines. Logs go
-to stderr; tokens appear here only masked."""
+to stderr; tokens appear here only masked.
+
+Under systemd, stdout and stderr are usually both the journal: the table is then left
+out (the key=value log lines say the same, once), unless --json asks for JSON.
+"""
 
 from __future__ import annotations
 
+import difflib
+import io
 import json
+import os
+import re
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .model import Plan
+from .secret import mask, scrub
+
+# A token in a config: gitlab-runner's `token = "…"`, in any TOML string quoting.
+_TOKEN_LINE = re.compile(r"""^(\s*"?token"?\s*=\s*)(["'])(.*?)(\2)""")
 
 
-def plan_rows(plan: Plan, write: str) -> list[dict[str, Any]]:
-    rows = [
-        {
-            "action": a.kind.value,
-            "runner": a.stem,
-            "id": a.runner_id,
-            "reason": a.reason,
-            "changes": [{"attribute": key, "old": old, "new": new} for key, old, new in a.changes],
-        }
-        for a in plan.actions
-    ]
-    rows.append(
-        {
-            "action": "write" if write == "changes" else "keep",
-            "runner": "(config)",
-            "id": None,
-            "reason": write,
-            "changes": [],
-        }
-    )
-    return rows
-
-
-def table(rows: Iterable[Mapping[str, Any]]) -> str:
+def table(rows: Sequence[Mapping[str, Any]]) -> str:
     lines = [("ACTION", "RUNNER", "ID", "DETAIL")]
     for row in rows:
         detail = row.get("reason") or ""
@@ -47,14 +35,18 @@ def table(rows: Iterable[Mapping[str, Any]]) -> str:
             detail = f"{detail}: {row['error']}" if detail else row["error"]
         result = row.get("result")
         action = (
-            row["action"] if result in (None, "done", "kept", "planned") else f"{row['action']} ({result})"
+            row["action"]
+            if result in (None, "done", "kept", "planned")
+            else f"{row['action']} ({result})"
         )
         lines.append((action, row["runner"], _ids(row), detail))
     widths = [max(len(line[i]) for line in lines) for i in range(3)]
-    return "\n".join(
+    text = "\n".join(
         f"{a:<{widths[0]}}  {r:<{widths[1]}}  {i:>{widths[2]}}  {d}".rstrip()
         for a, r, i, d in lines
     )
+    diffs = [row["diff"] for row in rows if row.get("diff")]
+    return "\n\n".join([text, *(d.rstrip("\n") for d in diffs)])
 
 
 def _ids(row: Mapping[str, Any]) -> str:
@@ -84,7 +76,7 @@ def emit(
             default=str,
         )
         sys.stdout.write("\n")
-    else:
+    elif not stdout_is_journal():
         print(table(rows))
     sys.stdout.flush()
 
@@ -100,4 +92,34 @@ def emit_result(as_json: bool, result: Any) -> None:
     }
     if result.command != "plan":
         summary.update(config_written=result.config_written, seconds=result.seconds)
-    emit(as_json, summary, [a.as_row() for a in result.actions], result.warnings)
+    rows = [a.as_row() for a in result.actions]
+    if result.config_diff:
+        rows[-1].update(reason=f"{rows[-1]['reason']} (diff below)", diff=result.config_diff)
+    emit(as_json, summary, rows, result.warnings)
+
+
+def stdout_is_journal() -> bool:
+    """Whether stdout is the journal stream systemd names in JOURNAL_STREAM
+    (``device:inode``)."""
+    try:
+        device, inode = (int(part) for part in os.environ["JOURNAL_STREAM"].split(":"))
+        info = os.fstat(sys.stdout.fileno())
+    except (KeyError, ValueError, OSError, io.UnsupportedOperation):
+        return False
+    return (info.st_dev, info.st_ino) == (device, inode)
+
+
+def config_diff(old_text: str, new_text: str, name: str = "config") -> str:
+    """A unified diff from the config as it is to the config a sync would write, with
+    every token masked: empty when they are the same."""
+    lines = difflib.unified_diff(
+        _masked(old_text), _masked(new_text), f"{name} (now)", f"{name} (after sync)"
+    )
+    return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
+
+
+def _masked(text: str) -> list[str]:
+    return [
+        _TOKEN_LINE.sub(lambda m: m[1] + m[2] + mask(m[3]) + m[4], scrub(line))
+        for line in text.splitlines(keepends=True)
+    ]

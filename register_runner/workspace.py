@@ -171,6 +171,8 @@ def load(options: Options, environ: Mapping[str, str], *, read_only: bool = Fals
     config = read_config(output_path(prefix, options.instance))
     foreign = loaded_state.system_id not in (None, identity.system_id)
     workspace = Workspace(options, identity, loaded, loaded_state, config, foreign)
+    for warning in loaded.warnings:  # service helper: unknown executor keys (inputs.py)
+        workspace.warn(warning)
     if foreign:
         workspace.warn(
             f"{prefix}: state made under system ID {loaded_state.system_id}, this "

@@ -3,6 +3,9 @@ and failures of the network layer (DNS, TLS)."""
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import socket
 import subprocess
 import sys
@@ -91,3 +94,179 @@ def test_tls_failure_is_transient_and_says_what_to_do(gitlab, pat, tmp_path):
     result = run_cli(["sync", "--prefix", str(prefix.root), "--deadline", "2"])
     assert result.returncode == 3
     assert "TLS" in result.stderr or "SSL" in result.stderr
+
+
+def test_global_options_before_the_command_word(gitlab, prefix, cli):
+    assert cli(prefix).returncode == 0
+    gitlab.clear_requests()
+    result = run_cli(["-v", "--prefix", str(prefix.root), "plan", "--json"])
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["command"] == "plan"
+    assert "event=api" in result.stderr  # -v took effect
+    assert gitlab.mutating_requests() == []
+
+
+def test_every_line_has_a_priority_under_journald(gitlab, prefix, cli):
+    prefix.write_executor("typo", 'executor = "shell"\nlimt = 4\n')
+    journal = {"JOURNAL_STREAM": "8:1234"}
+    ok = cli(prefix, "sync", env=journal)
+    prefix.write_executor("broken", "executor = [\n")
+    bad = cli(prefix, "sync", env=journal)
+    usage = run_cli(["sync", "--jobs", "0"], env=journal)
+
+    assert (ok.returncode, bad.returncode, usage.returncode) == (0, 2, 2)
+    for result in (ok, bad, usage):
+        lines = result.stderr.splitlines()
+        assert lines and all(re.match(r"<[0-7]>event=\w+ ", line) for line in lines), lines
+    assert any(
+        line.startswith("<4>event=warning msg=") and "limt" in line
+        for line in ok.stderr.splitlines()
+    )
+    assert bad.stderr.splitlines()[-1].startswith('<3>event=error msg="')
+
+
+def test_table_not_printed_into_the_journal(gitlab, prefix, tmp_path):
+    """Under systemd stdout is the journal too: the table would repeat the log lines."""
+    out = tmp_path / "stdout"
+    with open(out, "w") as handle:
+        info = os.fstat(handle.fileno())
+        env = dict(os.environ, JOURNAL_STREAM=f"{info.st_dev}:{info.st_ino}")
+        result = subprocess.run(
+            [sys.executable, "-m", "register_runner", "--prefix", str(prefix.root)],
+            stdout=handle,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+    assert result.returncode == 0, result.stderr
+    assert out.read_text() == ""
+    assert "event=create" in result.stderr
+    # Anywhere else (a pipe here) the table is printed.
+    assert "ACTION" in run_cli(["plan", "--prefix", str(prefix.root)]).stdout
+
+
+@pytest.mark.parametrize(
+    "args", [["sync", "--jobs", "0"], ["sync", "--prefix", "/nonexistent/prefix"], ["frobnicate"]]
+)
+def test_json_error_object_on_exit_2(args):
+    result = run_cli([*args, "--json"])
+    assert result.returncode == 2
+    error = json.loads(result.stdout)
+    assert error["exit_status"] == 2 and error["error"]
+
+
+def test_json_error_object_names_the_bad_file(gitlab, prefix, cli):
+    prefix.write_executor("broken", "executor = [\n")
+    result = cli(prefix, "sync", "--json")
+    assert result.returncode == 2
+    assert json.loads(result.stdout) == {
+        "exit_status": 2,
+        "error": f"{prefix.executor_dir / 'broken.toml'}:1:12: invalid TOML: unexpected end of "
+        "file: the [ here is never closed",
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "message"),
+    [
+        ("executor = [\n", "1:12", "unexpected end of file: the [ here is never closed"),
+        (
+            'executor = "shell"\ntags = ["a",\n  "b"\n',
+            "2:8",
+            "unexpected end of file: the [ here is never closed",
+        ),
+        (
+            'executor = "shell"\nenv = { A = "1"\n',
+            "2:7",
+            "unexpected end of file: the { here is never closed",
+        ),
+        ('executor = "shell"\n  limit == 2\n', "2:10", "Unexpected character: '='"),
+    ],
+)
+def test_toml_errors_say_what_and_where(gitlab, prefix, cli, text, where, message):
+    path = prefix.write_executor("broken", text)
+    result = cli(prefix)
+    assert result.returncode == 2
+    assert f"{path}:{where}: invalid TOML: {message}" in result.stderr, result.stderr
+    assert "\\x00" not in result.stderr
+
+
+def test_unknown_key_is_warned_with_the_closest_known_one_and_copied(gitlab, prefix, cli):
+    path = prefix.write_executor("typo", 'executor = "shell"\nlimt = 4\nbuilds_dir = "/b"\n')
+    result = cli(prefix, "sync", "--json")
+    assert result.returncode == 0, result.stderr
+    (warning,) = json.loads(result.stdout)["warnings"]
+    assert warning.startswith(f"{path}:2: ") and "'limt'" in warning
+    assert "did you mean limit?" in warning
+    assert prefix.runner("typo")["limt"] == 4
+
+
+CREDENTIAL_TEMPLATE = (
+    'concurrent = 1\n[[client_configs]]\nurl = "{url}"\n'
+    'personal_access_token_credential = "gitlab-pat"\n'
+)
+
+
+def test_manual_command_reads_the_credential_the_unit_loads(gitlab, pat, tmp_path):
+    """`plan` from a shell, as root, in the recommended set-up: the access token comes
+    from LoadCredential= in the drop-in, and no $CREDENTIALS_DIRECTORY is set."""
+    prefix = make_prefix(tmp_path / "p", gitlab.url)
+    prefix.write_template(CREDENTIAL_TEMPLATE.format(url=gitlab.url))
+    secret = tmp_path / "secrets" / "gitlab.pat"
+    secret.parent.mkdir(mode=0o700)
+    secret.write_text(pat + "\n")
+    secret.chmod(0o600)
+    units = tmp_path / "units"
+    (units / "gitlab-runner.service.d").mkdir(parents=True)
+    (units / "gitlab-runner.service.d" / "register-runner.conf").write_text(
+        f"[Service]\nLoadCredential=other:/nowhere\nLoadCredential=gitlab-pat:{secret}\n"
+    )
+    without = run_cli(
+        ["plan", "--prefix", str(prefix.root)], env={"SYSTEMD_UNIT_PATH": str(tmp_path)}
+    )
+    assert without.returncode == 2
+    assert "--credentials-directory" in without.stderr and pat not in without.stderr
+
+    result = run_cli(["plan", "--prefix", str(prefix.root)], env={"SYSTEMD_UNIT_PATH": str(units)})
+    assert result.returncode == 0, result.stderr
+    assert "create" in result.stdout
+
+    folder = tmp_path / "creds"
+    folder.mkdir(mode=0o700)
+    (folder / "gitlab-pat").write_text(pat + "\n")
+    given = run_cli(
+        ["--credentials-directory", str(folder), "sync", "--prefix", str(prefix.root)],
+        env={"SYSTEMD_UNIT_PATH": str(tmp_path)},
+    )
+    assert given.returncode == 0, given.stderr
+    assert len(gitlab.runners()) == 1
+
+
+def test_unregister_warns_when_the_file_would_bring_the_runner_back(gitlab, prefix, cli):
+    assert cli(prefix).returncode == 0
+    result = cli(prefix, "unregister", "--runner", "shell")
+    assert result.returncode == 0, result.stderr
+    assert "shell.toml still exists" in result.stderr
+    assert gitlab.runners() == []
+
+
+def test_verify_labels_runners_by_executor_file(gitlab, prefix, cli):
+    assert cli(prefix).returncode == 0
+    result = cli(prefix, "verify", "--json")
+    assert result.returncode == 0, result.stderr
+    assert [row["runner"] for row in json.loads(result.stdout)["actions"]] == ["shell"]
+
+
+def test_plan_shows_how_the_config_changes_with_tokens_masked(gitlab, prefix, cli):
+    assert cli(prefix).returncode == 0
+    token = prefix.runner("shell")["token"]
+    prefix.write_executor("shell", 'executor = "shell"\ntags = ["linux"]\nlimit = 3\n')
+
+    result = cli(prefix, "plan", "--detailed-exitcode")
+
+    assert result.returncode == 4, result.stderr
+    assert "diff below" in result.stdout
+    assert "+limit = 3" in result.stdout.replace("  ", "")
+    assert token not in result.stdout + result.stderr
+    assert json.loads(cli(prefix, "plan", "--json").stdout)["actions"][-1]["diff"]

@@ -11,6 +11,8 @@ from conftest import GROUP_ID, PROJECT_ID
 
 from register_runner.testing.prefix import make_prefix
 
+# Read once per sync for the access token's own expiry (health.py).
+TOKEN_SELF = "/personal_access_tokens/self"
 SHELL = 'executor = "shell"\ntags = ["linux", "shell"]\n'
 DOCKER = """executor = "docker"
 tags = ["docker"]
@@ -78,7 +80,8 @@ def test_second_sync_makes_no_mutating_call_and_leaves_the_file_untouched(gitlab
 
     assert result.returncode == 0, result.stderr
     assert gitlab.mutating_requests() == []
-    assert [r.path for r in gitlab.requests] == ["/runners/verify"] * 3
+    # Plus the access token's own expiry, read once per sync (health.py).
+    assert [r.path for r in gitlab.requests] == ["/runners/verify"] * 3 + [TOKEN_SELF]
     assert (prefix.output.read_bytes(), prefix.output.stat().st_mtime_ns) == before
 
 
@@ -87,8 +90,8 @@ def test_verify_sends_the_host_system_id(gitlab, prefix, cli):
     system_id = (prefix.root / ".runner_system_id").read_text().strip()
     gitlab.clear_requests()
     assert cli(prefix).returncode == 0
-    (verify,) = gitlab.requests
-    assert verify.form["system_id"] == system_id
+    verify, token_self = gitlab.requests
+    assert verify.form["system_id"] == system_id and token_self.path == TOKEN_SELF
     (runner,) = gitlab.runners()
     assert system_id in runner.managers
 

@@ -5,10 +5,13 @@ cannot happen now stay journaled and are retried by the next run."""
 from __future__ import annotations
 
 import argparse
+import logging
 
 from .. import api, report
 from ..model import Kind
 from ..workspace import Options
+
+log = logging.getLogger(__name__)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -19,4 +22,12 @@ def run(args: argparse.Namespace) -> int:
         **Options.from_args(args).as_kwargs(),
     )
     report.emit_result(args.json, result)
+    folder = args.prefix / args.instance
+    for stem in sorted(args.runner or (p.stem for p in folder.glob("*.toml"))):
+        if (folder / f"{stem}.toml").is_file():
+            log.warning(
+                "%s still exists: the next sync (or start of gitlab-runner) registers a new "
+                "runner for it; remove or move the file to keep it unregistered",
+                folder / f"{stem}.toml",
+            )
     return result.exit_status

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from .. import report
+from .. import report, state
 from ..errors import InputError
 from ..hostid import SYSTEM_ID_FILE, VALID_ID
 from ..model import ClientConfig, Scope, Verdict
@@ -68,6 +68,8 @@ def verify_config(options: Options, *, as_json: bool) -> int:
     config = read_config(path)
     if config.raw is None:
         raise InputError(f"{path}: no such file; run register-runner first")
+    # Runners are known by their executor file's stem everywhere else too.
+    stems = {r.id: stem for stem, r in state.load(options.prefix, options.instance).runners.items()}
     checks = []
     for index, entry in enumerate(config.entries, 1):
         credentials = credentials_of(entry)
@@ -76,7 +78,12 @@ def verify_config(options: Options, *, as_json: bool) -> int:
             raise InputError(f"{path}: runner #{index} has no url or token")
         client = ClientConfig(url, Scope(), tls_ca_file=entry.get("tls-ca-file"))
         checks.append(
-            (str(entry.get("name", f"#{index}")), client, credentials.token, entry.get("id"))
+            (
+                stems.get(entry.get("id")) or str(entry.get("name", f"#{index}")),
+                client,
+                credentials.token,
+                entry.get("id"),
+            )
         )
     return verify_tokens(options, checks, prefix_system_id(options.prefix), as_json)
 

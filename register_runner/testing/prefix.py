@@ -57,10 +57,11 @@ class Prefix:
         (self.executor_dir / f"{stem}.toml").unlink()
 
     def snapshot(self) -> dict[str, tuple[bytes, int]]:
-        """Every file under the prefix with its bytes and mtime, to prove nothing changed."""
+        """Every file under the prefix with its bytes and mtime, to prove nothing changed;
+        not the lock, nor the last-run record that every run (bad input too) replaces."""
         files = {}
         for path in sorted(self.root.rglob("*")):
-            if path.is_file() and not path.name.endswith(".lock"):
+            if path.is_file() and not path.name.endswith((".lock", ".last-run.json")):
                 info = path.stat()
                 files[str(path.relative_to(self.root))] = (path.read_bytes(), info.st_mtime_ns)
         return files

@@ -1,0 +1,49 @@
+"""``register-runner status``: what the last run did, from its record under the prefix; no
+API call and no lock, so it answers at once even while a sync runs or GitLab is down.
+Exits with the last run's exit status, 3 when no run is recorded."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .. import health
+from ..errors import InputError, TransientError
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.prefix.is_dir():
+        raise InputError(f"{args.prefix}: no such folder (--prefix)")
+    last = health.read_last_run(args.prefix, args.instance)
+    if last is None:
+        raise TransientError(
+            f"no run recorded for instance {args.instance} in {args.prefix} (sync, "
+            "unregister and reset-token record theirs)"
+        )
+    if args.json:
+        json.dump(last.status_json(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print(describe(last))
+    return last.exit_status
+
+
+def describe(last: health.Run) -> str:
+    """A short table: the run, then one line per runner, then the warnings."""
+    lines = [f"last run {health.iso(last.time)}: exit status {last.exit_status}"]
+    rows = [("RUNNER", "ID", "VERDICT", "TOKEN EXPIRES")] + [
+        (
+            r["runner"],
+            "-" if r.get("id") is None else str(r["id"]),
+            r["verdict"],
+            r.get("token_expires_at") or "never",
+        )
+        for r in last.runners
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    lines += [f"{a:<{widths[0]}}  {b:>{widths[1]}}  {c:<{widths[2]}}  {d}" for a, b, c, d in rows]
+    for url, expires in sorted(last.access_tokens.items()):
+        lines.append(f"access token for {url}: expires {expires or 'never (or unknown)'}")
+    lines += [f"warning: {w}" for w in last.warnings]
+    return "\n".join(lines)

@@ -1,0 +1,315 @@
+"""What the last run did, for ``status`` and for node_exporter's textfile collector.
+
+Every sync, unregister and reset-token records its outcome in the prefix's state folder
+(``.register-runner/<instance>.last-run.json``): when, the exit status, each runner's
+verdict and token expiry, the access tokens' expiry and the warnings. No token is in it.
+
+A run that ended with bad input (exit 2) is recorded too, so that ``status`` says why the
+last start failed: that record is the one file bad input may change, and only when the
+state folder already exists (bad input never creates anything).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Optional
+
+from .errors import InputError, RegisterRunnerError
+from .files import atomic_write, read_regular, state_dir
+from .secret import scrub
+
+log = logging.getLogger(__name__)
+
+VERDICTS = ("valid", "invalid", "unknown")
+ACCESS_TOKEN_NOTICE = timedelta(days=14)
+VERSION = 1
+
+
+@dataclass
+class Run:
+    """One run's outcome, as recorded."""
+
+    time: datetime
+    exit_status: int
+    runners: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    access_tokens: dict[str, Optional[str]] = field(default_factory=dict)  # url → ISO date
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": VERSION,
+            "time": iso(self.time),
+            "exit_status": self.exit_status,
+            "runners": self.runners,
+            "warnings": self.warnings,
+            "access_tokens": self.access_tokens,
+        }
+
+    def status_json(self) -> dict[str, Any]:
+        """What ``status --json`` prints."""
+        return {
+            "last_run": {"time": iso(self.time), "exit_status": self.exit_status},
+            "runners": self.runners,
+            "warnings": self.warnings,
+            "access_tokens": [
+                {"url": url, "expires_at": expires}
+                for url, expires in sorted(self.access_tokens.items())
+            ],
+        }
+
+
+# Set by record_run: the metrics of a command describe the run it recorded, also when the
+# record could not be written (bad input before the state folder exists).
+_recorded: Optional[Run] = None
+
+
+def last_run_path(prefix: Path, instance: str) -> Path:
+    return state_dir(prefix) / f"{instance}.last-run.json"
+
+
+def record_run(
+    prefix: Path,
+    instance: str,
+    *,
+    exit_status: int,
+    runners: Optional[Sequence[Mapping[str, Any]]],
+    warnings: Iterable[str],
+    access_tokens: Optional[Mapping[str, Optional[date]]],
+) -> Run:
+    """Write the last-run record (only into an existing state folder) and return it.
+    ``runners`` or ``access_tokens`` None: not known this run; the previous record's are
+    kept, runners with the verdict "unknown"."""
+    global _recorded
+    previous = read_last_run(prefix, instance)
+    if runners is None:
+        runners = [dict(r, verdict="unknown") for r in (previous.runners if previous else [])]
+    if access_tokens is None:
+        tokens = dict(previous.access_tokens) if previous else {}
+    else:
+        tokens = {url: d.isoformat() if d else None for url, d in access_tokens.items()}
+    run = Run(
+        datetime.now(timezone.utc).replace(microsecond=0),
+        exit_status,
+        [dict(r) for r in runners],
+        list(dict.fromkeys(scrub(w) for w in warnings)),
+        tokens,
+    )
+    _recorded = run
+    if state_dir(prefix).is_dir():
+        try:
+            data = json.dumps(run.to_json(), indent=2, sort_keys=True) + "\n"
+            atomic_write(last_run_path(prefix, instance), data.encode())
+        except OSError as error:
+            log.warning(
+                "cannot record the run in %s: %s", last_run_path(prefix, instance), error.strerror
+            )
+    return run
+
+
+def recorded() -> Optional[Run]:
+    """The run this process recorded, if any."""
+    return _recorded
+
+
+def read_last_run(prefix: Path, instance: str) -> Optional[Run]:
+    """The last recorded run; None when there is none (or it is unreadable: then the next
+    run writes a good one)."""
+    try:
+        raw = read_regular(last_run_path(prefix, instance))
+    except InputError:
+        return None
+    if raw is None:
+        return None
+    try:
+        data = json.loads(raw)
+        return Run(
+            _parse_time(data["time"]),
+            int(data["exit_status"]),
+            list(data.get("runners", [])),
+            list(data.get("warnings", [])),
+            dict(data.get("access_tokens", {})),
+        )
+    except (ValueError, KeyError, TypeError, AttributeError):
+        log.debug("event=last_run_unreadable path=%s", last_run_path(prefix, instance))
+        return None
+
+
+def runner_rows(
+    prefix: Path,
+    instance: str,
+    verdicts: Mapping[str, str],
+    stems: Iterable[str] = (),
+) -> list[dict[str, Any]]:
+    """One row per runner this host holds for ``instance`` after the run, and per executor
+    ``stems`` that should have one: ids from the state, token expiry from the config,
+    verdicts from ``verdicts`` (stem → verdict), else the previous record's for the same
+    runner; a runner with no token in the config (or no runner at all) is "invalid":
+    gitlab-runner cannot run it."""
+    from . import state
+    from .output import credentials_of, output_path, read_config
+
+    stored = state.load(prefix, instance).runners
+    try:
+        entries = read_config(output_path(prefix, instance)).by_key()
+    except InputError:
+        entries = {}
+    previous = read_last_run(prefix, instance)
+    before = (
+        {(r.get("runner"), r.get("id")): r.get("verdict") for r in previous.runners}
+        if previous
+        else {}
+    )
+    rows = []
+    for stem in sorted(set(stored) | set(stems)):
+        runner_id = stored[stem].id if stem in stored else None
+        entry = entries.get((stored[stem].url, runner_id)) if stem in stored else None
+        credentials = credentials_of(entry) if entry else None
+        verdict = verdicts.get(stem) or before.get((stem, runner_id))
+        if runner_id is None or (verdict is None and credentials is None):
+            verdict = "invalid"
+        rows.append(
+            {
+                "runner": stem,
+                "id": runner_id,
+                "verdict": verdict if verdict in VERDICTS else "unknown",
+                "token_expires_at": iso(credentials.expires_at)
+                if credentials and credentials.expires_at
+                else None,
+            }
+        )
+    return rows
+
+
+def sync_verdicts(observed: Any, outcome: Any) -> dict[str, str]:
+    """Each runner's verdict after a sync: "valid" for a token just issued (create,
+    recreate, rotate), else what verifying it said."""
+    verdicts = {stem: runner.verdict.value for stem, runner in observed.runners.items()}
+    for record in outcome.records:
+        if record.token and record.result == "done":
+            verdicts[record.runner] = "valid"
+    return verdicts
+
+
+def check_access_tokens(workspace: Any) -> dict[str, Optional[date]]:
+    """Each client_config's access token expiry (None: never, or GitLab would not say),
+    warned about two weeks ahead. Never changes the exit status."""
+    from .gitlab import AccessDenied  # the HTTP stack only for commands that use it
+
+    expiries: dict[str, Optional[date]] = {}
+    for url, client in sorted(workspace.inputs.clients.items()):
+        if client.access_token is None:
+            continue
+        try:
+            expires = workspace.api(url).access_token_expires_at()
+        except AccessDenied as error:
+            workspace.warn(str(error))
+            expires = None
+        except RegisterRunnerError as error:
+            log.debug("event=access_token_expiry_unknown url=%s reason=%s", url, error)
+            expires = None
+        expiries[url] = expires
+        if expires is not None and expires - date.today() <= ACCESS_TOKEN_NOTICE:
+            workspace.warn(
+                f"access token for {url} expires on {expires.isoformat()}; create a new "
+                "one and replace it before then"
+            )
+    return expiries
+
+
+# -- node_exporter textfile -----------------------------------------------------------
+
+
+def write_metrics(path: Path, instance: str, run: Optional[Run]) -> None:
+    """node_exporter's textfile format, replaced atomically (temporary file and rename in
+    the same folder) so that the collector never reads half a file; mode 0644."""
+    try:
+        atomic_write(path, render_metrics(instance, run).encode(), mode=0o644)
+    except OSError as error:
+        raise InputError(f"{path}: cannot write the metrics file: {error.strerror}") from None
+
+
+def render_metrics(instance: str, run: Optional[Run]) -> str:
+    """The metrics of ``run``; without one (nothing recorded yet), only the runner counts,
+    all zero."""
+    families: list[tuple[str, str, list[tuple[dict[str, str], float]]]] = []
+    if run is not None:
+        families += [
+            (
+                "register_runner_last_run_timestamp_seconds",
+                "When the last register-runner run ended (Unix time).",
+                [({}, run.time.timestamp())],
+            ),
+            (
+                "register_runner_last_run_exit_code",
+                "Exit status of the last run: 0 done, 1 a person must act, 2 bad input, "
+                "3 try again later.",
+                [({}, run.exit_status)],
+            ),
+        ]
+    counts = dict.fromkeys(VERDICTS, 0)
+    for row in run.runners if run else []:
+        counts[row.get("verdict") if row.get("verdict") in counts else "unknown"] += 1
+    families.append(
+        (
+            "register_runner_runners",
+            "Runners of this host by the last run's verdict on their token.",
+            [({"state": state}, count) for state, count in counts.items()],
+        )
+    )
+    expiring = [
+        ({"runner": row["runner"]}, _parse_time(row["token_expires_at"]).timestamp())
+        for row in (run.runners if run else [])
+        if row.get("token_expires_at")
+    ]
+    families.append(
+        (
+            "register_runner_token_expires_timestamp_seconds",
+            "When each runner's token expires (Unix time); runners whose token does not "
+            "expire are left out.",
+            expiring,
+        )
+    )
+    tokens = [
+        ({"url": url}, _parse_time(expires).timestamp())
+        for url, expires in sorted((run.access_tokens if run else {}).items())
+        if expires
+    ]
+    families.append(
+        (
+            "register_runner_access_token_expires_timestamp_seconds",
+            "When each GitLab access token expires (Unix time), as GitLab reports it.",
+            tokens,
+        )
+    )
+    lines = []
+    for name, help_text, samples in families:
+        lines.append(f"# HELP {name} {help_text}")
+        lines.append(f"# TYPE {name} gauge")
+        for labels, value in samples:
+            labels = {"instance": instance, **labels}
+            rendered = ",".join(f'{key}="{_escape(value)}"' for key, value in labels.items())
+            lines.append(f"{name}{{{rendered}}} {_number(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_time(text: str) -> datetime:
+    """An ISO 8601 time or date; a date means its start, UTC."""
+    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)

@@ -1,0 +1,93 @@
+"""Parsing TOML input with errors a person can act on: ``file:line:column`` and what is
+wrong, where tomlkit's own message is cryptic (an unclosed bracket at the end of the file
+reads as "Unexpected character: '\\x00'" at column 0)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Optional
+
+import tomlkit
+from tomlkit.exceptions import TOMLKitError
+
+from .errors import InputError
+
+
+def parse_toml(path: Path, text: str) -> tomlkit.TOMLDocument:
+    try:
+        return tomlkit.parse(text)
+    except TOMLKitError as error:
+        message = re.sub(r" at line \d+ col \d+$", "", str(error))
+        # tomlkit counts columns from 0 and says 0 when it cannot tell.
+        line, col = getattr(error, "line", None), getattr(error, "col", 0) + 1
+        duplicate = re.match(r'Key "(.+)" already exists', message)
+        if duplicate:
+            # tomlkit notices a duplicate only later on (or nowhere): find the line itself.
+            line = _duplicate_line(text, duplicate.group(1), line)
+            col = _column(text, line, duplicate.group(1))
+        elif message == "Unexpected character: '\\x00'":
+            # tomlkit reads past the end as a NUL character.
+            line, col, message = _end_of_file(text)
+        where = f"{path}:{line}:{col}" if line else str(path)
+        raise InputError(f"{where}: invalid TOML: {message}") from None
+
+
+def _column(text: str, line: Optional[int], key: str) -> int:
+    if not line:
+        return 1
+    found = text.splitlines()[line - 1].find(key)
+    return found + 1 if found >= 0 else 1
+
+
+def _end_of_file(text: str) -> tuple[int, int, str]:
+    """Where the file ends, and which bracket or quote is still open there."""
+    opened = _unclosed(text)
+    lines = text.splitlines() or [""]
+    end_line, end_col = len(lines), len(lines[-1]) + 1
+    if text.endswith("\n"):
+        end_line, end_col = end_line + 1, 1
+    if opened is None:
+        return end_line, end_col, "unexpected end of file"
+    char, line, col = opened
+    return line, col, f"unexpected end of file: the {char} here is never closed"
+
+
+def _unclosed(text: str) -> Optional[tuple[str, int, int]]:
+    """The innermost bracket or quote still open at the end of ``text`` (a value's ``[``,
+    ``{``, ``"`` or ``'``), with its line and column."""
+    stack: list[tuple[str, int, int]] = []
+    line, col, index = 1, 0, 0
+    quote: Optional[str] = None
+    while index < len(text):
+        char = text[index]
+        col += 1
+        if quote is not None:
+            if char == "\\" and quote == '"':
+                index, col = index + 1, col + 1
+            elif char == quote:
+                quote = None
+                stack.pop()
+        elif char == "#":
+            while index + 1 < len(text) and text[index + 1] != "\n":
+                index += 1
+        elif char in "\"'":
+            quote = char
+            stack.append((char, line, col))
+        elif char in "[{":
+            stack.append((char, line, col))
+        elif char in "]}" and stack:
+            stack.pop()
+        if char == "\n":
+            line, col = line + 1, 0
+        index += 1
+    return stack[-1] if stack else None
+
+
+def _duplicate_line(text: str, key: str, before: Optional[int]) -> Optional[int]:
+    """The line of the last assignment or header of ``key`` up to line ``before``, which is
+    where a duplicate stands."""
+    pattern = re.compile(rf"^\s*(\[+\s*([\w.\-\"' ]+\.)?)?[\"']?{re.escape(key)}[\"']?\s*(=|\])")
+    lines = [n for n, line in enumerate(text.splitlines(), 1) if pattern.match(line)]
+    candidates = [n for n in lines if before is None or n <= before]
+    return candidates[-1] if len(lines) > 1 and candidates else before
