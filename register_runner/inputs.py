@@ -10,9 +10,9 @@ import difflib
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 import tomlkit
 from tomlkit.items import AoT, Comment, Table, Whitespace
@@ -70,6 +70,7 @@ class Inputs:
     executors: tuple[Executor, ...]
     executor_dir: Path
     warnings: tuple[str, ...] = ()  # for the run's warnings: nothing wrong enough to stop
+    tag_policy: TagPolicy = field(default_factory=TagPolicy)
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ def load(
     identity: Identity,
     environ: Mapping[str, str],
     *,
-    capture_tags_file: Optional[Path] = None,
+    capture_tags_file: Union[str, Path, None] = None,
     tag_schema_file: Optional[Path] = None,
     check_permissions: bool = True,
 ) -> Inputs:
@@ -114,7 +115,9 @@ def load(
             f"{_where(path, text, 'runners')}: [[runners]] do not belong in the "
             f"template; put each in its own file under {identity.instance}/"
         )
-    policy = _tag_policy(path, text, document, identity, capture_tags_file, tag_schema_file)
+    policy = _tag_policy(
+        path, text, document, identity, environ, capture_tags_file, tag_schema_file
+    )
     executor_dir = prefix / identity.instance
     warnings: list[str] = []
     executors = tuple(
@@ -122,7 +125,7 @@ def load(
         for file in executor_files(executor_dir)
     )
     _check_unique_names(executors)
-    return Inputs(path, document, clients, executors, executor_dir, tuple(warnings))
+    return Inputs(path, document, clients, executors, executor_dir, tuple(warnings), policy)
 
 
 def _tag_policy(
@@ -130,11 +133,12 @@ def _tag_policy(
     text: str,
     document: tomlkit.TOMLDocument,
     identity: Identity,
-    capture_tags_file: Optional[Path],
+    environ: Mapping[str, str],
+    capture_tags: Union[str, Path, None],
     tag_schema_file: Optional[Path],
 ) -> TagPolicy:
     """The template's [register_runner] table (removed from the output) and the tag
-    options: tags added to every runner of this instance."""
+    options: how every runner of this instance is tagged beyond its own tags."""
     settings = document.get(tags.SETTINGS_TABLE, {})
     where = _where(path, text, tags.SETTINGS_TABLE)
     if not isinstance(settings, dict):
@@ -147,18 +151,53 @@ def _tag_policy(
         )
     host_tags = _tags(_where(path, text, "tags"), settings.get("tags")) or []
     identity_tags = settings.get("identity_tags", False)
-    if not isinstance(identity_tags, bool):
+    if not isinstance(identity_tags, bool) and identity_tags != tags.GITLAB_RUNNER_AUTH:
         raise InputError(
-            f"{_where(path, text, 'identity_tags')}: identity_tags must be true or false"
+            f"{_where(path, text, 'identity_tags')}: identity_tags must be true, false or "
+            f'"{tags.GITLAB_RUNNER_AUTH}"'
         )
+    capture_tags = _option(path, text, settings, "capture_tags", capture_tags)
+    tag_schema_file = _option(path, text, settings, "tag_schema", tag_schema_file)
     if tags.SETTINGS_TABLE in document:
         remove_with_comments(document, tags.SETTINGS_TABLE)
-    if identity_tags:
+    if identity_tags is True:
         host_tags += tags.identity_tags(identity.host, identity.instance)
-    if capture_tags_file is not None:
-        host_tags += tags.capture_tags(capture_tags_file)
-    schema = tags.load_schema(tag_schema_file) if tag_schema_file is not None else None
-    return TagPolicy(tuple(sorted(set(host_tags))), schema, tag_schema_file)
+    schema = tags.load_schema(Path(tag_schema_file)) if tag_schema_file is not None else None
+    return TagPolicy(
+        tuple(sorted(set(host_tags))),
+        schema,
+        tag_schema_file,
+        tags.load_capture(capture_tags) if capture_tags is not None else None,
+        hostname=tags.legacy_hostname(),
+        instance=identity.instance,
+        gitlab_runner_auth=identity_tags == tags.GITLAB_RUNNER_AUTH,
+        environ=environ,
+    )
+
+
+def _option(
+    path: Path, text: str, settings: Mapping[str, Any], key: str, given: Union[str, Path, None]
+) -> Union[str, Path, None]:
+    """A [register_runner] setting that is also a command-line option: a file name is
+    relative to the prefix; the option, when given too, must name the same."""
+    value = settings.get(key)
+    if value is None:
+        return given
+    where = _where(path, text, key)
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(f"{where}: {key} must be a non-empty string")
+    if key == "tag_schema" or tags.is_file_name(value):
+        value = path.parent / value
+    if key == "tag_schema":
+        same = lambda a, b: Path(a).resolve() == Path(b).resolve()  # noqa: E731
+    else:  # a module name and the path of its file are the same plugin
+        same = lambda a, b: tags.capture_origin(a) == tags.capture_origin(b)  # noqa: E731
+    if given is not None and not same(given, value):
+        raise InputError(
+            f"{where}: {key} = {str(value)!r} but --{key.replace('_', '-')} {given}; give "
+            "one of them (the template's is used by every command)"
+        )
+    return value
 
 
 def executor_files(folder: Path) -> list[Path]:
@@ -589,7 +628,9 @@ def _attributes(
     attributes: dict[str, Any] = {}
     tag_key = "tags" if "tags" in keys else "tag_list"
     own = _tags(where(tag_key), keys.pop(tag_key, None))
-    tags = sorted(set(own or ()) | set(policy.host_tags)) if own or policy.host_tags else own
+    # An input, like the registration attributes: never copied into the output.
+    env_tags = _tags(where("env_tags"), keys.pop("env_tags", None), split=False)
+    tags = policy.tags_for(str(path), keys.get("executor"), env_tags, own)
     if tags is not None:
         if len(tags) > MAX_TAGS:
             raise InputError(
@@ -645,13 +686,17 @@ def _attributes(
     return attributes
 
 
-def _tags(where: str, raw: Any) -> Optional[list[str]]:
+def _tags(where: str, raw: Any, *, split: bool = True) -> Optional[list[str]]:
+    """A list of tags (or, ``split``, a comma-separated string); with ``split`` off, a list
+    of names (env_tags), kept in order."""
     if raw is None:
         return None
-    if isinstance(raw, str):
+    if isinstance(raw, str) and split:
         raw = raw.split(",")
     if not isinstance(raw, list) or not all(isinstance(tag, str) for tag in raw):
-        raise InputError(f"{where}: tags must be a list of strings")
+        raise InputError(f"{where}: {'tags' if split else 'env_tags'} must be a list of strings")
+    if not split:
+        return list(raw)
     tags = sorted({tag.strip() for tag in raw if tag.strip()})
     if len(tags) > MAX_TAGS:
         raise InputError(f"{where}: {len(tags)} tags; GitLab accepts at most {MAX_TAGS}")

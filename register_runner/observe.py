@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, Optional
 
-from . import state
+from . import migrate, state
 from .errors import RegisterRunnerError, TransientError
 from .model import (
     REGISTRATION_ATTRIBUTES,
@@ -49,6 +49,10 @@ def known_runners(workspace: Workspace) -> dict[str, RunnerState]:
         else:
             credentials = credentials_of(entry) if entry else None
         runners[stem] = _runner(stem, stored, credentials)
+    adopted = migrate.adopt_legacy(workspace, runners)
+    for runner in adopted.values():
+        entries.pop((runner.url, runner.id), None)
+    runners.update(adopted)
     by_name = {e.name: e for e in workspace.executors if e.stem not in runners}
     for (url, runner_id), entry in sorted(entries.items()):
         executor = by_name.get(entry.get("name", ""))

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar
 
-from . import inputs, state
+from . import inputs, state, tags
 from .errors import InputError
 from .files import check_instance_name, check_secure, exclusive_lock, state_dir
 from .hostid import hostname, resolve_system_id
@@ -136,6 +136,10 @@ def check_prefix(options: Options) -> None:
         check_secure(inputs.template_path(prefix, options.instance))
         for file in inputs.executor_files(prefix / options.instance):
             check_secure(file)
+        # Code this tool runs with the access token in reach.
+        origin = tags.capture_origin(options.capture_tags) if options.capture_tags else None
+        if origin is not None:
+            check_secure(origin)
 
 
 @contextlib.contextmanager
