@@ -20,10 +20,11 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
-from typing import Any, Optional
+from typing import Any, Callable, Optional, TypeVar
 from urllib.parse import urlsplit
 
 import gitlab
@@ -65,6 +66,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+R = TypeVar("R")
 
 BACKOFF_BASE = 0.2
 BACKOFF_CAP = 5.0
@@ -104,6 +107,31 @@ class _Attempt(Exception):
         super().__init__(reason)
         self.reason = reason
         self.unreachable = unreachable
+
+
+class Pool:
+    """The clients of one run and the bounded pool of workers that use them: one deadline
+    and one 429 pause for all. Results come back in the order of the work given, so what is
+    written never depends on which call finished first."""
+
+    def __init__(self, connection: Connection, jobs: int) -> None:
+        self.connection = connection
+        self.jobs = jobs
+        self._clients: dict[str, GitLab] = {}
+        self._lock = threading.Lock()  # workers ask for clients at once
+
+    def client(self, config: ClientConfig) -> GitLab:
+        with self._lock:
+            if config.url not in self._clients:
+                self._clients[config.url] = GitLab(config, self.connection)
+            return self._clients[config.url]
+
+    def map(self, work: Callable[[T], R], items: Iterable[T]) -> list[R]:
+        items = list(items)
+        if len(items) <= 1 or self.jobs <= 1:
+            return [work(item) for item in items]
+        with ThreadPoolExecutor(max_workers=min(self.jobs, len(items))) as pool:
+            return list(pool.map(work, items))
 
 
 class GitLab:

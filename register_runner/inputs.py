@@ -19,7 +19,7 @@ from tomlkit.items import AoT, Comment, Table, Whitespace
 
 from . import files, systemd_credentials, tags
 from .errors import InputError
-from .model import RUNNER_TYPES, ClientConfig, Executor, Scope
+from .model import RUNNER_TYPES, ClientConfig, Executor, Scope, normalize_url
 from .secret import Secret
 from .tags import TagPolicy
 from .tomlfile import parse_toml
@@ -483,7 +483,7 @@ def _read_credential(where: str, setting: str, name: str, environ: Mapping[str, 
 def _url(value: Any, where: str) -> Optional[str]:
     if not isinstance(value, str) or value.strip() in PLACEHOLDERS:
         return None
-    value = value.strip().rstrip("/")
+    value = normalize_url(value)
     if not re.match(r"^https?://[^/\s]+", value):
         return None
     if "@" in value.split("/", 3)[2]:
