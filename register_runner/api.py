@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from . import custom_runners, health, report
+from . import custom_runners, health, migrate, report
 from .apply import Outcome, apply, config_as_observed, config_unchanged
 from .files import exclusive_lock
 from .model import ActionResult, Kind, Observed, Plan
@@ -122,6 +122,7 @@ def plan(
         for a in plan_.actions
     ]
     actions += files
+    actions += migrate.plan_leftovers(workspace, observed.runners)
     write = "kept (held)" if plan_.held else "changes" if config_changes else "unchanged"
     actions.append(
         ActionResult("write" if config_changes else "keep", "(config)", None, "planned", write)

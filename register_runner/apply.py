@@ -383,6 +383,8 @@ def _entries(
                 credentials,
                 client.tls_ca_file if client else None,
                 executor.settings,
+                tls_cert_file=client.tls_cert_file if client else None,
+                tls_key_file=client.tls_key_file if client else None,
             )
         )
     return entries

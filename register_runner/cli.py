@@ -33,6 +33,7 @@ COMMANDS = {
     "system-id": "system_id",
     "unregister": "unregister",
     "reset-token": "reset_token",
+    "prune-legacy": "prune_legacy",
     "demo": "demo",
 }
 # Commands whose outcome `status` and the metrics report.
@@ -139,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     prefix = _Parser(add_help=False)
     prefix.add_argument(
+        "-p",
         "--prefix",
         type=Path,
         default=Path(DEFAULT_PREFIX),
@@ -199,10 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     changes.add_argument(
         "--capture-tags",
-        type=Path,
-        metavar="FILE",
-        help="a Python file whose capture_tags() returns tags for every runner (as in "
-        "LLNL's gitlab-runner-auth)",
+        metavar="NAME",
+        help="a module on PYTHONPATH (as in LLNL's gitlab-runner-auth) or a .py file whose "
+        "capture_tags() returns tags or properties for the runners",
     )
     changes.add_argument(
         "--tag-schema",
@@ -306,6 +307,14 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common, prefix, network, locked, selection],
         help="rotate runner tokens now and save them in the config",
     )
+
+    prune = commands.add_parser(
+        "prune-legacy",
+        parents=[common, prefix, network, locked],
+        help="list (--yes: delete) the runners gitlab-runner-auth left in GitLab for this "
+        "host and instance",
+    )
+    prune.add_argument("--yes", action="store_true", help="delete them (default: only list)")
 
     demo = commands.add_parser(
         "demo",

@@ -9,7 +9,6 @@ without it is never overwritten or removed.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import pwd
 import re
@@ -18,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from .errors import InputError, TransientError
+from .errors import InputError
 from .files import atomic_write, fsync_dir, read_regular
 
 HEADER = "# written by register-runner"
@@ -84,10 +83,7 @@ def ours(raw: bytes) -> bool:
 
 def read(path: Path) -> Optional[bytes]:
     """The file's bytes, None when there is none; a symlink or a huge file is bad input."""
-    try:
-        raw = read_regular(path)
-    except OSError as error:  # a folder in the way, say
-        raise InputError(f"{path}: cannot read: {error.strerror}") from None
+    raw = read_regular(path)
     if raw is not None and len(raw) > MAX_BYTES:
         raise InputError(f"{path}: larger than {MAX_BYTES} bytes; not a credentials file")
     return raw
@@ -100,15 +96,8 @@ def write(path: Path, data: bytes, owner: Optional[str]) -> None:
     if owner is not None:
         user = _user(owner)
         ids = (user.pw_uid, user.pw_gid)
-    try:
-        atomic_write(path, data, owner=ids)
-    except OSError as error:
-        message = f"{path}: cannot write the credentials file: {error.strerror}"
-        # A full disk may heal; a read-only or broken place needs a person. The token is
-        # kept in the state either way, and written by the next run.
-        if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
-            raise TransientError(message) from None
-        raise InputError(message) from None
+    # A failure names the file; the token waits in the state for the next run.
+    atomic_write(path, data, owner=ids)
 
 
 def remove(path: Path) -> bool:

@@ -21,7 +21,8 @@ from . import __version__, credentials
 from . import state as state_file
 from .errors import InputError
 from .model import ActionResult, Executor, Kind, Observed, Plan
-from .output import Credentials, now_utc, parse_timestamp
+from .output import Credentials
+from .timeutil import now_utc, parse_timestamp
 from .secret import Secret
 from .state import State, StoredRunner
 

@@ -4,34 +4,96 @@ files under the prefix."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
+import logging
 import os
 import stat
 import time
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Optional
 
-from .errors import InputError, TransientError
+from .errors import Error, InputError, TransientError
 
 STATE_DIR = ".register-runner"
+# Errors a full or failing disk gives: they may heal by themselves. Every other OSError
+# (read-only, permission, a folder where a file should be...) needs the prefix fixed.
+MAY_HEAL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EAGAIN, errno.EINTR})
+# The lock is for runs that write; where nothing can be written there is nothing to guard.
+CANNOT_WRITE = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+
+log = logging.getLogger(__name__)
 
 
 def state_dir(prefix: Path, *, create: bool = False) -> Path:
-    """Where the journal and the lock live: under the prefix, never in /tmp."""
+    """Where the journal and the lock live: under the prefix, never in /tmp. On a
+    read-only prefix it is not created: a run with nothing to change needs no lock."""
     folder = prefix / STATE_DIR
-    if create:
-        folder.mkdir(mode=0o700, exist_ok=True)
+    info = _lstat(folder)
+    if info is not None and not stat.S_ISDIR(info.st_mode):
+        raise InputError(
+            f"{folder}: not a folder; remove it (register-runner keeps its state there)"
+        )
+    if create and info is None:
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:
+            pass
+        except OSError as error:
+            if error.errno not in CANNOT_WRITE:
+                raise filesystem_error(folder, error) from None
     return folder
 
 
+def filesystem_error(path: Path, error: OSError) -> Error:
+    """One line naming ``path``: exit 3 when it may heal (a full disk), 2 when the prefix
+    must be fixed (read-only, a folder where a file should be, permissions)."""
+    reason = error.strerror or type(error).__name__
+    if error.errno in MAY_HEAL:
+        return TransientError(f"{path}: cannot write: {reason}")
+    return InputError(f"{path}: cannot write: {reason}")
+
+
+def name_problem(name: str) -> Optional[str]:
+    """Why a file name cannot stand for a runner: names go into GitLab, the config and
+    log lines, so they must be text and must not hold control characters."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "the name is not valid UTF-8"
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in name):
+        return "the name holds control characters"
+    return None
+
+
+def check_instance_name(name: str) -> None:
+    """``--instance`` becomes part of paths under the prefix: one plain path component."""
+    problem = name_problem(name)
+    if problem or not name or name in (".", "..") or "/" in name or name.startswith("."):
+        raise InputError(
+            f"--instance {name!a}: must be a plain name (letters, digits, - and _), not a path"
+        )
+
+
 def atomic_write(
-    path: Path, data: bytes, *, mode: int = 0o600, owner: tuple[int, int] | None = None
+    path: Path, data: bytes, *, mode: int = 0o600, owner: Optional[tuple[int, int]] = None
 ) -> None:
     """Replace ``path`` with ``data`` so that a reader (or a crash) sees either the old or
     the new complete file. Keeps the owner of the file it replaces (``owner``, a uid and
     gid, is given to a new file); a symlink planted at ``path`` is replaced, never
-    followed."""
+    followed. A failure is one line naming the path."""
+    try:
+        _atomic_write(path, data, mode, owner)
+    except OSError as error:
+        raise filesystem_error(path, error) from None
+
+
+def _atomic_write(path: Path, data: bytes, mode: int, owner: Optional[tuple[int, int]]) -> None:
     previous = _lstat(path)
+    if previous is not None and stat.S_ISDIR(previous.st_mode):
+        raise IsADirectoryError(errno.EISDIR, "is a folder, not a file")
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
     try:
@@ -86,8 +148,15 @@ def read_regular(path: Path) -> bytes | None:
                 f"{path}: is a symbolic link; refusing to read or replace it"
             ) from None
         raise InputError(f"{path}: cannot read: {error.strerror}") from None
+    # Checked before fdopen, which refuses a folder with an IsADirectoryError of its own.
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise InputError(f"{path}: not a regular file; remove it or move it away")
     with os.fdopen(fd, "rb") as handle:
-        return handle.read()
+        try:
+            return handle.read()
+        except OSError as error:
+            raise filesystem_error(path, error) from None
 
 
 def check_secure(path: Path) -> None:
@@ -112,8 +181,21 @@ def check_secure(path: Path) -> None:
 
 @contextlib.contextmanager
 def exclusive_lock(path: Path, timeout: float) -> Iterator[None]:
-    """Hold an exclusive flock on ``path``; wait up to ``timeout`` seconds for it."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    """Hold an exclusive flock on ``path``; wait up to ``timeout`` seconds for it. Where
+    the lock file cannot be created (a read-only prefix) the run goes on without it:
+    nothing can be written there, and a run that must write fails naming the path."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as error:
+        if error.errno == errno.ELOOP or os.path.islink(path):
+            raise InputError(f"{path}: is a symbolic link; refusing to follow it") from None
+        if error.errno in CANNOT_WRITE or (
+            error.errno == errno.ENOENT and path.parent.name == STATE_DIR
+        ):
+            log.debug("event=unlocked path=%s reason=%s", path, error.strerror)
+            yield
+            return
+        raise filesystem_error(path, error) from None
     try:
         deadline = time.monotonic() + timeout
         while True:

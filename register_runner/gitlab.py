@@ -2,124 +2,93 @@
 rest of the code never looks at status codes:
 
 * a token verdict (valid / invalid / unknown),
-* RefusedError subclasses for what a person must fix (401, 403, 410, validation),
-* Unavailable (a TransientError) for what may heal: no connection, 5xx, 429 past the deadline.
+* RefusedError subclasses for what a person must fix (401, 403, 404, 410, validation,
+  a redirect),
+* Unavailable (a TransientError) for what may heal: no connection, 408, 5xx, an HTML
+  page where JSON was expected, 429 past the deadline.
 
 Retries are done here rather than by python-gitlab: its retry sleeps whatever Retry-After
 says (GitLab answers 60 s during migrations, up to ten times), while a unit's ExecStartPre
-has an overall deadline, and one 429 should pause every worker, not just one.
+has an overall deadline, and one 429 should pause every worker, not just one. What goes
+over the wire (no redirects, one origin, the deadline, the size cap, TLS) is transport.py.
 """
 
 from __future__ import annotations
 
-import email.utils
+import json
 import logging
 import random
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 from typing import Any, Callable, Optional, TypeVar
+from urllib.parse import urlsplit
 
 import gitlab
 import gitlab.v4.objects  # python-gitlab imports it lazily: racy from worker threads
 import requests
 
-from . import __version__
-from .errors import RefusedError, TransientError
+from . import __version__, tls, transport
+from .answers import (
+    AMBIGUOUS_STATUS,
+    AccessDenied,
+    Gone,
+    Issued,
+    NotFound,
+    RatePause,
+    Redirected,
+    Rejected,
+    Unavailable,
+    issued_or_none,
+    refusal,
+    retry_after,
+    transient_status,
+)
 from .model import ClientConfig, Scope, Verdict
-from .output import parse_timestamp
 from .secret import Secret
+from .transport import Deadline
+
+__all__ = [
+    "AccessDenied",
+    "Connection",
+    "Deadline",
+    "GitLab",
+    "Gone",
+    "Issued",
+    "NotFound",
+    "Redirected",
+    "Rejected",
+    "Unavailable",
+    "retry_after",
+]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+R = TypeVar("R")
 
-TRANSIENT_STATUS = frozenset({500, 502, 503, 504} | set(range(520, 531)))
-# A create answered with one of these may have happened: retrying could make a duplicate.
-# The journal finds such a runner on the next run instead.
-AMBIGUOUS_STATUS = frozenset({502, 504} | set(range(520, 531)))
 BACKOFF_BASE = 0.2
 BACKOFF_CAP = 5.0
-
-
-class Unavailable(TransientError):
-    """GitLab could not be reached or kept failing until the deadline. ``ambiguous``: a
-    create may have happened all the same (the answer was lost, or a gateway timed out)."""
-
-    def __init__(self, message: str, ambiguous: bool = False) -> None:
-        super().__init__(message)
-        self.ambiguous = ambiguous
-
-
-class AccessDenied(RefusedError):
-    """The access token was rejected (401), or lacks the role or scope (403)."""
-
-    def __init__(self, message: str, scope: Optional[str] = None) -> None:
-        super().__init__(message)
-        self.scope = scope
-
-
-class Gone(RefusedError):
-    """410: registration tokens are disabled on this GitLab."""
-
-
-class Rejected(RefusedError):
-    """400/422: GitLab refused the values sent."""
-
-
-class NotFound(Exception):
-    """404: no such runner (already deleted, say)."""
-
-
-@dataclass(frozen=True)
-class Issued:
-    """A runner token GitLab just handed out: the only time it is shown."""
-
-    id: Optional[int]
-    token: Secret
-    expires_at: Optional[datetime]
-
-
-class Deadline:
-    """One overall budget for a run's API calls, shared by every worker."""
-
-    def __init__(self, seconds: float) -> None:
-        self.end = time.monotonic() + seconds
-        self.seconds = seconds
-
-    def remaining(self) -> float:
-        return self.end - time.monotonic()
-
-
-class RatePause:
-    """A 429 pauses the whole pool until Retry-After has passed."""
-
-    def __init__(self) -> None:
-        self._until = 0.0
-        self._lock = threading.Lock()
-
-    def extend(self, seconds: float) -> None:
-        with self._lock:
-            self._until = max(self._until, time.monotonic() + seconds)
-
-    def wait(self, deadline: Deadline) -> None:
-        with self._lock:
-            delay = self._until - time.monotonic()
-        if delay > 0:
-            if delay >= deadline.remaining():
-                raise Unavailable("GitLab asked to wait longer than the deadline allows (429)")
-            time.sleep(delay)
+MIN_RATE_WAIT = 1.0
 
 
 @dataclass
 class Connection:
-    """Settings shared by every client of one run."""
+    """Settings shared by every client of one run.
+
+    ``give_up_unreachable_after``: seconds after which a refused connection or a name
+    that does not resolve ends the calls at once instead of retrying until the deadline.
+    Set it when a usable config exists (the runners can start without GitLab); leave it
+    None on a fresh host, which has nothing to start with and may as well wait.
+    """
 
     deadline: Deadline
     timeout: float = 10.0
     pause: Optional[RatePause] = None
     system_id: str = ""
+    give_up_unreachable_after: Optional[float] = None
 
     def __post_init__(self) -> None:
         if self.pause is None:
@@ -131,6 +100,40 @@ class Connection:
         return f"register-runner/{__version__} ({self.system_id or 'no system id'})"
 
 
+class _Attempt(Exception):
+    """One attempt failed in a way worth retrying; ``reason`` says how."""
+
+    def __init__(self, reason: str, unreachable: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.unreachable = unreachable
+
+
+class Pool:
+    """The clients of one run and the bounded pool of workers that use them: one deadline
+    and one 429 pause for all. Results come back in the order of the work given, so what is
+    written never depends on which call finished first."""
+
+    def __init__(self, connection: Connection, jobs: int) -> None:
+        self.connection = connection
+        self.jobs = jobs
+        self._clients: dict[str, GitLab] = {}
+        self._lock = threading.Lock()  # workers ask for clients at once
+
+    def client(self, config: ClientConfig) -> GitLab:
+        with self._lock:
+            if config.url not in self._clients:
+                self._clients[config.url] = GitLab(config, self.connection)
+            return self._clients[config.url]
+
+    def map(self, work: Callable[[T], R], items: Iterable[T]) -> list[R]:
+        items = list(items)
+        if len(items) <= 1 or self.jobs <= 1:
+            return [work(item) for item in items]
+        with ThreadPoolExecutor(max_workers=min(self.jobs, len(items))) as pool:
+            return list(pool.map(work, items))
+
+
 class GitLab:
     """Calls to one GitLab instance, as one ClientConfig describes it. Thread-safe: each
     worker thread gets its own HTTP session."""
@@ -140,24 +143,34 @@ class GitLab:
         self.url = client.url
         self.connection = connection
         self._local = threading.local()
+        self._context_lock = threading.Lock()
+        self._ssl_context: Any = None
+        self._unreachable: Optional[str] = None
+        if transport.cleartext(self.url):
+            log.warning(
+                "event=plain_http url=%s tokens travel unencrypted to a host that is not "
+                "this one; use https",
+                self.url,
+            )
 
     # -- runners, with the access token --------------------------------------------------
 
     def create_runner(self, scope: Scope, attributes: Mapping[str, Any]) -> Issued:
         data = dict(attributes, **{k: v for k, v in scope.to_json().items() if v is not None})
+        what = "create runner"
         answer = self._call(
-            "create runner",
-            lambda api, o: api.http_post("/user/runners", post_data=data, **o),
-            needs="create_runner",
-            idempotent=False,
+            what, "post", "/user/runners", data=data, needs="create_runner", idempotent=False
         )
-        return _issued(answer)
+        return self._issued(what, answer)
 
     def update_runner(self, runner_id: int, attributes: Mapping[str, Any]) -> None:
         self._call(
             f"update runner {runner_id}",
-            lambda api, o: api.http_put(f"/runners/{runner_id}", post_data=dict(attributes), **o),
+            "put",
+            f"/runners/{runner_id}",
+            data=dict(attributes),
             needs="manage_runner",
+            expect=None,
         )
 
     def delete_runner(self, runner_id: int) -> bool:
@@ -165,218 +178,303 @@ class GitLab:
         try:
             self._call(
                 f"delete runner {runner_id}",
-                lambda api, o: api.http_delete(f"/runners/{runner_id}", **o),
+                "delete",
+                f"/runners/{runner_id}",
                 needs="manage_runner",
+                expect=None,
             )
         except NotFound:
             return False
         return True
 
     def reset_token(self, runner_id: int) -> Issued:
+        what = f"reset token of runner {runner_id}"
+        # Safe to repeat: a second reset by id hands out a token that works all the same.
         answer = self._call(
-            f"reset token of runner {runner_id}",
-            lambda api, o: api.http_post(f"/runners/{runner_id}/reset_authentication_token", **o),
-            needs="manage_runner",
+            what, "post", f"/runners/{runner_id}/reset_authentication_token", needs="manage_runner"
         )
-        return _issued(answer, runner_id)
+        return self._issued(what, answer, runner_id)
 
     def get_runner(self, runner_id: int) -> Optional[dict[str, Any]]:
+        what = f"read runner {runner_id}"
         try:
-            return self._call(
-                f"read runner {runner_id}",
-                lambda api, o: api.http_get(f"/runners/{runner_id}", **o),
-                needs="manage_runner",
-            )
+            answer = self._call(what, "get", f"/runners/{runner_id}", needs="manage_runner")
         except NotFound:
             return None
+        if not isinstance(answer, dict):
+            raise Unavailable(f"{self.url}: {what}: GitLab's answer is not a runner")
+        return answer
 
     def list_runners(self, scope: Scope) -> list[dict[str, Any]]:
-        """Every runner of ``scope``'s type that the token may see (all pages)."""
+        """Every runner of ``scope``'s type that the token may see (all pages, each within
+        the deadline). Pages are followed on this origin only."""
         path = {
             "instance_type": "/runners/all",
             "group_type": f"/groups/{scope.group_id}/runners",
             "project_type": f"/projects/{scope.project_id}/runners",
         }[scope.runner_type]
-        return self._call(
-            "list runners",
-            lambda api, o: list(
-                api.http_list(
-                    path,
-                    query_data={"type": scope.runner_type},
-                    iterator=True,
-                    per_page=100,
-                    **o,
-                )
-            ),
-            needs="read_api",
-        )
+        query: Optional[dict[str, Any]] = {"type": scope.runner_type, "per_page": 100}
+        found: list[dict[str, Any]] = []
+        while True:
+            page = self._call("list runners", "get", path, query=query, needs="read_api")
+            if not isinstance(page, list) or not all(isinstance(r, dict) for r in page):
+                raise Unavailable(f"{self.url}: list runners: GitLab's answer is not a list")
+            found += page
+            response = self._local.last_response
+            following = response.links.get("next", {}).get("url")
+            next_page = response.headers.get("X-Next-Page", "")
+            if following:
+                self._same_origin("list runners", following)
+                path, query = following, None
+            elif next_page.isdigit():
+                query = {"type": scope.runner_type, "per_page": 100, "page": int(next_page)}
+            else:
+                return found
 
     # -- runners, with their own token ---------------------------------------------------
 
     def register_legacy(self, registration_token: Secret, attributes: Mapping[str, Any]) -> Issued:
         data = dict(attributes, token=registration_token.reveal())
+        what = "register runner (registration token)"
         try:
             answer = self._call(
-                "register runner (registration token)",
-                lambda api, o: api.http_post("/runners", post_data=data, **o),
-                anonymous=True,
-                idempotent=False,
+                what, "post", "/runners", data=data, anonymous=True, idempotent=False
             )
         except AccessDenied:
             raise AccessDenied(f"{self.url}: the registration token was rejected (403)") from None
-        return _issued(answer)
+        return self._issued(what, answer)
 
     def verify(self, token: Secret, system_id: Optional[str]) -> tuple[Verdict, Optional[Issued]]:
-        """Only a 403 proves a token invalid; anything that is not an answer proves nothing."""
+        """Only a 403 proves a token invalid, and any other 2xx valid; anything that is
+        not an answer (an HTML page from a captive portal, say) proves nothing."""
         data = {"token": token.reveal()}
         if system_id:
             data["system_id"] = system_id
         try:
             answer = self._call(
-                "verify token",
-                lambda api, o: api.http_post("/runners/verify", post_data=data, **o),
-                anonymous=True,
+                "verify token", "post", "/runners/verify", data=data, anonymous=True, expect="any"
             )
         except AccessDenied:
             return Verdict.INVALID, None
         except (Unavailable, Rejected, NotFound) as error:
             log.debug("event=verify_unknown url=%s reason=%s", self.url, error)
             return Verdict.UNKNOWN, None
-        # GitLab before 15.10 answers a plain "200".
-        return Verdict.VALID, _issued(answer) if isinstance(answer, dict) else None
+        # GitLab before 15.10 answers a plain "200"; some proxies an empty {}.
+        return Verdict.VALID, issued_or_none(answer)
 
     def delete_by_token(self, token: Secret) -> bool:
         try:
             self._call(
                 "delete runner by token",
-                lambda api, o: api.http_delete(
-                    "/runners", post_data={"token": token.reveal()}, **o
-                ),
+                "delete",
+                "/runners",
+                data={"token": token.reveal()},
                 anonymous=True,
+                expect=None,
             )
         except AccessDenied:
             return False
         return True
 
     def reset_by_token(self, token: Secret) -> Issued:
+        what = "reset token"
         answer = self._call(
-            "reset token",
-            lambda api, o: api.http_post(
-                "/runners/reset_authentication_token",
-                post_data={"token": token.reveal()},
-                **o,
-            ),
+            what,
+            "post",
+            "/runners/reset_authentication_token",
+            data={"token": token.reveal()},
             anonymous=True,
+            idempotent=False,
         )
-        return _issued(answer)
+        return self._issued(what, answer, need_id=False)  # this answer has no id
 
     # -- plumbing ------------------------------------------------------------------------
 
     def _call(
         self,
         what: str,
-        request: Callable[[gitlab.Gitlab, dict[str, Any]], T],
+        verb: str,
+        path: str,
         *,
+        data: Optional[Mapping[str, Any]] = None,
+        query: Optional[Mapping[str, Any]] = None,
         needs: Optional[str] = None,
         anonymous: bool = False,
         idempotent: bool = True,
-    ) -> T:
+        expect: Optional[str] = "json",
+    ) -> Any:
+        """One API call, retried while that is safe and the deadline allows. ``expect``:
+        "json" (a JSON answer), "any" (2xx is all that counts) or None (nothing read)."""
         deadline = self.connection.deadline
         attempt = 0
         while True:
+            if self._unreachable:
+                raise Unavailable(f"{self.url}: {what}: {self._unreachable}")
             self.connection.pause.wait(deadline)  # type: ignore[union-attr]
-            remaining = deadline.remaining()
-            if remaining <= 0:
+            if deadline.passed():
                 raise Unavailable(
                     f"{self.url}: {what}: no answer within the {deadline.seconds:g} s deadline"
                 )
-            api = self._api(anonymous)
             try:
-                return request(
-                    api,
-                    {
-                        "timeout": min(self.connection.timeout, remaining),
-                        "obey_rate_limit": False,
-                        "retry_transient_errors": False,
-                    },
-                )
-            except gitlab.GitlabError as error:
-                status = error.response_code or 0
-                if status == 429:
-                    self._rate_limited(what)
-                    continue
-                if status not in TRANSIENT_STATUS:
-                    raise self._refusal(what, error, needs) from None
-                if not idempotent and status in AMBIGUOUS_STATUS:
-                    raise Unavailable(
-                        f"{self.url}: {what}: GitLab answered {status}", ambiguous=True
-                    ) from None
-                reason = f"GitLab answered {status}"
-            except requests.exceptions.SSLError as error:
-                raise Unavailable(
-                    f"{self.url}: {what}: TLS verification failed ({_short(error)});"
-                    " set tls_ca_file in the client_config"
-                ) from None
-            except requests.exceptions.ConnectionError as error:
-                # Refused or unresolvable: nothing was sent, retrying is always safe.
-                reason = f"cannot connect ({_short(error)})"
-            except (requests.exceptions.Timeout, requests.exceptions.ChunkedEncodingError) as e:
-                if not idempotent:
-                    raise Unavailable(
-                        f"{self.url}: {what}: no answer ({_short(e)})", ambiguous=True
-                    ) from None
-                reason = f"no answer ({_short(e)})"
-            attempt += 1
-            delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
-            if delay >= deadline.remaining():
-                raise Unavailable(
-                    f"{self.url}: {what}: {reason}; gave up after {attempt} "
-                    f"attempts within the {deadline.seconds:g} s deadline"
-                )
-            log.debug(
-                "event=retry url=%s call=%r reason=%r in=%.2fs", self.url, what, reason, delay
+                response = self._send(what, verb, path, data, query, needs, anonymous, idempotent)
+                return self._decode(what, response, idempotent, expect)
+            except _Attempt as failed:
+                attempt += 1
+                self._before_retry(what, failed, attempt)
+
+    def _send(
+        self,
+        what: str,
+        verb: str,
+        path: str,
+        data: Optional[Mapping[str, Any]],
+        query: Optional[Mapping[str, Any]],
+        needs: Optional[str],
+        anonymous: bool,
+        idempotent: bool,
+    ) -> requests.Response:
+        deadline = self.connection.deadline
+        try:
+            return self._api(anonymous).http_request(
+                verb,
+                path,
+                query_data=dict(query) if query else None,
+                post_data=dict(data) if data is not None else None,
+                timeout=min(self.connection.timeout, deadline.remaining()),
+                obey_rate_limit=False,
+                retry_transient_errors=False,
             )
-            time.sleep(delay)
+        except transport.Redirect as redirect:
+            raise self._redirected(what, redirect) from None
+        except transport.Oversize:
+            raise Unavailable(
+                f"{self.url}: {what}: GitLab's answer is larger than "
+                f"{transport.MAX_ANSWER_BYTES // 2**20} MiB; refused",
+                ambiguous=not idempotent,
+            ) from None
+        except transport.DeadlinePassed:
+            raise Unavailable(
+                f"{self.url}: {what}: no complete answer within the {deadline.seconds:g} s "
+                "deadline",
+                ambiguous=not idempotent,
+            ) from None
+        except gitlab.GitlabError as error:
+            status = error.response_code or 0
+            if status == 429:
+                self._rate_limited(what)
+                raise _Attempt("GitLab answered 429 (too many requests)") from None
+            if not transient_status(status):
+                raise self._refusal(what, error, needs) from None
+            if not idempotent and status in AMBIGUOUS_STATUS:
+                raise Unavailable(
+                    f"{self.url}: {what}: GitLab answered {status}", ambiguous=True
+                ) from None
+            raise _Attempt(f"GitLab answered {status}") from None
+        except requests.exceptions.RequestException as error:
+            reason, sent, unreachable = transport.network_failure(
+                error, self.url, self.connection.timeout
+            )
+            if sent and not idempotent:
+                raise Unavailable(f"{self.url}: {what}: {reason}", ambiguous=True) from None
+            if reason.startswith("TLS"):
+                raise Unavailable(f"{self.url}: {what}: {reason}") from None
+            raise _Attempt(reason, unreachable) from None
+
+    def _decode(
+        self, what: str, response: requests.Response, idempotent: bool, expect: Optional[str]
+    ) -> Any:
+        if expect is None:
+            return None
+        body = response.content.strip()
+        kind = response.headers.get("Content-Type", "")
+        if "html" in kind.lower() or body[:1] == b"<":
+            # A login page or captive portal answering for GitLab: not an answer from it.
+            problem = f"an HTML page (HTTP {response.status_code}) instead of JSON"
+        else:
+            try:
+                return json.loads(body) if body else None
+            except ValueError:
+                if expect == "any":
+                    return None
+                problem = "an answer that is not JSON (truncated or garbled)"
+        if not idempotent:
+            raise Unavailable(f"{self.url}: {what}: GitLab sent {problem}", ambiguous=True)
+        raise _Attempt(f"GitLab sent {problem}")
+
+    def _before_retry(self, what: str, failed: _Attempt, attempt: int) -> None:
+        deadline = self.connection.deadline
+        delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+        limit = self.connection.give_up_unreachable_after
+        if failed.unreachable and limit is not None and deadline.elapsed() + delay >= limit:
+            # A usable config exists: the runners start without GitLab, so do not hold
+            # them back for a GitLab that is down or not in DNS.
+            self._unreachable = failed.reason
+            raise Unavailable(
+                f"{self.url}: {what}: {failed.reason}; gave up after {attempt} attempts "
+                f"in {deadline.elapsed():.1f} s (the last good config is kept)"
+            )
+        if delay >= deadline.remaining():
+            raise Unavailable(
+                f"{self.url}: {what}: {failed.reason}; gave up after {attempt} "
+                f"attempts within the {deadline.seconds:g} s deadline"
+            )
+        log.debug(
+            "event=retry url=%s call=%r reason=%r in=%.2fs", self.url, what, failed.reason, delay
+        )
+        time.sleep(delay)
 
     def _rate_limited(self, what: str) -> None:
         response = getattr(self._local, "last_response", None)
         delay = retry_after(response.headers if response is not None else {})
-        if delay is None:
-            self._local.backoff = min(BACKOFF_CAP * 4, getattr(self._local, "backoff", 0.5) * 2)
-            delay = self._local.backoff * random.uniform(0.5, 1.0)
+        if delay is None or delay < MIN_RATE_WAIT:
+            # No usable Retry-After (absent, 0, negative, nan): back off from a second
+            # up, jittered so that the workers do not come back together.
+            backoff = getattr(self._local, "backoff", MIN_RATE_WAIT / 2) * 2
+            self._local.backoff = min(BACKOFF_CAP * 4, backoff)
+            delay = self._local.backoff * random.uniform(1.0, 1.5)
+        else:
+            delay *= random.uniform(1.0, 1.1)
         log.info("event=rate_limited url=%s call=%r wait=%.1fs", self.url, what, delay)
         self.connection.pause.extend(delay)  # type: ignore[union-attr]
 
     def _refusal(self, what: str, error: gitlab.GitlabError, needs: Optional[str]) -> Exception:
-        status = error.response_code
-        message = _message(error.error_message)
-        if status == 404:
-            return NotFound(what)
-        if status == 401:
-            return AccessDenied(
-                f"{self.url}: {what}: the access token was rejected (401): "
-                "expired, revoked or mistyped"
+        return refusal(self.url, what, error.response_code or 0, error.error_message, needs)
+
+    def _redirected(self, what: str, redirect: transport.Redirect) -> Redirected:
+        if redirect.status is None:
+            said = f"GitLab's answer pointed to another origin, {redirect.target}; not followed"
+        else:
+            said = f"GitLab answered {redirect.status} with a redirect to {redirect.target}"
+        return Redirected(
+            f"{self.url}: {what}: {said}; put the final url in the client_config "
+            "(requests are never re-sent elsewhere: the token would go along)",
+            redirect.target,
+        )
+
+    def _same_origin(self, what: str, url: str) -> None:
+        if transport.host_port(url) != transport.host_port(self.url):
+            raise self._redirected(what, transport.Redirect(None, transport.host_port(url)))
+
+    def _issued(
+        self, what: str, answer: Any, runner_id: Optional[int] = None, need_id: bool = True
+    ) -> Issued:
+        """The token in an answer to a call that made one; an answer without a usable
+        token or id may hide a runner that exists now: ambiguous, and never stored."""
+        issued = issued_or_none(answer, runner_id)
+        if issued is None or (need_id and issued.id is None):
+            raise Unavailable(
+                f"{self.url}: {what}: GitLab's answer has no usable runner id and token",
+                ambiguous=True,
             )
-        if status == 403:
-            if message == "insufficient_scope":
-                return AccessDenied(
-                    f"{self.url}: {what}: the access token lacks the {needs or 'required'} scope",
-                    needs,
-                )
-            return AccessDenied(f"{self.url}: {what}: forbidden (403): {message}")
-        if status == 410:
-            return Gone(
-                f"{self.url}: registration tokens are disabled on this GitLab (410 "
-                "Gone); create an access token with the create_runner scope and set "
-                "personal_access_token in the client_config"
-            )
-        return Rejected(f"{self.url}: {what}: GitLab refused it ({status}): {message}")
+        return issued
 
     def _api(self, anonymous: bool) -> gitlab.Gitlab:
         key = "anonymous" if anonymous else "authenticated"
         api = getattr(self._local, key, None)
         if api is None:
-            session = requests.Session()
+            session = transport.GuardedSession(
+                self.url, self.connection.deadline, self.connection.timeout, self._context()
+            )
             session.hooks["response"].append(self._remember)
             token = (
                 None
@@ -387,7 +485,6 @@ class GitLab:
                 self.url,
                 private_token=token,
                 session=session,
-                ssl_verify=self.client.tls_ca_file or True,
                 timeout=self.connection.timeout,
                 user_agent=self.connection.user_agent,
                 retry_transient_errors=False,
@@ -395,10 +492,22 @@ class GitLab:
             setattr(self._local, key, api)
         return api
 
+    def _context(self) -> Any:
+        if not self.url.startswith("https://"):
+            return None  # plain http: no TLS files are read, as gitlab-runner does
+        with self._context_lock:
+            if self._ssl_context is None:
+                self._ssl_context = tls.context(
+                    self.client.tls_ca_file,
+                    self.client.tls_cert_file,
+                    self.client.tls_key_file,
+                )
+            return self._ssl_context
+
     def _remember(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
         self._local.last_response = response
         request = response.request
-        path = requests.utils.urlparse(request.url).path  # no query: nothing secret is logged
+        path = urlsplit(request.url).path  # no query: nothing secret is logged
         log.debug(
             "event=api method=%s path=%s status=%s ms=%.0f",
             request.method,
@@ -412,64 +521,18 @@ class GitLab:
         GitLab >= 15.5): a date, or None when it never expires or GitLab will not say (403
         on restricted instances, 404 before 15.5, an answer without a date). A 401 raises
         AccessDenied: the token was rejected."""
-
-        def request(api: gitlab.Gitlab, options: dict[str, Any]) -> Any:
-            try:
-                return api.http_get("/personal_access_tokens/self", **options)
-            except gitlab.GitlabError as error:
-                if error.response_code in (403, 404):
-                    return None
+        try:
+            answer = self._call(
+                "read the access token's expiry", "get", "/personal_access_tokens/self"
+            )
+        except NotFound:
+            return None
+        except AccessDenied as error:
+            if error.status == 401:
                 raise
-
-        answer = self._call("read the access token's expiry", request)
+            return None
         value = answer.get("expires_at") if isinstance(answer, dict) else None
         try:
             return date.fromisoformat(value[:10]) if isinstance(value, str) else None
         except ValueError:
             return None
-
-
-def retry_after(headers: Mapping[str, str]) -> Optional[float]:
-    """Retry-After in seconds (a number or an HTTP-date), else RateLimit-Reset (epoch)."""
-    value = headers.get("Retry-After")
-    if value:
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            try:
-                parsed = email.utils.parsedate_to_datetime(value)
-            except (TypeError, ValueError):
-                parsed = None
-            if parsed is not None:
-                return max(0.0, parsed.timestamp() - time.time())
-    reset = headers.get("RateLimit-Reset")
-    if reset and reset.isdigit():
-        return max(0.0, int(reset) - time.time())
-    return None
-
-
-def _issued(answer: Any, runner_id: Optional[int] = None) -> Issued:
-    if not isinstance(answer, dict) or not answer.get("token"):
-        raise Rejected("GitLab's answer carried no runner token")
-    expires = answer.get("token_expires_at")
-    return Issued(
-        answer.get("id", runner_id),
-        Secret(answer["token"]),
-        parse_timestamp(expires) if isinstance(expires, str) else None,
-    )
-
-
-def _message(raw: Any) -> str:
-    """GitLab answers a string on POST /user/runners and a hash on PUT and legacy POST."""
-    if isinstance(raw, dict):
-        return "; ".join(
-            f"{key} {' '.join(map(str, v)) if isinstance(v, list) else v}" for key, v in raw.items()
-        )
-    if isinstance(raw, bytes):
-        return raw.decode("utf-8", "replace")[:200]
-    return str(raw)
-
-
-def _short(error: Exception) -> str:
-    text = str(error)
-    return text if len(text) <= 160 else text[:157] + "..."

@@ -7,35 +7,28 @@ file (and the line, where one can be told), and nothing has been changed yet.
 from __future__ import annotations
 
 import difflib
-import os
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 import tomlkit
-from tomlkit.items import AoT, Comment, Table, Whitespace
+from tomlkit.items import AoT, Table
 
-from . import credentials, systemd_credentials, tags
+from . import credentials, files, tags
+from .clients import PLACEHOLDERS, client_configs, parse_scope, parse_url
 from .errors import InputError
-from .model import RUNNER_TYPES, ClientConfig, Executor, Scope
-from .secret import Secret
+from .model import ClientConfig, Executor
 from .tags import TagPolicy
-from .tomlfile import parse_toml
+from .tomlfile import locate, parse_toml, remove_with_comments
 
 MAX_FILE_BYTES = 1 << 20
-# Values tools such as `nspawn-runner toml` print where a real one is to be filled in.
-PLACEHOLDERS = frozenset({"", "TODO", "todo", "CHANGEME", "changeme", "REPLACE_ME", "xxx"})
 # gitlab-runner keys that come from the API: an executor file has no say in them.
 API_OWNED_KEYS = ("id", "token", "token_obtained_at", "token_expires_at")
 ACCESS_LEVELS = ("not_protected", "ref_protected")
 MAX_TAGS = 50
 MIN_TIMEOUT = 600
 MAX_NOTE = 1024
-# access_token: a group or project access token works where a personal one does.
-SECRET_KEYS = ("personal_access_token", "access_token", "registration_token")
-SECRET_SOURCES = ("", "_file", "_env", "_credential")
 # The keys of a [[runners]] entry gitlab-runner knows (gitlab-api.md "Keys gitlab-runner
 # knows"). It ignores any other silently, so a typo there is warned about, and still
 # copied: a newer gitlab-runner may know the key.
@@ -56,9 +49,6 @@ RUNNER_KEYS = frozenset((
 # fmt: on
 # Executor-file keys register-runner itself reads, never meant for gitlab-runner.
 OWN_EXECUTOR_KEYS = frozenset({"credentials_file", "credentials_owner", "env_tags"})
-CLIENT_KEYS = {"url", "runner_type", "group_id", "project_id", "tls_ca_file"} | {
-    key + source for key in SECRET_KEYS for source in SECRET_SOURCES
-}
 
 
 @dataclass(frozen=True)
@@ -69,6 +59,7 @@ class Inputs:
     executors: tuple[Executor, ...]
     executor_dir: Path
     warnings: tuple[str, ...] = ()  # for the run's warnings: nothing wrong enough to stop
+    tag_policy: TagPolicy = field(default_factory=TagPolicy)
 
 
 @dataclass(frozen=True)
@@ -98,19 +89,31 @@ def load(
     identity: Identity,
     environ: Mapping[str, str],
     *,
-    capture_tags_file: Optional[Path] = None,
+    capture_tags_file: Union[str, Path, None] = None,
     tag_schema_file: Optional[Path] = None,
+    check_permissions: bool = True,
 ) -> Inputs:
+    """``check_permissions``: refuse secret and TLS files others may write (False for
+    --insecure-permissions)."""
     path = template_path(prefix, identity.instance)
     text = read_text(path)
     document = parse_toml(path, text)
-    clients = _client_configs(path, text, document, environ)
+    clients = client_configs(path, text, document, environ, check_permissions)
     if "runners" in document:
         raise InputError(
-            f"{_where(path, text, 'runners')}: [[runners]] do not belong in the "
+            f"{locate(path, text, 'runners')}: [[runners]] do not belong in the "
             f"template; put each in its own file under {identity.instance}/"
         )
-    policy = _tag_policy(path, text, document, identity, capture_tags_file, tag_schema_file)
+    policy = _tag_policy(
+        path,
+        text,
+        document,
+        identity,
+        environ,
+        capture_tags_file,
+        tag_schema_file,
+        check_permissions,
+    )
     executor_dir = prefix / identity.instance
     warnings: list[str] = []
     executors = tuple(
@@ -119,7 +122,7 @@ def load(
     )
     _check_unique_names(executors)
     credentials.check_unique((e.path, e.credentials_file) for e in executors)
-    return Inputs(path, document, clients, executors, executor_dir, tuple(warnings))
+    return Inputs(path, document, clients, executors, executor_dir, tuple(warnings), policy)
 
 
 def _tag_policy(
@@ -127,35 +130,76 @@ def _tag_policy(
     text: str,
     document: tomlkit.TOMLDocument,
     identity: Identity,
-    capture_tags_file: Optional[Path],
+    environ: Mapping[str, str],
+    capture_tags: Union[str, Path, None],
     tag_schema_file: Optional[Path],
+    check_permissions: bool,
 ) -> TagPolicy:
     """The template's [register_runner] table (removed from the output) and the tag
-    options: tags added to every runner of this instance."""
+    options: how every runner of this instance is tagged beyond its own tags."""
     settings = document.get(tags.SETTINGS_TABLE, {})
-    where = _where(path, text, tags.SETTINGS_TABLE)
+    where = locate(path, text, tags.SETTINGS_TABLE)
     if not isinstance(settings, dict):
         raise InputError(f"{where}: {tags.SETTINGS_TABLE} must be a table")
     unknown = sorted(set(settings) - set(tags.SETTINGS_KEYS))
     if unknown:
         raise InputError(
-            f"{_where(path, text, unknown[0])}: unknown [{tags.SETTINGS_TABLE}] "
+            f"{locate(path, text, unknown[0])}: unknown [{tags.SETTINGS_TABLE}] "
             f"key {unknown[0]!r} (known: {', '.join(tags.SETTINGS_KEYS)})"
         )
-    host_tags = _tags(_where(path, text, "tags"), settings.get("tags")) or []
+    host_tags = _tags(locate(path, text, "tags"), settings.get("tags")) or []
     identity_tags = settings.get("identity_tags", False)
-    if not isinstance(identity_tags, bool):
+    if not isinstance(identity_tags, bool) and identity_tags != tags.GITLAB_RUNNER_AUTH:
         raise InputError(
-            f"{_where(path, text, 'identity_tags')}: identity_tags must be true or false"
+            f"{locate(path, text, 'identity_tags')}: identity_tags must be true, false or "
+            f'"{tags.GITLAB_RUNNER_AUTH}"'
         )
+    capture_tags = _option(path, text, settings, "capture_tags", capture_tags)
+    tag_schema_file = _option(path, text, settings, "tag_schema", tag_schema_file)
     if tags.SETTINGS_TABLE in document:
         remove_with_comments(document, tags.SETTINGS_TABLE)
-    if identity_tags:
+    if identity_tags is True:
         host_tags += tags.identity_tags(identity.host, identity.instance)
-    if capture_tags_file is not None:
-        host_tags += tags.capture_tags(capture_tags_file)
-    schema = tags.load_schema(tag_schema_file) if tag_schema_file is not None else None
-    return TagPolicy(tuple(sorted(set(host_tags))), schema, tag_schema_file)
+    origin = tags.capture_origin(capture_tags) if capture_tags is not None else None
+    if check_permissions and origin is not None:
+        # Code this tool runs as root with the access token in reach, wherever it is named.
+        files.check_secure(origin)
+    schema = tags.load_schema(Path(tag_schema_file)) if tag_schema_file is not None else None
+    return TagPolicy(
+        tuple(sorted(set(host_tags))),
+        schema,
+        tag_schema_file,
+        tags.load_capture(capture_tags) if capture_tags is not None else None,
+        hostname=tags.legacy_hostname(),
+        instance=identity.instance,
+        gitlab_runner_auth=identity_tags == tags.GITLAB_RUNNER_AUTH,
+        environ=environ,
+    )
+
+
+def _option(
+    path: Path, text: str, settings: Mapping[str, Any], key: str, given: Union[str, Path, None]
+) -> Union[str, Path, None]:
+    """A [register_runner] setting that is also a command-line option: a file name is
+    relative to the prefix; the option, when given too, must name the same."""
+    value = settings.get(key)
+    if value is None:
+        return given
+    where = locate(path, text, key)
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(f"{where}: {key} must be a non-empty string")
+    if key == "tag_schema" or tags.is_file_name(value):
+        value = path.parent / value
+    if key == "tag_schema":
+        same = lambda a, b: Path(a).resolve() == Path(b).resolve()  # noqa: E731
+    else:  # a module name and the path of its file are the same plugin
+        same = lambda a, b: tags.capture_origin(a) == tags.capture_origin(b)  # noqa: E731
+    if given is not None and not same(given, value):
+        raise InputError(
+            f"{where}: {key} = {str(value)!r} but --{key.replace('_', '-')} {given}; give "
+            "one of them (the template's is used by every command)"
+        )
+    return value
 
 
 def executor_files(folder: Path) -> list[Path]:
@@ -163,13 +207,16 @@ def executor_files(folder: Path) -> list[Path]:
         return []
     if not folder.is_dir():
         raise InputError(f"{folder}: not a folder")
-    files = sorted(
+    found = sorted(
         p for p in folder.iterdir() if p.suffix == ".toml" and not p.name.startswith(".")
     )
-    for file in files:
+    for file in found:
+        problem = files.name_problem(file.name)
+        if problem:
+            raise InputError(f"{folder}/{file.name!a}: {problem}; rename the file")
         if not file.is_file():
             raise InputError(f"{file}: not a regular file")
-    return files
+    return found
 
 
 def read_text(path: Path) -> str:
@@ -191,230 +238,7 @@ def read_text(path: Path) -> str:
         raise InputError(f"{path}:{line}: not valid UTF-8 (byte {error.start})") from None
 
 
-def _where(path: Path, text: str, key: str) -> str:
-    """``path:line`` of the first place ``key`` is set, or just ``path``."""
-    # [ \t], not \s: a match must not start on a blank line above the key.
-    pattern = re.compile(
-        rf"^[ \t]*(\[+[ \t]*)?[\"']?{re.escape(key)}[\"']?\s*(=|\]|\.)", re.MULTILINE
-    )
-    match = pattern.search(text)
-    return f"{path}:{text.count(chr(10), 0, match.start()) + 1}" if match else str(path)
-
-
 # -- the template -------------------------------------------------------------------------
-
-
-def remove_with_comments(document: tomlkit.TOMLDocument, key: str) -> None:
-    """Remove a top-level ``key`` and the comment lines right above it, which describe it:
-    left behind, they would describe nothing in the output. tomlkit files comments above a
-    table header under the table before it, so they are looked for there too."""
-    body = document.body
-    index = next(i for i, (k, _) in enumerate(body) if k is not None and k.key == key)
-    start = index
-    while start > 0 and body[start - 1][0] is None:
-        start -= 1
-    if start == index and index > 0 and isinstance(body[index - 1][1], Table):
-        _drop_trailing_comments(body[index - 1][1].value.body)
-    document.remove(key)
-    if any(isinstance(item, Comment) for _, item in body[start:index]):
-        del body[start:index]
-        body.insert(start, (None, Whitespace("\n")))
-
-
-def _drop_trailing_comments(body: list) -> None:
-    end = len(body)
-    while end > 0 and body[end - 1][0] is None:
-        end -= 1
-    if any(isinstance(item, Comment) for _, item in body[end:]):
-        del body[end:]
-        body.append((None, Whitespace("\n")))
-
-
-def _client_configs(
-    path: Path, text: str, document: tomlkit.TOMLDocument, environ: Mapping[str, str]
-) -> dict[str, ClientConfig]:
-    raw = document.get("client_configs")
-    if raw is None:
-        raise InputError(
-            f"{path}: no client_configs: add one [[client_configs]] with the "
-            "GitLab url and an access token"
-        )
-    if not isinstance(raw, list) or not raw or not all(isinstance(c, dict) for c in raw):
-        raise InputError(
-            f"{_where(path, text, 'client_configs')}: client_configs must be a "
-            "non-empty list of tables"
-        )
-    remove_with_comments(document, "client_configs")
-    clients: dict[str, ClientConfig] = {}
-    for entry in raw:
-        client = _client_config(path, text, dict(entry), environ)
-        if client.url in clients:
-            raise InputError(
-                f"{_where(path, text, 'client_configs')}: two client_configs for {client.url}"
-            )
-        clients[client.url] = client
-    return clients
-
-
-def _client_config(
-    path: Path, text: str, entry: dict[str, Any], environ: Mapping[str, str]
-) -> ClientConfig:
-    unknown = sorted(set(entry) - CLIENT_KEYS)
-    if unknown:
-        raise InputError(
-            f"{_where(path, text, unknown[0])}: unknown client_configs key {unknown[0]!r}"
-        )
-    url = _url(entry.get("url"))
-    if url is None:
-        raise InputError(
-            f"{_where(path, text, 'url')}: client_configs entry needs "
-            'url = "https://gitlab.example.com"'
-        )
-    scope = _scope(entry, path, text, Scope())
-    personal, access, registration = (
-        _secret(path, text, entry, key, environ) for key in SECRET_KEYS
-    )
-    if personal is not None and access is not None:
-        raise InputError(
-            f"{_where(path, text, 'access_token')}: set personal_access_token or "
-            "access_token, not both"
-        )
-    access = personal or access
-    if access is None and registration is None:
-        raise InputError(
-            f"{_where(path, text, 'url')}: client_configs for {url} has neither "
-            "personal_access_token (or _file/_env/_credential) nor registration_token"
-        )
-    ca_file = entry.get("tls_ca_file")
-    if ca_file is not None and not (isinstance(ca_file, str) and os.path.isfile(ca_file)):
-        raise InputError(
-            f"{_where(path, text, 'tls_ca_file')}: tls_ca_file {ca_file!r} is not a readable file"
-        )
-    return ClientConfig(url, scope, access, registration, ca_file)
-
-
-def _secret(
-    path: Path, text: str, entry: Mapping[str, Any], key: str, environ: Mapping[str, str]
-) -> Optional[Secret]:
-    given = [source for source in SECRET_SOURCES if key + source in entry]
-    if not given:
-        return None
-    if len(given) > 1:
-        raise InputError(
-            f"{_where(path, text, key + given[1])}: set only one of "
-            + ", ".join(key + source for source in given)
-        )
-    source = given[0]
-    setting = key + source
-    value = entry[setting]
-    where = _where(path, text, setting)
-    if not isinstance(value, str) or not value.strip():
-        raise InputError(f"{where}: {setting} must be a non-empty string")
-    if source and _looks_like_a_token(value):
-        raise InputError(
-            f"{where}: {setting} should name a {_SOURCE_NAMES[source]}, but its "
-            f'value looks like a token itself; use {key} = "…" for that'
-        )
-    readers: dict[str, Callable[[], str]] = {
-        "": lambda: value,
-        "_file": lambda: _read_secret_file(where, setting, path.parent / value),
-        "_env": lambda: _read_secret_env(where, setting, value, environ),
-        "_credential": lambda: _read_credential(where, setting, value, environ),
-    }
-    secret = readers[source]().strip()
-    if not secret:
-        raise InputError(f"{where}: {setting} gives an empty secret")
-    return Secret(secret)
-
-
-_SOURCE_NAMES = {"_file": "file", "_env": "environment variable", "_credential": "credential"}
-
-
-def _looks_like_a_token(value: str) -> bool:
-    """A file name, variable or credential name is short or has a / or a dot; a token is
-    long and has neither. Such a value is never repeated in an error message."""
-    value = value.strip()
-    return len(value) >= 20 and not re.search(r"[/.]", value) and not value.isupper()
-
-
-def _read_secret_file(where: str, setting: str, file: Path) -> str:
-    try:
-        return file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        reason = getattr(error, "strerror", None) or "not UTF-8 text"
-        raise InputError(f"{where}: {setting}: cannot read {file}: {reason}") from None
-
-
-def _read_secret_env(where: str, setting: str, name: str, environ: Mapping[str, str]) -> str:
-    if name not in environ:
-        raise InputError(f"{where}: {setting}: environment variable {name} is not set")
-    return environ[name]
-
-
-def _read_credential(where: str, setting: str, name: str, environ: Mapping[str, str]) -> str:
-    folder = environ.get("CREDENTIALS_DIRECTORY")
-    if folder:
-        return _read_secret_file(where, setting, Path(folder) / name)
-    # Outside the unit (a command from a shell): the file its LoadCredential= names.
-    found = systemd_credentials.sources(name, environ)
-    if len(found) == 1:
-        return _read_secret_file(where, setting, found[0])
-    folders = ", ".join(str(f) for f in systemd_credentials.unit_folders(environ))
-    problem = (
-        f"the units name several sources for it ({', '.join(map(str, found))})"
-        if found
-        else f"no LoadCredential={name}:/path in the units under {folders}"
-    )
-    raise InputError(
-        f"{where}: {setting}: $CREDENTIALS_DIRECTORY is not set and {problem}; pass "
-        "--credentials-directory DIR (a folder holding a file named " + name + ")"
-    )
-
-
-def _url(value: Any) -> Optional[str]:
-    if not isinstance(value, str) or value.strip() in PLACEHOLDERS:
-        return None
-    value = value.strip().rstrip("/")
-    return value if re.match(r"^https?://[^/\s]+", value) else None
-
-
-def _scope(entry: Mapping[str, Any], path: Path, text: str, default: Scope) -> Scope:
-    given = {key: entry[key] for key in ("runner_type", "group_id", "project_id") if key in entry}
-    if not given:
-        return default
-    runner_type = given.get("runner_type")
-    if runner_type is None:
-        runner_type = (
-            "project_type"
-            if "project_id" in given
-            else "group_type"
-            if "group_id" in given
-            else default.runner_type
-        )
-    if runner_type not in RUNNER_TYPES:
-        raise InputError(
-            f"{_where(path, text, 'runner_type')}: runner_type must be one of "
-            + ", ".join(RUNNER_TYPES)
-        )
-    ids = {}
-    for key in ("group_id", "project_id"):
-        value = given.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise InputError(f"{_where(path, text, key)}: {key} must be a number")
-        ids[key] = value
-    needed = {"group_type": "group_id", "project_type": "project_id"}.get(runner_type)
-    if needed and ids[needed] is None:
-        raise InputError(
-            f'{_where(path, text, "runner_type")}: runner_type = "{runner_type}" needs {needed}'
-        )
-    return Scope(
-        runner_type,
-        ids["group_id"] if runner_type == "group_type" else None,
-        ids["project_id"] if runner_type == "project_type" else None,
-    )
-
-
-# -- executor files -----------------------------------------------------------------------
 
 
 def _executor(
@@ -426,7 +250,7 @@ def _executor(
 ) -> Executor:
     text = read_text(path)
     keys = _runner_keys(path, text, parse_toml(path, text))
-    where = lambda key: _where(path, text, key)  # noqa: E731
+    where = lambda key: locate(path, text, key)  # noqa: E731
 
     url = _client_url(path, where, keys.pop("url", None), clients)
     client = clients[url]
@@ -438,7 +262,7 @@ def _executor(
         )
     for key in API_OWNED_KEYS:
         keys.pop(key, None)
-    scope = _scope(keys, path, text, client.scope)
+    scope = parse_scope(keys, path, text, client.scope)
     for key in ("runner_type", "group_id", "project_id"):
         keys.pop(key, None)
     # A runner that is not gitlab-runner names the file its credentials go to instead.
@@ -484,13 +308,13 @@ def _runner_keys(path: Path, text: str, document: tomlkit.TOMLDocument) -> dict[
     ):
         if len(runners) != 1:
             raise InputError(
-                f"{_where(path, text, 'runners')}: {len(runners)} [[runners]] "
+                f"{locate(path, text, 'runners')}: {len(runners)} [[runners]] "
                 "entries; put one runner in each file"
             )
         others = [key for key in document if key != "runners"]
         if others:
             raise InputError(
-                f"{_where(path, text, others[0])}: {others[0]!r} outside "
+                f"{locate(path, text, others[0])}: {others[0]!r} outside "
                 "[[runners]]; a file holds either one [[runners]] entry or flat keys"
             )
         return dict(runners[0].unwrap())
@@ -505,7 +329,7 @@ def _runner_keys(path: Path, text: str, document: tomlkit.TOMLDocument) -> dict[
 def _client_url(
     path: Path, where: Callable[[str], str], raw: Any, clients: Mapping[str, ClientConfig]
 ) -> str:
-    url = _url(raw)
+    url = parse_url(raw, where("url"))
     if url is None:
         if raw is not None and not (isinstance(raw, str) and raw.strip() in PLACEHOLDERS):
             raise InputError(f"{where('url')}: url {raw!r} is not an http(s) URL")
@@ -526,13 +350,15 @@ def _attributes(
     path: Path, text: str, keys: dict[str, Any], identity: Identity, policy: TagPolicy
 ) -> dict[str, Any]:
     """Pop the registration attributes out of ``keys``, checked as GitLab would check them."""
-    where = lambda key: _where(path, text, key)  # noqa: E731
+    where = lambda key: locate(path, text, key)  # noqa: E731
     if "tags" in keys and "tag_list" in keys:
         raise InputError(f"{where('tag_list')}: set tags or tag_list, not both")
     attributes: dict[str, Any] = {}
     tag_key = "tags" if "tags" in keys else "tag_list"
     own = _tags(where(tag_key), keys.pop(tag_key, None))
-    tags = sorted(set(own or ()) | set(policy.host_tags)) if own or policy.host_tags else own
+    # An input, like the registration attributes: never copied into the output.
+    env_tags = _tags(where("env_tags"), keys.pop("env_tags", None), split=False)
+    tags = policy.tags_for(str(path), keys.get("executor"), env_tags, own)
     if tags is not None:
         if len(tags) > MAX_TAGS:
             raise InputError(
@@ -588,13 +414,17 @@ def _attributes(
     return attributes
 
 
-def _tags(where: str, raw: Any) -> Optional[list[str]]:
+def _tags(where: str, raw: Any, *, split: bool = True) -> Optional[list[str]]:
+    """A list of tags (or, ``split``, a comma-separated string); with ``split`` off, a list
+    of names (env_tags), kept in order."""
     if raw is None:
         return None
-    if isinstance(raw, str):
+    if isinstance(raw, str) and split:
         raw = raw.split(",")
     if not isinstance(raw, list) or not all(isinstance(tag, str) for tag in raw):
-        raise InputError(f"{where}: tags must be a list of strings")
+        raise InputError(f"{where}: {'tags' if split else 'env_tags'} must be a list of strings")
+    if not split:
+        return list(raw)
     tags = sorted({tag.strip() for tag in raw if tag.strip()})
     if len(tags) > MAX_TAGS:
         raise InputError(f"{where}: {len(tags)} tags; GitLab accepts at most {MAX_TAGS}")

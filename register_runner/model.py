@@ -71,6 +71,8 @@ class ClientConfig:
     access_token: Optional[Secret] = None
     registration_token: Optional[Secret] = None
     tls_ca_file: Optional[str] = None
+    tls_cert_file: Optional[str] = None  # a client certificate, for fronts that require one
+    tls_key_file: Optional[str] = None
 
 
 @dataclass(frozen=True)

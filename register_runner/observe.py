@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, Optional
 
-from . import custom_runners, state
+from . import custom_runners, migrate, state
 from .errors import RegisterRunnerError, TransientError
 from .model import (
     REGISTRATION_ATTRIBUTES,
@@ -53,15 +53,19 @@ def known_runners(workspace: Workspace) -> dict[str, RunnerState]:
                 credentials = credentials_of(entry)
         runners[stem] = _runner(stem, stored, credentials)
     for executor in workspace.executors:
-        adopted = None if executor.stem in runners else custom_runners.adopt(workspace, executor)
-        if adopted is not None:
+        found = None if executor.stem in runners else custom_runners.adopt(workspace, executor)
+        if found is not None:
             log.info(
                 "event=adopt runner=%s id=%s: credentials file without state, adopted",
                 executor.stem,
-                adopted[0],
+                found[0],
             )
-            stored = StoredRunner(adopted[0], executor.url, executor.scope, {})
-            runners[executor.stem] = _runner(executor.stem, stored, adopted[1])
+            stored = StoredRunner(found[0], executor.url, executor.scope, {})
+            runners[executor.stem] = _runner(executor.stem, stored, found[1])
+    adopted = migrate.adopt_legacy(workspace, runners)
+    for runner in adopted.values():
+        entries.pop((runner.url, runner.id), None)
+    runners.update(adopted)
     by_name = {e.name: e for e in workspace.executors if e.stem not in runners}
     for (url, runner_id), entry in sorted(entries.items()):
         executor = by_name.get(entry.get("name", ""))

@@ -13,9 +13,10 @@ import tomlkit
 
 from .errors import InputError
 from .files import atomic_write, read_regular
-from .inputs import parse_toml
 from .model import RunnerKey, normalize_url
 from .secret import Secret
+from .timeutil import now_utc, parse_timestamp
+from .tomlfile import parse_toml
 
 # gitlab-runner writes this for a token that never expires.
 NEVER = datetime(1, 1, 1, tzinfo=timezone.utc)
@@ -97,19 +98,6 @@ def _datetime(value: Any) -> Optional[datetime]:
     return None
 
 
-def parse_timestamp(value: str) -> Optional[datetime]:
-    """GitLab's ISO 8601 (``2025-01-01T00:00:00.000Z``); Python 3.9 cannot parse the Z."""
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
-
-
-def now_utc() -> datetime:
-    return datetime.now(timezone.utc).replace(microsecond=0)
-
-
 def runner_entry(
     name: str,
     url: str,
@@ -117,12 +105,21 @@ def runner_entry(
     credentials: Credentials,
     tls_ca_file: Optional[str],
     settings: Mapping[str, Any],
+    *,
+    tls_cert_file: Optional[str] = None,
+    tls_key_file: Optional[str] = None,
 ) -> dict[str, Any]:
-    """One [[runners]] entry: the API-owned keys first, then the executor file's keys."""
+    """One [[runners]] entry: the API-owned keys first, then the executor file's keys.
+    The client_config's TLS files go along under gitlab-runner's own names."""
     entry: dict[str, Any] = {"name": name, "url": url, "id": runner_id}
     entry.update(credentials.as_entry())
-    if tls_ca_file:
-        entry["tls-ca-file"] = tls_ca_file
+    for key, value in (
+        ("tls-ca-file", tls_ca_file),
+        ("tls-cert-file", tls_cert_file),
+        ("tls-key-file", tls_key_file),
+    ):
+        if value:
+            entry[key] = value
     entry.update((k, v) for k, v in settings.items() if k not in entry)
     return entry
 

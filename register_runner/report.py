@@ -68,16 +68,12 @@ def emit(
     rows: Sequence[Mapping[str, Any]],
     warnings: Sequence[str],
 ) -> None:
+    # Secrets are masked where they enter; scrubbing what is printed is the second line.
     if as_json:
-        json.dump(
-            dict(summary, actions=list(rows), warnings=list(warnings)),
-            sys.stdout,
-            indent=2,
-            default=str,
-        )
-        sys.stdout.write("\n")
+        document = dict(summary, actions=list(rows), warnings=list(warnings))
+        sys.stdout.write(scrub(json.dumps(document, indent=2, default=str)) + "\n")
     elif not stdout_is_journal():
-        print(table(rows))
+        print(scrub(table(rows)))
     sys.stdout.flush()
 
 

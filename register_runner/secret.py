@@ -7,7 +7,10 @@ registered so that the log formatter and the error handler can scrub it from any
 
 from __future__ import annotations
 
+import json
+import re
 import threading
+import urllib.parse
 
 _known: set[str] = set()
 _known_lock = threading.Lock()
@@ -56,10 +59,34 @@ def mask(token: str) -> str:
 
 
 def scrub(text: str) -> str:
-    """Replace every known secret in ``text`` by its masked form."""
+    """Replace every known secret in ``text`` by its masked form, in whatever escaping it
+    may appear: as is, JSON- or repr-escaped, URL-encoded, or inside ``b'...'``. Anything
+    shaped like a GitLab token that is not known is masked too (a proxy echoing a header
+    this run never read)."""
     with _known_lock:
         known = sorted(_known, key=len, reverse=True)
     for value in known:
-        if value in text:
-            text = text.replace(value, mask(value))
-    return text
+        for form in _forms(value):
+            if form in text:
+                text = text.replace(form, mask(value))
+    return _TOKEN_SHAPE.sub(lambda match: mask(match.group(0)), text)
+
+
+# GitLab's token prefixes (personal, runner, pipeline trigger, deploy, feed, OAuth, legacy
+# registration...) followed by what a token is made of.
+_TOKEN_SHAPE = re.compile(
+    r"\b(?:glpat|glrt|glrtr|glptt|gldt|glft|glcbt|glimt|glagent|gloas|glsoat|glffct|GR1348941)"
+    r"-?[A-Za-z0-9_\-]{8,}"
+)
+
+
+def _forms(value: str) -> list[str]:
+    forms = {
+        value,
+        json.dumps(value)[1:-1],
+        repr(value)[1:-1],
+        repr(value.encode("utf-8"))[2:-1],
+        urllib.parse.quote(value, safe=""),
+        urllib.parse.quote_plus(value),
+    }
+    return sorted((form for form in forms if form), key=len, reverse=True)

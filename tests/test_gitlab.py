@@ -3,7 +3,10 @@ cover the same over real HTTP)."""
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
+import socket
+import threading
 import time
 
 import pytest
@@ -14,6 +17,8 @@ from register_runner.gitlab import (
     Deadline,
     GitLab,
     Gone,
+    NotFound,
+    Redirected,
     Rejected,
     Unavailable,
     retry_after,
@@ -167,3 +172,160 @@ def test_list_follows_pagination(requests_mock):
     )
     found = adapter().list_runners(Scope("group_type", group_id=4))
     assert [r["id"] for r in found] == [1, 2, 3]
+
+
+# -- a hostile network: redirects, misclassified answers, the deadline -------------------
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_a_redirect_is_refused_and_not_followed(requests_mock, status):
+    requests_mock.post(
+        API + "/user/runners", status_code=status, headers={"Location": "http://evil.test:81/x"}
+    )
+    requests_mock.post("http://evil.test:81/x", status_code=201, json={"id": 1, "token": "t"})
+    with pytest.raises(Redirected) as raised:
+        adapter().create_runner(Scope(), {})
+    assert raised.value.exit_status == 1 and raised.value.location_host == "http://evil.test:81"
+    assert "put the final url in the client_config" in str(raised.value)
+    assert [r.hostname for r in requests_mock.request_history] == ["gitlab.test"]
+
+
+def test_a_pagination_link_to_another_origin_is_not_followed(requests_mock):
+    requests_mock.get(
+        API + "/groups/4/runners",
+        json=[{"id": 1}],
+        headers={"Link": '<https://evil.test/api/v4/groups/4/runners?page=2>; rel="next"'},
+    )
+    with pytest.raises(Redirected, match=r"evil\.test:443"):
+        adapter().list_runners(Scope("group_type", group_id=4))
+    assert requests_mock.call_count == 1
+
+
+@pytest.mark.parametrize("status", [408, 500, 501, 503, 505, 599])
+def test_408_and_every_5xx_are_transient(requests_mock, status):
+    requests_mock.get(API + "/runners/5", status_code=status, json={"message": "x"})
+    with pytest.raises(Unavailable):
+        adapter(deadline=0.5).get_runner(5)
+    assert requests_mock.call_count >= 2
+
+
+def test_an_html_login_page_is_transient_not_an_answer(requests_mock):
+    page = "<html><body>Sign in</body></html>"
+    requests_mock.get(API + "/runners/5", text=page, headers={"Content-Type": "text/html"})
+    requests_mock.post(API + "/runners/verify", text=page, headers={"Content-Type": "text/html"})
+    with pytest.raises(Unavailable, match="HTML page"):
+        adapter(deadline=0.5).get_runner(5)
+    assert adapter(deadline=0.5).verify(Secret("glrt-x"), None)[0] is Verdict.UNKNOWN
+
+
+def test_any_json_200_to_verify_means_valid(requests_mock):
+    requests_mock.post(API + "/runners/verify", status_code=200, json={})
+    assert adapter().verify(Secret("glrt-x"), None) == (Verdict.VALID, None)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"id": 1, "tok',
+        b"",
+        b"[]",
+        b'{"token": "glrt-z"}',
+        b'{"id": "1", "token": "glrt-z"}',
+        b'{"id": 1}',
+        b"<html>ok</html>",
+    ],
+)
+def test_an_unreadable_answer_to_a_create_is_ambiguous(requests_mock, body):
+    requests_mock.post(API + "/user/runners", status_code=201, content=body, headers=JSON)
+    with pytest.raises(Unavailable) as raised:
+        adapter().create_runner(Scope(), {})
+    assert raised.value.ambiguous and requests_mock.call_count == 1
+
+
+def test_a_404_names_the_url(requests_mock):
+    requests_mock.put(API + "/runners/5", status_code=404, json={"message": "404 Not Found"})
+    with pytest.raises(NotFound) as raised:
+        adapter().update_runner(5, {"paused": True})
+    assert raised.value.url == URL and raised.value.exit_status == 1
+    assert f"GitLab at {URL} answered 404" in str(raised.value)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "soon"])
+def test_a_useless_retry_after_still_waits_a_second(requests_mock, value):
+    requests_mock.delete(
+        API + "/runners/5",
+        [{"status_code": 429, "headers": {"Retry-After": value}}, {"status_code": 204}],
+    )
+    started = time.monotonic()
+    assert adapter().delete_runner(5) is True
+    assert time.monotonic() - started >= 1
+    assert retry_after({"Retry-After": value}) in (None, 0)
+
+
+def test_an_oversized_answer_is_refused(requests_mock):
+    requests_mock.get(API + "/runners/5", content=b"[" + b" " * (5 * 2**20) + b"]")
+    with pytest.raises(Unavailable, match="larger than 4 MiB"):
+        adapter(deadline=0.5).get_runner(5)
+
+
+def test_error_bodies_are_scrubbed_and_kept_on_one_line(requests_mock):
+    secret = Secret("glpat-echoed-back-secret-value")
+    requests_mock.put(
+        API + "/runners/5",
+        status_code=422,
+        json={"message": f"bad request\nPRIVATE-TOKEN: {secret.reveal()}"},
+    )
+    with pytest.raises(Rejected) as raised:
+        adapter().update_runner(5, {})
+    assert secret.reveal() not in str(raised.value) and "\n" not in str(raised.value)
+
+
+@contextlib.contextmanager
+def trickling_server(headers_too: bool):
+    """A server that answers one byte every 0.2 s, forever."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve():
+        with contextlib.suppress(OSError):
+            while not stop.is_set():
+                conn, _ = listener.accept()
+                conn.recv(65536)
+                if not headers_too:
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+                while not stop.is_set():
+                    conn.sendall(b"H" if headers_too else b" ")
+                    time.sleep(0.2)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        listener.close()
+
+
+@pytest.mark.parametrize("headers_too", [False, True])
+def test_the_deadline_bounds_a_trickling_answer(headers_too):
+    with trickling_server(headers_too) as url:
+        client = ClientConfig(url, Scope(), access_token=Secret("glpat-unit-test-token"))
+        api = GitLab(client, Connection(Deadline(1.5), timeout=1.0))
+        started = time.monotonic()
+        with pytest.raises(Unavailable) as raised:
+            api.create_runner(Scope(), {})
+    # Loose: the machine is shared; without the bound this runs forever.
+    assert time.monotonic() - started < 20
+    assert raised.value.ambiguous and "deadline" in str(raised.value)
+
+
+def test_a_refused_connection_is_given_up_on_early_when_asked():
+    with socket.create_server(("127.0.0.1", 0)) as closed:
+        port = closed.getsockname()[1]
+    client = ClientConfig(f"http://127.0.0.1:{port}", Scope(), access_token=Secret("glpat-x"))
+    api = GitLab(client, Connection(Deadline(60), give_up_unreachable_after=1.0))
+    started = time.monotonic()
+    with pytest.raises(Unavailable, match=f"connection refused by 127.0.0.1:{port}"):
+        api.get_runner(5)
+    with pytest.raises(Unavailable, match="connection refused"):
+        api.get_runner(6)  # the next call does not start over
+    assert time.monotonic() - started < 30

@@ -59,20 +59,20 @@ def test_rotation_during_the_run_is_taken_over(tmp_path):
     path = tmp_path / "config.main.toml"
     path.write_text(render(tomlkit.document(), [entry()]))
     existing = read_config(path)
-    # gitlab-runner rotates the token after we read the file.
+    # gitlab-runner rotates the token after we read the file; runners are keyed by (url, id).
     path.write_text(render(tomlkit.document(), [entry("glrt-new", T0.replace(year=2026))]))
     seen = []
 
     def build(rotated):
         seen.append(dict(rotated))
-        credentials = rotated.get(7)
+        credentials = rotated.get(("https://g", 7))
         token = credentials.token.reveal() if credentials else "glrt-old"
         return [{**entry(token), "limit": 2}]
 
     assert write_config(existing, EMPTY, build) is True
     written = read_config(path).entries[0]
     assert written["token"] == "glrt-new" and written["limit"] == 2
-    assert seen[-1][7].obtained_at == T0.replace(year=2026)
+    assert seen[-1][("https://g", 7)].obtained_at == T0.replace(year=2026)
 
 
 def test_written_0600_with_a_backup(tmp_path):

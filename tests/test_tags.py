@@ -105,3 +105,14 @@ def test_unsupported_schema_keyword_is_refused(gitlab, prefix, cli, tmp_path):
 )
 def test_schema_subset(schema, value, ok):
     assert (violation(schema, value) is None) is ok
+
+
+def test_a_capture_tags_program_others_can_change_is_refused(gitlab, prefix, cli, tmp_path):
+    module = tmp_path / "site_tags.py"
+    module.write_text("def capture_tags():\n    return ['rack-7']\n")
+    module.chmod(0o666)
+    refused = cli(prefix, "sync", "--capture-tags", str(module))
+    assert refused.returncode == 2 and "writable by group or others" in refused.stderr
+    assert gitlab.requests == []
+    accepted = cli(prefix, "sync", "--capture-tags", str(module), "--insecure-permissions")
+    assert accepted.returncode == 0 and gitlab.runners()[0].tag_list == ["linux", "rack-7"]

@@ -1,0 +1,266 @@
+"""Moving a host from LLNL's gitlab-runner-auth.
+
+Its output entries have no ``name`` and the description ``<host> <instance> <executor>
+Runner`` (one runner per executor type): they are adopted by the executor file of that
+type, tokens kept. Against a GitLab that no longer returns tokens in ``GET /runners/:id``
+it registered new runners on every restart; those leftovers carry the same description
+and are found by listing (read_api), shown by ``plan`` and deleted only by ``prune-legacy``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+from .errors import RegisterRunnerError, TransientError
+from .model import ActionResult, Executor, RunnerState, Scope, Verdict, normalize_url
+from .output import credentials_of
+from .secret import Secret
+from .tags import legacy_hostname
+
+if TYPE_CHECKING:
+    from .gitlab import Issued
+    from .workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+Verify = Callable[[str, Secret], "tuple[Verdict, Optional[Issued]]"]
+
+
+def legacy_description(host: str, instance: str, executor_type: str) -> str:
+    return f"{host} {instance} {executor_type} Runner"
+
+
+def is_legacy_description(description: Any, host: str, instance: str) -> bool:
+    """Whether ``description`` is what gitlab-runner-auth gave a runner of this host and
+    instance (any executor type: a type whose file is gone left runners too)."""
+    pattern = rf"{re.escape(host)} {re.escape(instance)} \S+ Runner"
+    return isinstance(description, str) and re.fullmatch(pattern, description) is not None
+
+
+def legacy_matches(
+    entries: Iterable[Mapping[str, Any]],
+    executors: Sequence[Executor],
+    host: str,
+    instance: str,
+) -> tuple[dict[str, Mapping[str, Any]], list[str]]:
+    """The output entries gitlab-runner-auth wrote, by the stem of the executor file that
+    describes the same runner now, and a warning for each such entry that cannot be
+    matched. An entry matches when it has no ``name``, a token, its description for this
+    host and instance, and exactly one executor file (among ``executors``) has its
+    ``executor`` type and url; two entries for one file match neither."""
+    by_type: dict[str, list[Executor]] = {}
+    for executor in executors:
+        by_type.setdefault(str(executor.settings.get("executor")), []).append(executor)
+    found: dict[str, list[Mapping[str, Any]]] = {}
+    warnings = []
+    for entry in entries:
+        executor_type = entry.get("executor")
+        token = entry.get("token")
+        if (
+            "name" in entry
+            or not isinstance(token, str)
+            or not token
+            or not isinstance(executor_type, str)
+            or entry.get("description") != legacy_description(host, instance, executor_type)
+        ):
+            continue
+        url = normalize_url(str(entry.get("url", "")))
+        candidates = [e for e in by_type.get(executor_type, []) if e.url == url]
+        if len(candidates) == 1:
+            found.setdefault(candidates[0].stem, []).append(entry)
+            continue
+        why = (
+            f"{len(candidates)} executor files have executor = {executor_type!r} and url {url}"
+            if candidates
+            else f"no executor file has executor = {executor_type!r} and url {url}"
+        )
+        warnings.append(
+            f"gitlab-runner-auth's runner {entry['description']!r} is not adopted: {why}; "
+            "it is dropped from the config and left in GitLab (plan lists it, prune-legacy "
+            "deletes it)"
+        )
+    matches = {}
+    for stem, same in sorted(found.items()):
+        if len(same) == 1:
+            matches[stem] = same[0]
+        else:
+            warnings.append(
+                f"{len(same)} config entries are described "
+                f"{same[0]['description']!r}; none is adopted by {stem}"
+            )
+    return matches, warnings
+
+
+def adopt(
+    matches: Mapping[str, Mapping[str, Any]],
+    executors: Mapping[str, Executor],
+    verify: Verify,
+) -> dict[str, RunnerState]:
+    """This host's runners from gitlab-runner-auth's entries (see legacy_matches), by stem.
+
+    Its entries have no ``id`` (gitlab-runner adds one when it rewrites the file): it is
+    learnt from ``verify(url, token)`` (``POST /runners/verify`` answers it since GitLab
+    15.10). A token GitLab rejects is not adopted (a new runner is created; the old one is
+    a leftover). Nothing is recorded as applied, so the next sync sends every registration
+    attribute, the marker included. Raises TransientError when GitLab cannot say: the
+    runner must not be replaced meanwhile."""
+    runners = {}
+    for stem, entry in sorted(matches.items()):
+        executor = executors[stem]
+        credentials = credentials_of(entry)
+        assert credentials is not None  # legacy_matches took only entries with a token
+        runner_id = entry.get("id")
+        verdict = Verdict.UNCHECKED
+        if not isinstance(runner_id, int) or isinstance(runner_id, bool):
+            verdict, issued = verify(executor.url, credentials.token)
+            if verdict is Verdict.INVALID:
+                log.warning(
+                    "event=adopt_skipped runner=%s: GitLab rejects the token of "
+                    "gitlab-runner-auth's runner %r; a new runner is created",
+                    stem,
+                    entry.get("description"),
+                )
+                continue
+            runner_id = issued.id if verdict is Verdict.VALID and issued is not None else None
+            if runner_id is None:
+                raise TransientError(
+                    f"{executor.url}: cannot learn the id of gitlab-runner-auth's runner "
+                    f"{entry.get('description')!r} (POST /runners/verify did not say it); "
+                    "the config is kept as it is; try again later"
+                )
+        log.info(
+            "event=adopt runner=%s id=%s: gitlab-runner-auth's runner %r",
+            stem,
+            runner_id,
+            entry.get("description"),
+        )
+        runners[stem] = RunnerState(
+            stem,
+            runner_id,
+            executor.url,
+            executor.scope,
+            {},
+            credentials.token,
+            credentials.obtained_at,
+            credentials.expires_at,
+            verdict,
+        )
+    return runners
+
+
+def legacy_leftovers(
+    listed: Iterable[Mapping[str, Any]],
+    host: str,
+    instance: str,
+    known_ids: Iterable[int],
+) -> list[Mapping[str, Any]]:
+    """The runners of one GitLab's list (``GET /runners/all`` and the like) that
+    gitlab-runner-auth left for this host and instance: its description, and not one this
+    host uses (``known_ids``: the ids in the state and the config, for that GitLab)."""
+    known = set(known_ids)
+    return sorted(
+        (
+            runner
+            for runner in listed
+            if isinstance(runner.get("id"), int)
+            and runner["id"] not in known
+            and is_legacy_description(runner.get("description"), host, instance)
+        ),
+        key=lambda runner: runner["id"],
+    )
+
+
+def known_ids(workspace: Workspace) -> set[tuple[str, int]]:
+    """(url, id) of every runner this host holds or has queued for deletion."""
+    ids = {(r.url, r.id) for r in workspace.state.runners.values()}
+    ids |= {(d.url, d.id) for d in workspace.state.pending_deletes}
+    ids |= {
+        (normalize_url(str(entry.get("url", ""))), entry["id"])
+        for entry in workspace.config.entries
+        if isinstance(entry.get("id"), int)
+    }
+    return ids
+
+
+def scopes(workspace: Workspace) -> list[tuple[str, Scope]]:
+    """Where gitlab-runner-auth's runners may be: each GitLab's scope and each executor's."""
+    found = {(url, client.scope) for url, client in workspace.inputs.clients.items()}
+    found |= {(e.url, e.scope) for e in workspace.executors}
+    return sorted(found, key=lambda pair: (pair[0], sorted(pair[1].to_json().items(), key=str)))
+
+
+def find_leftovers(
+    workspace: Workspace, known: set[tuple[str, int]], host: str
+) -> tuple[list[tuple[str, Mapping[str, Any]]], list[RegisterRunnerError]]:
+    """(url, runner) for each leftover in every GitLab of the template, and the errors of
+    the listings that failed (read_api is needed to list)."""
+    leftovers: list[tuple[str, Mapping[str, Any]]] = []
+    errors: list[RegisterRunnerError] = []
+    seen = set()
+    for url, scope in scopes(workspace):
+        try:
+            listed = workspace.api(url).list_runners(scope)
+        except RegisterRunnerError as error:
+            errors.append(error)
+            continue
+        ids = {runner_id for known_url, runner_id in known if known_url == url}
+        for runner in legacy_leftovers(listed, host, workspace.identity.instance, ids):
+            if (url, runner["id"]) not in seen:
+                seen.add((url, runner["id"]))
+                leftovers.append((url, runner))
+    return leftovers, errors
+
+
+# -- what the lead's load/observe and plan call -------------------------------------------
+
+
+def adopt_legacy(
+    workspace: Workspace, runners: Mapping[str, RunnerState]
+) -> dict[str, RunnerState]:
+    """gitlab-runner-auth's config entries adopted by the executors that have no runner
+    among ``runners`` yet (see legacy_matches and adopt); warnings go to the workspace."""
+    if workspace.foreign:
+        return {}
+    free = [e for e in workspace.executors if e.stem not in runners]
+    matches, warnings = legacy_matches(
+        workspace.config.entries, free, legacy_hostname(), workspace.identity.instance
+    )
+    for warning in warnings:
+        workspace.warn(warning)
+    system_id = workspace.identity.system_id
+    return adopt(
+        matches,
+        {e.stem: e for e in free},
+        lambda url, token: workspace.api(url).verify(token, system_id),
+    )
+
+
+def plan_leftovers(workspace: Workspace, runners: Mapping[str, RunnerState]) -> list[ActionResult]:
+    """``plan``'s rows for the runners gitlab-runner-auth left in GitLab for this host
+    (``runners``: this host's, adopted ones included), and one warning naming the command
+    that deletes them. A GitLab that cannot be listed (no read_api) is warned about only
+    when the template says identity_tags = "gitlab-runner-auth"."""
+    known = known_ids(workspace) | {(r.url, r.id) for r in runners.values()}
+    leftovers, errors = find_leftovers(workspace, known, legacy_hostname())
+    if errors and workspace.inputs.tag_policy.gitlab_runner_auth:
+        workspace.warn(
+            f"cannot look for runners gitlab-runner-auth left: {errors[0]} (listing needs read_api)"
+        )
+    if leftovers:
+        workspace.warn(
+            f"gitlab-runner-auth left {len(leftovers)} runner(s) of this host in GitLab; "
+            "register-runner prune-legacy lists them, prune-legacy --yes deletes them"
+        )
+    return [
+        ActionResult(
+            "leftover",
+            str(runner.get("description")),
+            runner["id"],
+            "listed",
+            f"left by gitlab-runner-auth on {url}; prune-legacy --yes deletes it",
+        )
+        for url, runner in leftovers
+    ]
