@@ -229,5 +229,4 @@ def unused_keys(where: Callable[[str], str], keys: Mapping[str, Any]) -> list[st
         f"{where(key)}: {key!r} is not used for a runner with credentials_file "
         "(it is not written into the config); ignored"
         for key in keys
-        if key != "env_tags"
     ]

@@ -22,9 +22,9 @@ from . import state as state_file
 from .errors import InputError
 from .model import ActionResult, Executor, Kind, Observed, Plan
 from .output import Credentials
-from .timeutil import now_utc, parse_timestamp
 from .secret import Secret
 from .state import State, StoredRunner
+from .timeutil import now_utc, parse_timestamp
 
 if TYPE_CHECKING:
     from .workspace import Workspace
@@ -93,8 +93,6 @@ def _paths(workspace: Workspace, stem: str) -> list[Path]:
 
 def read_back(workspace: Workspace, stem: str, url: str, runner_id: int) -> Optional[Credentials]:
     """The token the credentials file holds for that runner (url and id must match)."""
-    if workspace.foreign:
-        return None
     for path in _paths(workspace, stem):
         found = read_file(path)
         if found and found.credentials and (found.url, found.id) == (url, runner_id):

@@ -471,6 +471,26 @@ def test_a_lost_state_adopts_the_runner_from_its_file(gitlab, make, cli, folder)
     assert len(gitlab.runners()) == 2
 
 
+def test_a_copied_prefix_registers_its_own_runner_and_leaves_the_original(
+    gitlab, make, cli, folder
+):
+    credentials = folder / "rs.env"
+    prefix = make(executors={"rs": custom(credentials)})
+    assert cli(prefix).returncode == 0
+    original = env(credentials)
+    # What a copy looks like from the inside: the fingerprint is another machine's.
+    (prefix.root / ".runner_system_id.fingerprint").write_text("0" * 32 + "\n")
+
+    assert cli(prefix).returncode == 0
+
+    values = env(credentials)
+    assert values["RUNNER_ID"] != original["RUNNER_ID"]
+    assert values["RUNNER_SYSTEM_ID"] != original["RUNNER_SYSTEM_ID"]
+    assert values["RUNNER_SYSTEM_ID"] == (prefix.root / ".runner_system_id").read_text().strip()
+    assert gitlab.runner(int(original["RUNNER_ID"])).token == original["RUNNER_TOKEN"]
+    assert poll(gitlab, values) == 204
+
+
 # -- GitLab failing; moving a runner between the config and a file ------------------------
 
 
