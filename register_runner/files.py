@@ -148,8 +148,8 @@ def read_regular(path: Path) -> bytes | None:
                 f"{path}: is a symbolic link; refusing to read or replace it"
             ) from None
         raise InputError(f"{path}: cannot read: {error.strerror}") from None
-    # Checked before fdopen, which refuses a folder with an IsADirectoryError of its own.
     if not stat.S_ISREG(os.fstat(fd).st_mode):
+        # Checked before fdopen, which refuses a folder with an error naming no path.
         os.close(fd)
         raise InputError(f"{path}: not a regular file; remove it or move it away")
     with os.fdopen(fd, "rb") as handle:

@@ -19,7 +19,7 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Optional
 
-from .errors import InputError, RegisterRunnerError
+from .errors import Error, InputError, RegisterRunnerError
 from .files import atomic_write, read_regular, state_dir
 from .secret import scrub
 
@@ -104,10 +104,9 @@ def record_run(
         try:
             data = json.dumps(run.to_json(), indent=2, sort_keys=True) + "\n"
             atomic_write(last_run_path(prefix, instance), data.encode())
-        except OSError as error:
-            log.warning(
-                "cannot record the run in %s: %s", last_run_path(prefix, instance), error.strerror
-            )
+        except Error as error:
+            # Best effort: a read-only prefix runs its runners all the same.
+            log.info("event=not_recorded %s", error)
     return run
 
 

@@ -127,6 +127,10 @@ def make_cert(
 
 @pytest.fixture
 def pki(tmp_path):
+    return build_pki(tmp_path)
+
+
+def build_pki(tmp_path: Path) -> dict:
     folder = tmp_path / "pki"
     folder.mkdir(mode=0o700)
     site = make_ca(folder, "site-ca")
