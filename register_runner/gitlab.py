@@ -146,6 +146,7 @@ class GitLab:
         self._context_lock = threading.Lock()
         self._ssl_context: Any = None
         self._unreachable: Optional[str] = None
+        self.last_failure = ""  # why the last verify proved nothing, for the warning
         if transport.cleartext(self.url):
             log.warning(
                 "event=plain_http url=%s tokens travel unencrypted to a host that is not "
@@ -258,6 +259,7 @@ class GitLab:
             return Verdict.INVALID, None
         except (Unavailable, Rejected, NotFound) as error:
             log.debug("event=verify_unknown url=%s reason=%s", self.url, error)
+            self.last_failure = str(error)
             return Verdict.UNKNOWN, None
         # GitLab before 15.10 answers a plain "200"; some proxies an empty {}.
         return Verdict.VALID, issued_or_none(answer)

@@ -133,9 +133,11 @@ def observe(
         observed.runners[stem] = checked.get(stem, runner)
     unknown = sorted(stem for stem, r in checked.items() if r.verdict is Verdict.UNKNOWN)
     if unknown:
+        reasons = sorted({workspace.api(checked[stem].url).last_failure for stem in unknown})
         workspace.warn(
             f"could not verify {len(unknown)} token(s) ({', '.join(unknown)}): "
-            "GitLab unreachable or failing; they are kept as they are"
+            f"GitLab unreachable or failing ({'; '.join(filter(None, reasons))}); they are "
+            "kept as they are"
         )
     return observed
 
