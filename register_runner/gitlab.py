@@ -70,6 +70,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 BACKOFF_BASE = 0.2
+LAST_TRY_MARGIN = 0.5
 BACKOFF_CAP = 5.0
 MIN_RATE_WAIT = 1.0
 
@@ -415,11 +416,16 @@ class GitLab:
                 f"{self.url}: {what}: {failed.reason}; gave up after {attempt} attempts "
                 f"in {deadline.elapsed():.1f} s (the last good config is kept)"
             )
-        if delay >= deadline.remaining():
-            raise Unavailable(
-                f"{self.url}: {what}: {failed.reason}; gave up after {attempt} "
-                f"attempts within the {deadline.seconds:g} s deadline"
-            )
+        remaining = deadline.remaining()
+        if delay >= remaining:
+            if remaining < LAST_TRY_MARGIN * 2:
+                raise Unavailable(
+                    f"{self.url}: {what}: {failed.reason}; gave up after {attempt} "
+                    f"attempts within the {deadline.seconds:g} s deadline"
+                )
+            # Nothing to start with (else give_up_unreachable_after): keep trying until
+            # the deadline, with one last try just before it.
+            delay = remaining - LAST_TRY_MARGIN
         log.debug(
             "event=retry url=%s call=%r reason=%r in=%.2fs", self.url, what, failed.reason, delay
         )

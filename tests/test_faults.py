@@ -221,4 +221,4 @@ def test_fresh_host_keeps_trying_until_the_deadline(gitlab, prefix, cli):
     started = time.monotonic()
     result = cli(prefix, "sync", "--deadline", "5")
     assert result.returncode == 3
-    assert time.monotonic() - started >= 4.5  # nothing to start with: worth waiting for
+    assert time.monotonic() - started >= 4.0  # nothing to start with: worth waiting for
