@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 SYSTEM_ID_LOCK_WAIT = 30.0
 # A refused connection or a failed lookup is retried this long when a good config exists.
 GIVE_UP_UNREACHABLE_AFTER = 3.0
+# API calls at once unless --jobs says otherwise: one per runner up to this many. Most of a
+# sync is waiting for round trips, so fewer waves of them is what makes it fast; 64 stays
+# well under what one GitLab serves (and a 429 still pauses every worker).
+MAX_JOBS = 64
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -38,7 +42,7 @@ class Options:
     instance: str = "main"
     deadline: float = 30.0
     timeout: float = 10.0
-    jobs: int = 16
+    jobs: Optional[int] = None  # None: one per call up to MAX_JOBS
     force: bool = False
     strict: bool = False
     insecure_permissions: bool = False
@@ -117,9 +121,10 @@ class Workspace:
         """``work`` over ``items`` on the bounded pool; results in the order of ``items``, so
         what is written never depends on which call finished first."""
         items = list(items)
-        if len(items) <= 1 or self.options.jobs <= 1:
+        jobs = self.options.jobs or MAX_JOBS
+        if len(items) <= 1 or jobs <= 1:
             return [work(item) for item in items]
-        with ThreadPoolExecutor(max_workers=min(self.options.jobs, len(items))) as pool:
+        with ThreadPoolExecutor(max_workers=min(jobs, len(items))) as pool:
             return list(pool.map(work, items))
 
 

@@ -14,7 +14,7 @@ from ..hostid import SYSTEM_ID_FILE, VALID_ID
 from ..model import ClientConfig, Scope, Verdict
 from ..output import credentials_of, output_path, read_config
 from ..secret import Secret
-from ..workspace import Options
+from ..workspace import MAX_JOBS, Options
 
 
 def run(args: argparse.Namespace) -> int:
@@ -100,7 +100,7 @@ def verify_tokens(options: Options, checks: list, system_id: Optional[str], as_j
         verdict, issued = GitLab(client, connection).verify(token, system_id)
         return verdict, issued.id if issued else None
 
-    with ThreadPoolExecutor(max_workers=max(1, min(options.jobs, len(checks)))) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, min(options.jobs or MAX_JOBS, len(checks)))) as pool:
         results = list(pool.map(check, checks))
     rows = [
         {
