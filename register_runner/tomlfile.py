@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 if sys.version_info >= (3, 11):
-    import tomllib as _fast
+    import tomllib as _fast  # novm: behind the version check
 else:
-    import tomli as _fast  # novm: the backport, a dependency before 3.11
+    import tomli as _fast  # the backport, a dependency before 3.11
 
 import tomlkit
 from tomlkit.exceptions import TOMLKitError
