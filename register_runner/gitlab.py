@@ -71,6 +71,10 @@ log = logging.getLogger(__name__)
 BACKOFF_BASE = 0.2
 BACKOFF_CAP = 5.0
 MIN_RATE_WAIT = 1.0
+# With this few requests left in GitLab's rate window (RateLimit-Remaining), the pool
+# slows down so that what is left lasts until the window resets, instead of running into
+# 429s. A fleet sharing one access token shares one budget: the others spend it too.
+PACE_BELOW = 16
 
 
 @dataclass
@@ -341,6 +345,7 @@ class GitLab:
             raise _Attempt(reason, unreachable) from None
         status = response.status_code
         if 200 <= status < 300:
+            self._pace(response.headers)
             return response
         if status == 429:
             self._rate_limited(what)
@@ -393,6 +398,19 @@ class GitLab:
             "event=retry url=%s call=%r reason=%r in=%.2fs", self.url, what, failed.reason, delay
         )
         time.sleep(delay)
+
+    def _pace(self, headers: Mapping[str, str]) -> None:
+        remaining = (headers.get("RateLimit-Remaining") or "").strip()
+        if not remaining.isdigit() or int(remaining) >= PACE_BELOW:
+            return
+        window = retry_after({"RateLimit-Reset": headers.get("RateLimit-Reset") or ""})
+        if not window:
+            return
+        # The whole pool waits: a share of the window per request left, the full window
+        # when none is; jittered so that hosts sharing the budget do not come back as one.
+        delay = window / (int(remaining) + 1) * random.uniform(1.0, 1.2)
+        log.debug("event=rate_pacing url=%s remaining=%s wait=%.1fs", self.url, remaining, delay)
+        self.connection.pause.extend(delay)  # type: ignore[union-attr]
 
     def _rate_limited(self, what: str) -> None:
         response = getattr(self._local, "last_response", None)
