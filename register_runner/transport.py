@@ -1,4 +1,4 @@
-"""HTTP underneath python-gitlab, held to what the run can afford and to one origin.
+"""HTTP for gitlab.py, held to what the run can afford and to one origin.
 
 * No redirect is ever followed: a front's 3xx would carry PRIVATE-TOKEN (requests strips
   only Authorization across hosts) or a runner token in a re-sent body to another host.

@@ -97,7 +97,7 @@ class Workspace:
 
     def api(self, url: str) -> Any:
         """The GitLab client for ``url``, all sharing one deadline and one 429 pause.
-        python-gitlab is imported on first use, so that commands that need no network
+        The HTTP stack is imported on first use, so that commands that need no network
         start fast, and under a lock, because workers ask at once."""
         with self._api_lock:
             if url not in self._apis:
