@@ -122,6 +122,14 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
         "(default 15, below the 20 a deploy needs, so that the limit bites)",
     )
     parser.add_argument(
+        "--rate-key",
+        choices=("user-agent", "token"),
+        default="user-agent",
+        help="what the budget is counted on: user-agent, one per host (default), or token, "
+        "one budget for the whole fleet, which shares one access token (GitLab throttles "
+        "per user); with token, --rate is the fleet's requests a minute",
+    )
+    parser.add_argument(
         "--latency",
         type=float,
         default=50.0,
@@ -178,6 +186,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     if args.rate < 0 or args.latency < 0 or args.deadline <= 0:
         parser.error("--rate and --latency must not be negative, --deadline must be positive")
     return args
+
+
+BUDGET = {"user-agent": "per host (User-Agent)", "token": "for the fleet (one access token)"}
 
 
 def row(metric: str, text: str) -> str:
@@ -538,7 +549,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     say(
         f"register-runner fleet benchmark: {m} hosts x {r} runners, latency "
         f"{args.latency:g} ms, rate limit "
-        f"{f'{args.rate} requests/min per host (User-Agent)' if args.rate else 'off'}, "
+        f"{f'{args.rate} requests/min {BUDGET[args.rate_key]}' if args.rate else 'off'}, "
         f"jobs={args.jobs}, deadline {args.deadline:g} s"
     )
     say(row("machine", h.machine_line()))
@@ -550,7 +561,15 @@ def main(argv: Optional[list[str]] = None) -> int:
                 "are CPU-bound, so per-host times include waiting for a CPU",
             )
         )
-    if args.rate:
+    if args.rate and args.rate_key == "token":
+        say(
+            row(
+                "note",
+                f"the fleet needs {m * r} requests against one budget of {args.rate}/min: "
+                "watch the 429s (the tool slows down once RateLimit-Remaining runs low)",
+            )
+        )
+    elif args.rate:
         if r > args.rate:
             say(
                 row(
@@ -570,7 +589,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         gitlab = FakeGitLab()
         gitlab.latency = args.latency / 1000
         if args.rate:
-            gitlab.rate_limit(per_minute=args.rate, key="user-agent")
+            gitlab.rate_limit(per_minute=args.rate, key=args.rate_key)
         gitlab.start()
         try:
             token = gitlab.add_access_token(scopes=h.SCOPES, admin=True)
@@ -587,7 +606,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
             if args.restart:
                 if args.rate:
-                    gitlab.rate_limit(per_minute=args.rate, key="user-agent")  # new windows
+                    gitlab.rate_limit(per_minute=args.rate, key=args.rate_key)  # new windows
                 gitlab.reset_stats()
                 gitlab.clear_requests()
                 wall, usage = herd(args, hosts, "restart")

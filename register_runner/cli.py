@@ -1,7 +1,7 @@
 """Command line: argparse → ``commands.<name>.run(...)`` → exit status. No logic here.
 
 Commands are imported only once chosen, so that ``--version``, ``--help`` and ``system-id``
-never load python-gitlab or requests.
+never load requests.
 """
 
 from __future__ import annotations
@@ -190,7 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="time for one HTTP request (default 10)",
     )
     network.add_argument(
-        "--jobs", type=_positive, default=16, metavar="N", help="API calls at once (default 16)"
+        "--jobs",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="API calls at once (default: one per runner, up to 64)",
     )
 
     changes = _Parser(add_help=False)

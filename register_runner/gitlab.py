@@ -7,10 +7,14 @@ rest of the code never looks at status codes:
 * Unavailable (a TransientError) for what may heal: no connection, 408, 5xx, an HTML
   page where JSON was expected, 429 past the deadline.
 
-Retries are done here rather than by python-gitlab: its retry sleeps whatever Retry-After
-says (GitLab answers 60 s during migrations, up to ten times), while a unit's ExecStartPre
-has an overall deadline, and one 429 should pause every worker, not just one. What goes
-over the wire (no redirects, one origin, the deadline, the size cap, TLS) is transport.py.
+Retries are done here: a client library's retry sleeps whatever Retry-After says (GitLab
+answers 60 s during migrations, up to ten times), while a unit's ExecStartPre has an
+overall deadline, and one 429 should pause every worker, not just one. What goes over the
+wire (no redirects, one origin, the deadline, the size cap, TLS) is transport.py.
+
+The calls go through a requests session directly, not python-gitlab: the few endpoints
+used need only a URL, two headers and a JSON body, and python-gitlab's import and its
+layers per request cost more than a steady sync of 200 runners spends on everything else.
 """
 
 from __future__ import annotations
@@ -27,8 +31,6 @@ from datetime import date
 from typing import Any, Callable, Optional, TypeVar
 from urllib.parse import urlsplit
 
-import gitlab
-import gitlab.v4.objects  # python-gitlab imports it lazily: racy from worker threads
 import requests
 
 from . import __version__, tls, transport
@@ -73,6 +75,10 @@ BACKOFF_BASE = 0.2
 LAST_TRY_MARGIN = 0.5
 BACKOFF_CAP = 5.0
 MIN_RATE_WAIT = 1.0
+# With this few requests left in GitLab's rate window (RateLimit-Remaining), the pool
+# slows down so that what is left lasts until the window resets, instead of running into
+# 429s. A fleet sharing one access token shares one budget: the others spend it too.
+PACE_BELOW = 16
 
 
 @dataclass
@@ -338,14 +344,12 @@ class GitLab:
     ) -> requests.Response:
         deadline = self.connection.deadline
         try:
-            return self._api(anonymous).http_request(
-                verb,
-                path,
-                query_data=dict(query) if query else None,
-                post_data=dict(data) if data is not None else None,
-                timeout=min(self.connection.timeout, deadline.remaining()),
-                obey_rate_limit=False,
-                retry_transient_errors=False,
+            response = self._session().request(
+                verb.upper(),
+                path if path.startswith(("http://", "https://")) else self._api_url + path,
+                params=dict(query) if query else None,
+                json=dict(data) if data is not None else None,
+                headers=self._headers(anonymous),
             )
         except transport.Redirect as redirect:
             raise self._redirected(what, redirect) from None
@@ -361,18 +365,6 @@ class GitLab:
                 "deadline",
                 ambiguous=not idempotent,
             ) from None
-        except gitlab.GitlabError as error:
-            status = error.response_code or 0
-            if status == 429:
-                self._rate_limited(what)
-                raise _Attempt("GitLab answered 429 (too many requests)") from None
-            if not transient_status(status):
-                raise self._refusal(what, error, needs) from None
-            if not idempotent and status in AMBIGUOUS_STATUS:
-                raise Unavailable(
-                    f"{self.url}: {what}: GitLab answered {status}", ambiguous=True
-                ) from None
-            raise _Attempt(f"GitLab answered {status}") from None
         except requests.exceptions.RequestException as error:
             reason, sent, unreachable = transport.network_failure(
                 error, self.url, self.connection.timeout
@@ -382,6 +374,18 @@ class GitLab:
             if reason.startswith("TLS"):
                 raise Unavailable(f"{self.url}: {what}: {reason}") from None
             raise _Attempt(reason, unreachable) from None
+        status = response.status_code
+        if 200 <= status < 300:
+            self._pace(response.headers)
+            return response
+        if status == 429:
+            self._rate_limited(what)
+            raise _Attempt("GitLab answered 429 (too many requests)")
+        if not transient_status(status):
+            raise refusal(self.url, what, status, _error_message(response), needs)
+        if not idempotent and status in AMBIGUOUS_STATUS:
+            raise Unavailable(f"{self.url}: {what}: GitLab answered {status}", ambiguous=True)
+        raise _Attempt(f"GitLab answered {status}")
 
     def _decode(
         self, what: str, response: requests.Response, idempotent: bool, expect: Optional[str]
@@ -431,6 +435,19 @@ class GitLab:
         )
         time.sleep(delay)
 
+    def _pace(self, headers: Mapping[str, str]) -> None:
+        remaining = (headers.get("RateLimit-Remaining") or "").strip()
+        if not remaining.isdigit() or int(remaining) >= PACE_BELOW:
+            return
+        window = retry_after({"RateLimit-Reset": headers.get("RateLimit-Reset") or ""})
+        if not window:
+            return
+        # The whole pool waits: a share of the window per request left, the full window
+        # when none is; jittered so that hosts sharing the budget do not come back as one.
+        delay = window / (int(remaining) + 1) * random.uniform(1.0, 1.2)
+        log.debug("event=rate_pacing url=%s remaining=%s wait=%.1fs", self.url, remaining, delay)
+        self.connection.pause.extend(delay)  # type: ignore[union-attr]
+
     def _rate_limited(self, what: str) -> None:
         response = getattr(self._local, "last_response", None)
         delay = retry_after(response.headers if response is not None else {})
@@ -444,9 +461,6 @@ class GitLab:
             delay *= random.uniform(1.0, 1.1)
         log.info("event=rate_limited url=%s call=%r wait=%.1fs", self.url, what, delay)
         self.connection.pause.extend(delay)  # type: ignore[union-attr]
-
-    def _refusal(self, what: str, error: gitlab.GitlabError, needs: Optional[str]) -> Exception:
-        return refusal(self.url, what, error.response_code or 0, error.error_message, needs)
 
     def _redirected(self, what: str, redirect: transport.Redirect) -> Redirected:
         if redirect.status is None:
@@ -476,29 +490,26 @@ class GitLab:
             )
         return issued
 
-    def _api(self, anonymous: bool) -> gitlab.Gitlab:
-        key = "anonymous" if anonymous else "authenticated"
-        api = getattr(self._local, key, None)
-        if api is None:
+    @property
+    def _api_url(self) -> str:
+        return self.url.rstrip("/") + "/api/v4"
+
+    def _headers(self, anonymous: bool) -> dict[str, str]:
+        headers = {"User-Agent": self.connection.user_agent, "Content-Type": "application/json"}
+        if not anonymous and self.client.access_token is not None:
+            headers["PRIVATE-TOKEN"] = self.client.access_token.reveal()
+        return headers
+
+    def _session(self) -> transport.GuardedSession:
+        """This worker's session: its connection is kept alive from one call to the next."""
+        session = getattr(self._local, "session", None)
+        if session is None:
             session = transport.GuardedSession(
                 self.url, self.connection.deadline, self.connection.timeout, self._context()
             )
             session.hooks["response"].append(self._remember)
-            token = (
-                None
-                if anonymous or self.client.access_token is None
-                else self.client.access_token.reveal()
-            )
-            api = gitlab.Gitlab(
-                self.url,
-                private_token=token,
-                session=session,
-                timeout=self.connection.timeout,
-                user_agent=self.connection.user_agent,
-                retry_transient_errors=False,
-            )
-            setattr(self._local, key, api)
-        return api
+            self._local.session = session
+        return session
 
     def _context(self) -> Any:
         if not self.url.startswith("https://"):
@@ -544,3 +555,16 @@ class GitLab:
             return date.fromisoformat(value[:10]) if isinstance(value, str) else None
         except ValueError:
             return None
+
+
+def _error_message(response: requests.Response) -> Any:
+    """What GitLab said in a refusal: the JSON ``message`` (or ``error``), else the body."""
+    said: Any = response.content
+    try:
+        answer = response.json()
+        for key in ("message", "error"):
+            if key in answer:
+                said = answer[key]
+    except (KeyError, ValueError, TypeError):
+        pass
+    return said

@@ -20,7 +20,7 @@ from .clients import PLACEHOLDERS, client_configs, parse_scope, parse_url
 from .errors import InputError
 from .model import ClientConfig, Executor
 from .tags import TagPolicy
-from .tomlfile import locate, parse_toml, remove_with_comments
+from .tomlfile import locate, parse_toml, read_toml, remove_with_comments
 
 MAX_FILE_BYTES = 1 << 20
 # gitlab-runner keys that come from the API: an executor file has no say in them.
@@ -249,7 +249,11 @@ def _executor(
     warnings: list[str],
 ) -> Executor:
     text = read_text(path)
-    keys = _runner_keys(path, text, parse_toml(path, text))
+    document: Mapping[str, Any] = read_toml(path, text)
+    if isinstance(document.get("runners"), dict):
+        # Plain values cannot tell [runners.docker] from an inline runners = {...}.
+        document = parse_toml(path, text)
+    keys = _runner_keys(path, text, document)
     where = lambda key: locate(path, text, key)  # noqa: E731
 
     url = _client_url(path, where, keys.pop("url", None), clients)
@@ -300,8 +304,9 @@ def _unknown_keys(where: Callable[[str], str], keys: Mapping[str, Any]) -> list[
     return warnings
 
 
-def _runner_keys(path: Path, text: str, document: tomlkit.TOMLDocument) -> dict[str, Any]:
-    """The keys of the one [[runners]] entry a file describes, in either shape."""
+def _runner_keys(path: Path, text: str, document: Mapping[str, Any]) -> dict[str, Any]:
+    """The keys of the one [[runners]] entry a file describes, in either shape; ``document``
+    is tomlkit's or plain values."""
     runners = document.get("runners")
     if isinstance(runners, AoT) or (
         isinstance(runners, list) and runners and all(isinstance(r, dict) for r in runners)
@@ -317,13 +322,17 @@ def _runner_keys(path: Path, text: str, document: tomlkit.TOMLDocument) -> dict[
                 f"{locate(path, text, others[0])}: {others[0]!r} outside "
                 "[[runners]]; a file holds either one [[runners]] entry or flat keys"
             )
-        return dict(runners[0].unwrap())
-    keys = document.unwrap()
+        return dict(_plain(runners[0]))
+    keys = dict(_plain(document))
     if isinstance(runners, Table):
         # A flat file that spells its sub-tables [runners.docker]: same meaning as [docker].
         keys.pop("runners")
         keys.update(runners.unwrap())
     return keys
+
+
+def _plain(value: Any) -> Any:
+    return value.unwrap() if hasattr(value, "unwrap") else value
 
 
 def _client_url(

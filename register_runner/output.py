@@ -16,7 +16,7 @@ from .files import atomic_write, read_regular
 from .model import RunnerKey, normalize_url
 from .secret import Secret
 from .timeutil import now_utc, parse_timestamp
-from .tomlfile import parse_toml
+from .tomlfile import read_toml
 
 # gitlab-runner writes this for a token that never expires.
 NEVER = datetime(1, 1, 1, tzinfo=timezone.utc)
@@ -71,7 +71,7 @@ def read_config(path: Path) -> ExistingConfig:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise InputError(f"{path}: not valid UTF-8") from None
-    content = parse_toml(path, text).unwrap()
+    content = read_toml(path, text)
     runners = content.get("runners", [])
     if not isinstance(runners, list) or not all(isinstance(r, dict) for r in runners):
         raise InputError(f"{path}: runners is not a list of [[runners]] tables")

@@ -1,12 +1,25 @@
 """Parsing TOML input with errors a person can act on: ``file:line:column`` and what is
 wrong, where tomlkit's own message is cryptic (an unclosed bracket at the end of the file
-reads as "Unexpected character: '\\x00'" at column 0)."""
+reads as "Unexpected character: '\\x00'" at column 0).
+
+Two parsers: tomlkit keeps comments and order, for what is written back (the template's
+globals); ``read_toml`` gives plain values through tomllib (tomli before Python 3.11),
+several times faster, for what is only read (executor files, the config read back). A file
+the fast parser refuses goes through tomlkit, so that the verdict and the message are
+tomlkit's, as they were before there were two.
+"""
 
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
+
+if sys.version_info >= (3, 11):
+    import tomllib as _fast  # novm: behind the version check
+else:
+    import tomli as _fast  # the backport, a dependency before 3.11
 
 import tomlkit
 from tomlkit.exceptions import TOMLKitError
@@ -32,6 +45,16 @@ def parse_toml(path: Path, text: str) -> tomlkit.TOMLDocument:
             line, col, message = _end_of_file(text)
         where = f"{path}:{line}:{col}" if line else str(path)
         raise InputError(f"{where}: invalid TOML: {message}") from None
+
+
+def read_toml(path: Path, text: str) -> dict[str, Any]:
+    """The document as plain values (dict, list, str, datetime...), for reading only."""
+    try:
+        return _fast.loads(text)
+    except _fast.TOMLDecodeError:
+        # tomlkit says what is wrong and where; it also accepts a few documents the strict
+        # parser refuses (it did before this parser was added, so it still does).
+        return parse_toml(path, text).unwrap()
 
 
 def _column(text: str, line: Optional[int], key: str) -> int:

@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 SYSTEM_ID_LOCK_WAIT = 30.0
 # A refused connection or a failed lookup is retried this long when a good config exists.
 GIVE_UP_UNREACHABLE_AFTER = 3.0
+# API calls at once unless --jobs says otherwise: one per runner up to this many. Most of a
+# sync is waiting for round trips, so fewer waves of them is what makes it fast; 64 stays
+# well under what one GitLab serves (and a 429 still pauses every worker).
+MAX_JOBS = 64
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -37,7 +41,7 @@ class Options:
     instance: str = "main"
     deadline: float = 30.0
     timeout: float = 10.0
-    jobs: int = 16
+    jobs: Optional[int] = None  # None: one per call up to MAX_JOBS
     force: bool = False
     strict: bool = False
     insecure_permissions: bool = False
@@ -91,7 +95,7 @@ class Workspace:
 
     @property
     def pool(self) -> Any:
-        """The run's ``gitlab.Pool``. python-gitlab is imported on first use, so that
+        """The run's ``gitlab.Pool``. The HTTP stack is imported on first use, so that
         commands that need no network start fast."""
         with self._pool_lock:
             if self._pool is None:
@@ -107,7 +111,7 @@ class Workspace:
                         GIVE_UP_UNREACHABLE_AFTER if self.config.entries else None
                     ),
                 )
-                self._pool = Pool(connection, self.options.jobs)
+                self._pool = Pool(connection, self.options.jobs or MAX_JOBS)
             return self._pool
 
     def api(self, url: str) -> Any:

@@ -148,6 +148,27 @@ def test_429_pauses_for_retry_after(requests_mock):
     assert time.monotonic() - started >= 1
 
 
+@pytest.mark.parametrize("remaining, paced", [("0", True), ("3", True), ("500", False)])
+def test_a_running_out_rate_budget_slows_the_pool_down_before_a_429(
+    requests_mock, remaining, paced
+):
+    reset = str(int(time.time()) + 30)
+    requests_mock.delete(
+        API + "/runners/5",
+        status_code=204,
+        headers={"RateLimit-Remaining": remaining, "RateLimit-Reset": reset},
+    )
+    gitlab = adapter(deadline=1.0)
+    assert gitlab.delete_runner(5) is True
+    # The next call would wait past the deadline: it gives up instead of being sent.
+    if paced:
+        with pytest.raises(Unavailable, match="429"):
+            gitlab.delete_runner(5)
+        assert requests_mock.call_count == 1
+    else:
+        assert gitlab.delete_runner(5) is True
+
+
 def test_delete_of_a_missing_runner_is_not_an_error(requests_mock):
     requests_mock.delete(API + "/runners/5", status_code=404, json={"message": "404"})
     assert adapter().delete_runner(5) is False

@@ -102,7 +102,7 @@ def test_contents(zipapp):
     assert [n for n in names if "__pycache__" in n or n.endswith(".pyc")] == []
     assert names == sorted(names), "entries are not sorted (the build should be reproducible)"
     assert "__main__.py" in names
-    for top in ("gitlab/", "tomlkit/", "requests/", "urllib3/", "certifi/", "register_runner/"):
+    for top in ("tomli/", "tomlkit/", "requests/", "urllib3/", "certifi/", "register_runner/"):
         assert any(n.startswith(top) for n in names), f"{top} missing from the zipapp"
     assert "certifi/cacert.pem" in names
     # Package data and the fake GitLab (used by `demo`) travel with the code.
@@ -168,14 +168,39 @@ def test_bundled_dependencies_import_on_oldest_python(zipapp):
     check = (
         "import sys\n"
         "sys.path.insert(0, sys.argv[1])\n"
-        "import gitlab, requests, tomlkit, register_runner\n"
-        "for m in (gitlab, requests, tomlkit, register_runner):\n"
+        "import requests, tomli, tomlkit, register_runner.tomlfile\n"
+        "for m in (requests, tomli, tomlkit, register_runner.tomlfile):\n"
         "    assert m.__file__.startswith(sys.argv[1]), m.__file__\n"
-        "print(gitlab.__version__)\n"
+        "print(register_runner.tomlfile._fast.__name__)\n"
     )
     result = run([PYTHON39, "-I", "-S", "-c", check, zipapp], env=CLEAN_ENV)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().startswith("6."), "python-gitlab 6.x is the line for 3.9"
+    assert result.stdout.strip() == "tomli", "3.9 has no tomllib: the bundled backport is used"
+
+
+@needs_python39
+def test_unpacks_itself_once_with_bytecode_into_its_own_cache(zipapp, tmp_path):
+    cache = tmp_path / "cache"
+    env = dict(CLEAN_ENV, REGISTER_RUNNER_CACHE=str(cache))
+    for _ in range(2):
+        result = run([PYTHON39, zipapp, "--version"], env=env, cwd="/")
+        assert result.returncode == 0, result.stderr
+    (build,) = cache.iterdir()
+    assert build.name.startswith(register_runner.__version__ + "-")
+    assert list(build.glob("register_runner/__pycache__/cli.cpython-39*.pyc"))
+    assert oct(cache.stat().st_mode & 0o777) == oct(0o700)
+
+
+@needs_python39
+def test_runs_from_the_zip_when_the_cache_is_not_its_own(zipapp, tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)  # whoever may write here would choose the code that runs
+    for folder in (str(shared), ""):
+        env = dict(CLEAN_ENV, REGISTER_RUNNER_CACHE=folder)
+        result = run([PYTHON39, zipapp, "--version"], env=env, cwd="/")
+        assert result.returncode == 0, result.stderr
+    assert list(shared.iterdir()) == []
 
 
 @needs_python39

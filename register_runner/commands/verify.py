@@ -14,7 +14,7 @@ from ..hostid import SYSTEM_ID_FILE, VALID_ID
 from ..model import ClientConfig, Scope, Verdict, normalize_url
 from ..output import credentials_of, output_path, read_config
 from ..secret import Secret
-from ..workspace import Options
+from ..workspace import MAX_JOBS, Options
 
 
 def run(args: argparse.Namespace) -> int:
@@ -106,7 +106,7 @@ def verify_tokens(options: Options, checks: list, system_id: Optional[str], as_j
     from ..gitlab import Connection, Deadline, Pool
 
     connection = Connection(Deadline(options.deadline), options.timeout, system_id=system_id or "")
-    pool = Pool(connection, options.jobs)
+    pool = Pool(connection, options.jobs or MAX_JOBS)
 
     def check(item: tuple) -> tuple[Verdict, Optional[int]]:
         _, client, token, _ = item
