@@ -12,9 +12,10 @@ answers 60 s during migrations, up to ten times), while a unit's ExecStartPre ha
 overall deadline, and one 429 should pause every worker, not just one. What goes over the
 wire (no redirects, one origin, the deadline, the size cap, TLS) is transport.py.
 
-The calls go through a requests session directly, not python-gitlab: the few endpoints
-used need only a URL, two headers and a JSON body, and python-gitlab's import and its
-layers per request cost more than a steady sync of 200 runners spends on everything else.
+Single calls go through a requests session directly: they need only a URL, two headers
+and a JSON body, and python-gitlab's import and its layers per request cost more than a
+steady sync of 200 runners spends on everything else. Lists use python-gitlab's
+pagination (``_pages``), over the same guarded session.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, NoReturn, Optional, TypeVar
 from urllib.parse import urlsplit
 
 import requests
@@ -221,23 +222,17 @@ class GitLab:
             "group_type": f"/groups/{scope.group_id}/runners",
             "project_type": f"/projects/{scope.project_id}/runners",
         }[scope.runner_type]
-        query: Optional[dict[str, Any]] = {"type": scope.runner_type, "per_page": 100}
-        found: list[dict[str, Any]] = []
-        while True:
-            page = self._call("list runners", "get", path, query=query, needs="read_api")
-            if not isinstance(page, list) or not all(isinstance(r, dict) for r in page):
-                raise Unavailable(f"{self.url}: list runners: GitLab's answer is not a list")
-            found += page
-            response = self._local.last_response
-            following = response.links.get("next", {}).get("url")
-            next_page = response.headers.get("X-Next-Page", "")
-            if following:
-                self._same_origin("list runners", following)
-                path, query = following, None
-            elif next_page.isdigit():
-                query = {"type": scope.runner_type, "per_page": 100, "page": int(next_page)}
-            else:
-                return found
+        answer = self._call(
+            "list runners",
+            "get",
+            path,
+            query={"type": scope.runner_type},
+            needs="read_api",
+            expect="pages",
+        )
+        if not all(isinstance(r, dict) for r in answer):
+            raise Unavailable(f"{self.url}: list runners: GitLab's answer is not a list of runners")
+        return answer
 
     # -- runners, with their own token ---------------------------------------------------
 
@@ -325,7 +320,9 @@ class GitLab:
                     f"{self.url}: {what}: no answer within the {deadline.seconds:g} s deadline"
                 )
             try:
-                response = self._send(what, verb, path, data, query, needs, anonymous, idempotent)
+                response = self._send(
+                    what, verb, path, data, query, needs, anonymous, idempotent, expect
+                )
                 return self._decode(what, response, idempotent, expect)
             except _Attempt as failed:
                 attempt += 1
@@ -341,9 +338,12 @@ class GitLab:
         needs: Optional[str],
         anonymous: bool,
         idempotent: bool,
-    ) -> requests.Response:
+        expect: Optional[str],
+    ) -> Any:
         deadline = self.connection.deadline
         try:
+            if expect == "pages":
+                return self._pages(what, path, query, needs)
             response = self._session().request(
                 verb.upper(),
                 path if path.startswith(("http://", "https://")) else self._api_url + path,
@@ -378,20 +378,58 @@ class GitLab:
         if 200 <= status < 300:
             self._pace(response.headers)
             return response
+        self._refused(what, status, _error_message(response), needs, idempotent)
+
+    def _refused(
+        self, what: str, status: int, said: Any, needs: Optional[str], idempotent: bool
+    ) -> NoReturn:
         if status == 429:
             self._rate_limited(what)
             raise _Attempt("GitLab answered 429 (too many requests)")
         if not transient_status(status):
-            raise refusal(self.url, what, status, _error_message(response), needs)
+            raise refusal(self.url, what, status, said, needs)
         if not idempotent and status in AMBIGUOUS_STATUS:
             raise Unavailable(f"{self.url}: {what}: GitLab answered {status}", ambiguous=True)
         raise _Attempt(f"GitLab answered {status}")
 
-    def _decode(
-        self, what: str, response: requests.Response, idempotent: bool, expect: Optional[str]
-    ) -> Any:
+    def _pages(
+        self, what: str, path: str, query: Optional[Mapping[str, Any]], needs: Optional[str]
+    ) -> list[Any]:
+        """Every page of a list, through python-gitlab's pagination (Link and X-Next-Page)
+        over this worker's guarded session: a next page on another origin is refused
+        there, and the deadline bounds every page."""
+        import gitlab  # only lists need it: a steady sync never imports it
+
+        api = gitlab.Gitlab(
+            self.url,
+            private_token=None
+            if self.client.access_token is None
+            else self.client.access_token.reveal(),
+            session=self._session(),
+            user_agent=self.connection.user_agent,
+            retry_transient_errors=False,
+        )
+        try:
+            pages = api.http_list(
+                path,
+                query_data=dict(query or {}),
+                iterator=True,
+                per_page=100,
+                obey_rate_limit=False,
+                retry_transient_errors=False,
+            )
+            return list(pages)
+        except gitlab.GitlabHttpError as error:
+            # A page answered with an error: python-gitlab raised it, the meaning is ours.
+            self._refused(what, error.response_code or 0, error.error_message, needs, True)
+        except gitlab.GitlabParsingError:
+            raise _Attempt("GitLab sent a page that is not JSON") from None
+
+    def _decode(self, what: str, response: Any, idempotent: bool, expect: Optional[str]) -> Any:
         if expect is None:
             return None
+        if expect == "pages":
+            return response  # python-gitlab decoded every page
         body = response.content.strip()
         kind = response.headers.get("Content-Type", "")
         if "html" in kind.lower() or body[:1] == b"<":

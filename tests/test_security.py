@@ -147,8 +147,12 @@ def test_a_pagination_link_elsewhere_is_not_followed(tmp_path):
 
 def test_endless_pagination_ends_at_the_deadline(tmp_path):
     def pages(handler):
-        query = urllib.parse.parse_qs(urllib.parse.urlsplit(handler.path).query)
-        send(handler, 200, b"[]", X_Next_Page=str(int(query.get("page", ["1"])[0]) + 1))
+        # As GitLab pages: X-Next-Page and a Link to the next page, here without end.
+        parts = urllib.parse.urlsplit(handler.path)
+        query = urllib.parse.parse_qs(parts.query)
+        following = int(query.get("page", ["1"])[0]) + 1
+        link = f"http://{handler.headers['Host']}{parts.path}?page={following}&per_page=100"
+        send(handler, 200, b"[]", X_Next_Page=str(following), Link=f'<{link}>; rel="next"')
 
     with Recorder(lister(pages)) as gitlab:
         prefix = make_prefix(tmp_path / "p", gitlab.url, TOKEN)
