@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import NoReturn, Optional
 
-from . import __version__
+from . import __version__, report
 from .errors import InputError, RegisterRunnerError
 from .secret import scrub
 
@@ -57,6 +57,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     with error_handler(status):
         args = parser.parse_args(arguments)
         status.as_json, status.verbose = args.json, args.verbose
+        report.TABLE_ASKED = args.table
         configure_logging(args.verbose, args.quiet)
         status.warnings = _capture_warnings()
         if getattr(args, "credentials_directory", None) is not None:
@@ -137,6 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
     common.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    common.add_argument(
+        "--table",
+        action="store_true",
+        help="print the table on stdout under systemd too (by default only to a terminal "
+        "there: stdout is the journal)",
+    )
 
     prefix = _Parser(add_help=False)
     prefix.add_argument(

@@ -72,7 +72,7 @@ def emit(
     if as_json:
         document = dict(summary, actions=list(rows), warnings=list(warnings))
         sys.stdout.write(scrub(json.dumps(document, indent=2, default=str)) + "\n")
-    elif not stdout_is_journal():
+    elif table_wanted():
         print(scrub(table(rows)))
     sys.stdout.flush()
 
@@ -94,15 +94,20 @@ def emit_result(as_json: bool, result: Any) -> None:
     emit(as_json, summary, rows, result.warnings)
 
 
-def stdout_is_journal() -> bool:
-    """Whether stdout is the journal stream systemd names in JOURNAL_STREAM
-    (``device:inode``)."""
+# --table: print the table under systemd too (set once by the command line).
+TABLE_ASKED = False
+
+
+def table_wanted() -> bool:
+    """Under systemd (JOURNAL_STREAM set) stdout is usually the journal too, where the
+    table would repeat the log lines: there it goes only to a terminal, or when asked.
+    Anywhere else (a terminal, a pipe) it is printed."""
+    if TABLE_ASKED or not os.environ.get("JOURNAL_STREAM"):
+        return True
     try:
-        device, inode = (int(part) for part in os.environ["JOURNAL_STREAM"].split(":"))
-        info = os.fstat(sys.stdout.fileno())
-    except (KeyError, ValueError, OSError, io.UnsupportedOperation):
+        return os.isatty(sys.stdout.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):
         return False
-    return (info.st_dev, info.st_ino) == (device, inode)
 
 
 def config_diff(old_text: str, new_text: str, name: str = "config") -> str:

@@ -142,8 +142,12 @@ def test_table_not_printed_into_the_journal(gitlab, prefix, tmp_path):
     assert result.returncode == 0, result.stderr
     assert out.read_text() == ""
     assert "event=create" in result.stderr
-    # Anywhere else (a pipe here) the table is printed.
-    assert "ACTION" in run_cli(["plan", "--prefix", str(prefix.root)]).stdout
+    # Under systemd a pipe gets it only when asked; outside systemd it always does.
+    journal = {"JOURNAL_STREAM": "8:1234"}
+    plan = ["plan", "--prefix", str(prefix.root)]
+    assert "ACTION" not in run_cli(plan, env=journal).stdout
+    assert "ACTION" in run_cli([*plan, "--table"], env=journal).stdout
+    assert "ACTION" in run_cli(plan).stdout
 
 
 @pytest.mark.parametrize(
