@@ -71,17 +71,7 @@ def sync(
         outcome = apply(workspace, plan_, observed)
     status = _sync_status(workspace, plan_, observed, outcome)
     _record(workspace, plan_, observed, outcome, status)
-    return Result(
-        "sync",
-        status,
-        outcome.changed,
-        tuple(outcome.records),
-        tuple(workspace.warnings),
-        workspace.output,
-        outcome.wrote,
-        workspace.identity.system_id,
-        round(time.monotonic() - started, 3),
-    )
+    return _applied("sync", status, workspace, outcome, started)
 
 
 def plan(
@@ -171,6 +161,12 @@ def act_on_runners(
         plan_ = select(kind, command, known, workspace.executors, names, instance)
         outcome = apply(workspace, plan_, Observed(dict(known)))
     status = 1 if outcome.refused else 3 if outcome.failing else 0
+    return _applied(command, status, workspace, outcome, started)
+
+
+def _applied(
+    command: str, status: int, workspace: Workspace, outcome: Outcome, started: float
+) -> Result:
     return Result(
         command,
         status,
