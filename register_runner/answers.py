@@ -14,8 +14,8 @@ from datetime import datetime
 from typing import Any, Optional
 
 from .errors import RefusedError, TransientError
-from .output import parse_timestamp
 from .secret import Secret, scrub
+from .timeutil import parse_timestamp
 
 MESSAGE_CHARS = 300
 

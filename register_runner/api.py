@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from . import health, migrate, report
+from . import custom_runners, health, migrate, report
 from .apply import Outcome, apply, config_as_observed, config_unchanged
 from .files import exclusive_lock
 from .model import ActionResult, Kind, Observed, Plan
@@ -105,11 +105,15 @@ def plan(
             f"an earlier run may have created {len(observed.unresolved)} runner(s) without "
             f"learning it ({', '.join(sorted(observed.unresolved))}); sync looks for them first"
         )
+    # Runners that are not gitlab-runner change their credentials files, not the config.
+    custom = custom_runners.custom_stems(workspace)
+    config_actions = [a for a in plan_.actions if a.stem not in custom]
     config_changes = not plan_.held and (
-        any(a.kind in (*TOKEN_CHANGES, Kind.DELETE) for a in plan_.actions)
+        any(a.kind in (*TOKEN_CHANGES, Kind.DELETE) for a in config_actions)
         or not config_unchanged(workspace, observed)
     )
-    changed = plan_.mutates or config_changes
+    files = custom_runners.planned_files(workspace, observed, plan_)
+    changed = plan_.mutates or config_changes or bool(files)
     status = 3 if observed.unverified else 0
     if status == 0 and detailed_exitcode and changed:
         status = CHANGES_PENDING
@@ -117,13 +121,14 @@ def plan(
         ActionResult(a.kind.value, a.stem, a.runner_id, "planned", a.reason, changes=a.changes)
         for a in plan_.actions
     ]
+    actions += files
     actions += migrate.plan_leftovers(workspace, observed.runners)
     write = "kept (held)" if plan_.held else "changes" if config_changes else "unchanged"
     actions.append(
         ActionResult("write" if config_changes else "keep", "(config)", None, "planned", write)
     )
     diff = ""
-    if config_changes and not any(a.kind in TOKEN_CHANGES for a in plan_.actions):
+    if config_changes and not any(a.kind in TOKEN_CHANGES for a in config_actions):
         # Exact only when no token changes: new tokens are not known before sync.
         diff = report.config_diff(
             (workspace.config.raw or b"").decode(),

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 
+from . import custom_runners
 from . import state as state_file
 from .errors import RefusedError, RegisterRunnerError, TransientError, UnknownOutcome
 from .model import (
@@ -138,11 +139,17 @@ def apply(workspace: Workspace, plan: Plan, observed: Observed) -> Outcome:
     # A fresh host that got no runner at all has nothing worth writing.
     if not plan.held and (runners or workspace.config.raw is not None or not workspace.executors):
         _write(workspace, observed, runners, fresh, outcome)
+    else:
+        outcome.entries = len(workspace.config.entries)
+    if plan.held:
+        outcome.entries += custom_runners.in_place(workspace, observed)
+    else:
+        written, in_place = custom_runners.write_files(workspace, observed, runners, fresh)
+        outcome.records += written
+        outcome.entries += in_place
         if st.unwritten:
             st.unwritten.clear()
             _save(workspace)
-    else:
-        outcome.entries = len(workspace.config.entries)
     _delete_pending(workspace, plan, outcome)
     for action in plan.of_kind(Kind.KEEP, Kind.WAIT):
         outcome.record(action, "kept" if action.kind is Kind.KEEP else "waiting")
@@ -361,6 +368,8 @@ def _entries(
     """The [[runners]] entries, sorted by stem, of every executor that has a runner."""
     entries = []
     for executor in sorted(workspace.executors, key=lambda e: e.stem):
+        if custom_runners.is_custom(executor):
+            continue  # gitlab-runner would take its jobs
         stored = runners.get(executor.stem)
         credentials = fresh.get(executor.stem) or _current(observed, executor.stem, rotated)
         if stored is None or credentials is None:

@@ -77,17 +77,20 @@ def check_instance_name(name: str) -> None:
         )
 
 
-def atomic_write(path: Path, data: bytes, *, mode: int = 0o600) -> None:
+def atomic_write(
+    path: Path, data: bytes, *, mode: int = 0o600, owner: Optional[tuple[int, int]] = None
+) -> None:
     """Replace ``path`` with ``data`` so that a reader (or a crash) sees either the old or
-    the new complete file. Keeps the owner of the file it replaces; a symlink planted at
-    ``path`` is replaced, never followed. A failure is one line naming the path."""
+    the new complete file. Keeps the owner of the file it replaces (``owner``, a uid and
+    gid, is given to a new file); a symlink planted at ``path`` is replaced, never
+    followed. A failure is one line naming the path."""
     try:
-        _atomic_write(path, data, mode)
+        _atomic_write(path, data, mode, owner)
     except OSError as error:
         raise filesystem_error(path, error) from None
 
 
-def _atomic_write(path: Path, data: bytes, mode: int) -> None:
+def _atomic_write(path: Path, data: bytes, mode: int, owner: Optional[tuple[int, int]]) -> None:
     previous = _lstat(path)
     if previous is not None and stat.S_ISDIR(previous.st_mode):
         raise IsADirectoryError(errno.EISDIR, "is a folder, not a file")
@@ -100,6 +103,8 @@ def _atomic_write(path: Path, data: bytes, mode: int) -> None:
             os.fchmod(handle.fileno(), mode)
             if previous is not None and stat.S_ISREG(previous.st_mode):
                 _keep_owner(handle.fileno(), previous)
+            elif owner is not None:
+                os.fchown(handle.fileno(), *owner)
             os.fsync(handle.fileno())
         os.replace(temporary, path)
     except BaseException:
@@ -143,9 +148,11 @@ def read_regular(path: Path) -> bytes | None:
                 f"{path}: is a symbolic link; refusing to read or replace it"
             ) from None
         raise InputError(f"{path}: cannot read: {error.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        # Checked before fdopen, which refuses a folder with an error naming no path.
+        os.close(fd)
+        raise InputError(f"{path}: not a regular file; remove it or move it away")
     with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            raise InputError(f"{path}: not a regular file; remove it or move it away")
         try:
             return handle.read()
         except OSError as error:

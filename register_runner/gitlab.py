@@ -24,10 +24,11 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
-from typing import Any, Optional
+from typing import Any, Callable, Optional, TypeVar
 from urllib.parse import urlsplit
 
 import requests
@@ -67,8 +68,11 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+R = TypeVar("R")
 
 BACKOFF_BASE = 0.2
+LAST_TRY_MARGIN = 0.5
 BACKOFF_CAP = 5.0
 MIN_RATE_WAIT = 1.0
 # With this few requests left in GitLab's rate window (RateLimit-Remaining), the pool
@@ -112,6 +116,31 @@ class _Attempt(Exception):
         self.unreachable = unreachable
 
 
+class Pool:
+    """The clients of one run and the bounded pool of workers that use them: one deadline
+    and one 429 pause for all. Results come back in the order of the work given, so what is
+    written never depends on which call finished first."""
+
+    def __init__(self, connection: Connection, jobs: int) -> None:
+        self.connection = connection
+        self.jobs = jobs
+        self._clients: dict[str, GitLab] = {}
+        self._lock = threading.Lock()  # workers ask for clients at once
+
+    def client(self, config: ClientConfig) -> GitLab:
+        with self._lock:
+            if config.url not in self._clients:
+                self._clients[config.url] = GitLab(config, self.connection)
+            return self._clients[config.url]
+
+    def map(self, work: Callable[[T], R], items: Iterable[T]) -> list[R]:
+        items = list(items)
+        if len(items) <= 1 or self.jobs <= 1:
+            return [work(item) for item in items]
+        with ThreadPoolExecutor(max_workers=min(self.jobs, len(items))) as pool:
+            return list(pool.map(work, items))
+
+
 class GitLab:
     """Calls to one GitLab instance, as one ClientConfig describes it. Thread-safe: each
     worker thread gets its own HTTP session."""
@@ -124,6 +153,7 @@ class GitLab:
         self._context_lock = threading.Lock()
         self._ssl_context: Any = None
         self._unreachable: Optional[str] = None
+        self.last_failure = ""  # why the last verify proved nothing, for the warning
         if transport.cleartext(self.url):
             log.warning(
                 "event=plain_http url=%s tokens travel unencrypted to a host that is not "
@@ -236,6 +266,7 @@ class GitLab:
             return Verdict.INVALID, None
         except (Unavailable, Rejected, NotFound) as error:
             log.debug("event=verify_unknown url=%s reason=%s", self.url, error)
+            self.last_failure = str(error)
             return Verdict.UNKNOWN, None
         # GitLab before 15.10 answers a plain "200"; some proxies an empty {}.
         return Verdict.VALID, issued_or_none(answer)
@@ -389,11 +420,16 @@ class GitLab:
                 f"{self.url}: {what}: {failed.reason}; gave up after {attempt} attempts "
                 f"in {deadline.elapsed():.1f} s (the last good config is kept)"
             )
-        if delay >= deadline.remaining():
-            raise Unavailable(
-                f"{self.url}: {what}: {failed.reason}; gave up after {attempt} "
-                f"attempts within the {deadline.seconds:g} s deadline"
-            )
+        remaining = deadline.remaining()
+        if delay >= remaining:
+            if remaining < LAST_TRY_MARGIN * 2:
+                raise Unavailable(
+                    f"{self.url}: {what}: {failed.reason}; gave up after {attempt} "
+                    f"attempts within the {deadline.seconds:g} s deadline"
+                )
+            # Nothing to start with (else give_up_unreachable_after): keep trying until
+            # the deadline, with one last try just before it.
+            delay = remaining - LAST_TRY_MARGIN
         log.debug(
             "event=retry url=%s call=%r reason=%r in=%.2fs", self.url, what, failed.reason, delay
         )

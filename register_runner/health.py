@@ -19,7 +19,7 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Optional
 
-from .errors import InputError, RegisterRunnerError
+from .errors import Error, InputError, RegisterRunnerError
 from .files import atomic_write, read_regular, state_dir
 from .secret import scrub
 
@@ -104,10 +104,9 @@ def record_run(
         try:
             data = json.dumps(run.to_json(), indent=2, sort_keys=True) + "\n"
             atomic_write(last_run_path(prefix, instance), data.encode())
-        except OSError as error:
-            log.warning(
-                "cannot record the run in %s: %s", last_run_path(prefix, instance), error.strerror
-            )
+        except Error as error:
+            # Best effort: a read-only prefix runs its runners all the same.
+            log.info("event=not_recorded %s", error)
     return run
 
 
@@ -150,10 +149,11 @@ def runner_rows(
     verdicts from ``verdicts`` (stem → verdict), else the previous record's for the same
     runner; a runner with no token in the config (or no runner at all) is "invalid":
     gitlab-runner cannot run it."""
-    from . import state
+    from . import custom_runners, state
     from .output import credentials_of, output_path, read_config
 
-    stored = state.load(prefix, instance).runners
+    st = state.load(prefix, instance)
+    stored = st.runners
     try:
         entries = read_config(output_path(prefix, instance)).by_key()
     except InputError:
@@ -169,6 +169,9 @@ def runner_rows(
         runner_id = stored[stem].id if stem in stored else None
         entry = entries.get((stored[stem].url, runner_id)) if stem in stored else None
         credentials = credentials_of(entry) if entry else None
+        if credentials is None and runner_id is not None:
+            # A runner that is not gitlab-runner: its token is in its credentials file.
+            credentials = custom_runners.stored_credentials(st, stem, stored[stem].url, runner_id)
         verdict = verdicts.get(stem) or before.get((stem, runner_id))
         if runner_id is None or (verdict is None and credentials is None):
             verdict = "invalid"

@@ -7,35 +7,28 @@ file (and the line, where one can be told), and nothing has been changed yet.
 from __future__ import annotations
 
 import difflib
-import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
 import tomlkit
-from tomlkit.items import AoT, Comment, Table, Whitespace
+from tomlkit.items import AoT, Table
 
-from . import files, systemd_credentials, tags
+from . import credentials, files, tags
+from .clients import PLACEHOLDERS, client_configs, parse_scope, parse_url
 from .errors import InputError
-from .model import RUNNER_TYPES, ClientConfig, Executor, Scope
-from .secret import Secret
+from .model import ClientConfig, Executor
 from .tags import TagPolicy
-from .tomlfile import parse_toml, read_toml
+from .tomlfile import locate, parse_toml, read_toml, remove_with_comments
 
 MAX_FILE_BYTES = 1 << 20
-# Values tools such as `nspawn-runner toml` print where a real one is to be filled in.
-PLACEHOLDERS = frozenset({"", "TODO", "todo", "CHANGEME", "changeme", "REPLACE_ME", "xxx"})
 # gitlab-runner keys that come from the API: an executor file has no say in them.
 API_OWNED_KEYS = ("id", "token", "token_obtained_at", "token_expires_at")
 ACCESS_LEVELS = ("not_protected", "ref_protected")
 MAX_TAGS = 50
 MIN_TIMEOUT = 600
 MAX_NOTE = 1024
-# access_token: a group or project access token works where a personal one does.
-SECRET_KEYS = ("personal_access_token", "access_token", "registration_token")
-SECRET_SOURCES = ("", "_file", "_env", "_credential")
 # The keys of a [[runners]] entry gitlab-runner knows (gitlab-api.md "Keys gitlab-runner
 # knows"). It ignores any other silently, so a typo there is warned about, and still
 # copied: a newer gitlab-runner may know the key.
@@ -56,10 +49,6 @@ RUNNER_KEYS = frozenset((
 # fmt: on
 # Executor-file keys register-runner itself reads, never meant for gitlab-runner.
 OWN_EXECUTOR_KEYS = frozenset({"credentials_file", "credentials_owner", "env_tags"})
-TLS_FILE_KEYS = ("tls_ca_file", "tls_cert_file", "tls_key_file")
-CLIENT_KEYS = {"url", "runner_type", "group_id", "project_id", *TLS_FILE_KEYS} | {
-    key + source for key in SECRET_KEYS for source in SECRET_SOURCES
-}
 
 
 @dataclass(frozen=True)
@@ -109,10 +98,10 @@ def load(
     path = template_path(prefix, identity.instance)
     text = read_text(path)
     document = parse_toml(path, text)
-    clients = _client_configs(path, text, document, environ, check_permissions)
+    clients = client_configs(path, text, document, environ, check_permissions)
     if "runners" in document:
         raise InputError(
-            f"{_where(path, text, 'runners')}: [[runners]] do not belong in the "
+            f"{locate(path, text, 'runners')}: [[runners]] do not belong in the "
             f"template; put each in its own file under {identity.instance}/"
         )
     policy = _tag_policy(
@@ -132,6 +121,7 @@ def load(
         for file in executor_files(executor_dir)
     )
     _check_unique_names(executors)
+    credentials.check_unique((e.path, e.credentials_file) for e in executors)
     return Inputs(path, document, clients, executors, executor_dir, tuple(warnings), policy)
 
 
@@ -148,20 +138,20 @@ def _tag_policy(
     """The template's [register_runner] table (removed from the output) and the tag
     options: how every runner of this instance is tagged beyond its own tags."""
     settings = document.get(tags.SETTINGS_TABLE, {})
-    where = _where(path, text, tags.SETTINGS_TABLE)
+    where = locate(path, text, tags.SETTINGS_TABLE)
     if not isinstance(settings, dict):
         raise InputError(f"{where}: {tags.SETTINGS_TABLE} must be a table")
     unknown = sorted(set(settings) - set(tags.SETTINGS_KEYS))
     if unknown:
         raise InputError(
-            f"{_where(path, text, unknown[0])}: unknown [{tags.SETTINGS_TABLE}] "
+            f"{locate(path, text, unknown[0])}: unknown [{tags.SETTINGS_TABLE}] "
             f"key {unknown[0]!r} (known: {', '.join(tags.SETTINGS_KEYS)})"
         )
-    host_tags = _tags(_where(path, text, "tags"), settings.get("tags")) or []
+    host_tags = _tags(locate(path, text, "tags"), settings.get("tags")) or []
     identity_tags = settings.get("identity_tags", False)
     if not isinstance(identity_tags, bool) and identity_tags != tags.GITLAB_RUNNER_AUTH:
         raise InputError(
-            f"{_where(path, text, 'identity_tags')}: identity_tags must be true, false or "
+            f"{locate(path, text, 'identity_tags')}: identity_tags must be true, false or "
             f'"{tags.GITLAB_RUNNER_AUTH}"'
         )
     capture_tags = _option(path, text, settings, "capture_tags", capture_tags)
@@ -195,7 +185,7 @@ def _option(
     value = settings.get(key)
     if value is None:
         return given
-    where = _where(path, text, key)
+    where = locate(path, text, key)
     if not isinstance(value, str) or not value.strip():
         raise InputError(f"{where}: {key} must be a non-empty string")
     if key == "tag_schema" or tags.is_file_name(value):
@@ -248,290 +238,7 @@ def read_text(path: Path) -> str:
         raise InputError(f"{path}:{line}: not valid UTF-8 (byte {error.start})") from None
 
 
-def _where(path: Path, text: str, key: str) -> str:
-    """``path:line`` of the first place ``key`` is set, or just ``path``."""
-    pattern = re.compile(rf"^\s*(\[+\s*)?[\"']?{re.escape(key)}[\"']?\s*(=|\]|\.)", re.MULTILINE)
-    match = pattern.search(text)
-    return f"{path}:{text.count(chr(10), 0, match.start()) + 1}" if match else str(path)
-
-
 # -- the template -------------------------------------------------------------------------
-
-
-def remove_with_comments(document: tomlkit.TOMLDocument, key: str) -> None:
-    """Remove a top-level ``key`` and the comment lines right above it, which describe it:
-    left behind, they would describe nothing in the output. tomlkit files comments above a
-    table header under the table before it, so they are looked for there too."""
-    body = document.body
-    index = next(i for i, (k, _) in enumerate(body) if k is not None and k.key == key)
-    start = index
-    while start > 0 and body[start - 1][0] is None:
-        start -= 1
-    if start == index and index > 0 and isinstance(body[index - 1][1], Table):
-        _drop_trailing_comments(body[index - 1][1].value.body)
-    document.remove(key)
-    if any(isinstance(item, Comment) for _, item in body[start:index]):
-        del body[start:index]
-        body.insert(start, (None, Whitespace("\n")))
-
-
-def _drop_trailing_comments(body: list) -> None:
-    end = len(body)
-    while end > 0 and body[end - 1][0] is None:
-        end -= 1
-    if any(isinstance(item, Comment) for _, item in body[end:]):
-        del body[end:]
-        body.append((None, Whitespace("\n")))
-
-
-def _client_configs(
-    path: Path,
-    text: str,
-    document: tomlkit.TOMLDocument,
-    environ: Mapping[str, str],
-    check_permissions: bool = True,
-) -> dict[str, ClientConfig]:
-    raw = document.get("client_configs")
-    if raw is None:
-        raise InputError(
-            f"{path}: no client_configs: add one [[client_configs]] with the "
-            "GitLab url and an access token"
-        )
-    if not isinstance(raw, list) or not raw or not all(isinstance(c, dict) for c in raw):
-        raise InputError(
-            f"{_where(path, text, 'client_configs')}: client_configs must be a "
-            "non-empty list of tables"
-        )
-    remove_with_comments(document, "client_configs")
-    clients: dict[str, ClientConfig] = {}
-    for entry in raw:
-        client = _client_config(path, text, dict(entry), environ, check_permissions)
-        if client.url in clients:
-            raise InputError(
-                f"{_where(path, text, 'client_configs')}: two client_configs for {client.url}"
-            )
-        clients[client.url] = client
-    return clients
-
-
-def _client_config(
-    path: Path,
-    text: str,
-    entry: dict[str, Any],
-    environ: Mapping[str, str],
-    check_permissions: bool = True,
-) -> ClientConfig:
-    unknown = sorted(set(entry) - CLIENT_KEYS)
-    if unknown:
-        raise InputError(
-            f"{_where(path, text, unknown[0])}: unknown client_configs key {unknown[0]!r}"
-        )
-    url = _url(entry.get("url"), _where(path, text, "url"))
-    if url is None:
-        raise InputError(
-            f"{_where(path, text, 'url')}: client_configs entry needs "
-            'url = "https://gitlab.example.com"'
-        )
-    scope = _scope(entry, path, text, Scope())
-    personal, access, registration = (
-        _secret(path, text, entry, key, environ, check_permissions) for key in SECRET_KEYS
-    )
-    if personal is not None and access is not None:
-        raise InputError(
-            f"{_where(path, text, 'access_token')}: set personal_access_token or "
-            "access_token, not both"
-        )
-    access = personal or access
-    if access is None and registration is None:
-        raise InputError(
-            f"{_where(path, text, 'url')}: client_configs for {url} has neither "
-            "personal_access_token (or _file/_env/_credential) nor registration_token"
-        )
-    ca_file, cert_file, key_file = (
-        _tls_file(path, text, entry, key, check_permissions) for key in TLS_FILE_KEYS
-    )
-    if key_file and not cert_file:
-        raise InputError(
-            f"{_where(path, text, 'tls_key_file')}: tls_key_file needs tls_cert_file too"
-        )
-    return ClientConfig(url, scope, access, registration, ca_file, cert_file, key_file)
-
-
-def _tls_file(
-    path: Path, text: str, entry: Mapping[str, Any], key: str, check_permissions: bool
-) -> Optional[str]:
-    """A CA, certificate or key file: it decides whom the tokens are sent to (or is a
-    secret), so others must not be able to change it."""
-    value = entry.get(key)
-    if value is None:
-        return None
-    if not (isinstance(value, str) and os.path.isfile(value) and os.access(value, os.R_OK)):
-        raise InputError(f"{_where(path, text, key)}: {key} {value!r} is not a readable file")
-    if check_permissions:
-        files.check_secure(Path(value))
-    return value
-
-
-def _secret(
-    path: Path,
-    text: str,
-    entry: Mapping[str, Any],
-    key: str,
-    environ: Mapping[str, str],
-    check_permissions: bool = True,
-) -> Optional[Secret]:
-    given = [source for source in SECRET_SOURCES if key + source in entry]
-    if not given:
-        return None
-    if len(given) > 1:
-        raise InputError(
-            f"{_where(path, text, key + given[1])}: set only one of "
-            + ", ".join(key + source for source in given)
-        )
-    source = given[0]
-    setting = key + source
-    value = entry[setting]
-    where = _where(path, text, setting)
-    if not isinstance(value, str) or not value.strip():
-        raise InputError(f"{where}: {setting} must be a non-empty string")
-    if source and _looks_like_a_token(value):
-        raise InputError(
-            f"{where}: {setting} should name a {_SOURCE_NAMES[source]}, but its "
-            f'value looks like a token itself; use {key} = "…" for that'
-        )
-    readers: dict[str, Callable[[], str]] = {
-        "": lambda: value,
-        "_file": lambda: _read_secret_file(where, setting, path.parent / value, check_permissions),
-        "_env": lambda: _read_secret_env(where, setting, value, environ),
-        "_credential": lambda: _read_credential(where, setting, value, environ),
-    }
-    secret = readers[source]().strip()
-    if not secret:
-        raise InputError(f"{where}: {setting} gives an empty secret")
-    return Secret(secret)
-
-
-_SOURCE_NAMES = {"_file": "file", "_env": "environment variable", "_credential": "credential"}
-
-
-def _looks_like_a_token(value: str) -> bool:
-    """A file name, variable or credential name is short or has a / or a dot; a token is
-    long and has neither. Such a value is never repeated in an error message."""
-    value = value.strip()
-    return len(value) >= 20 and not re.search(r"[/.]", value) and not value.isupper()
-
-
-def _read_secret_file(where: str, setting: str, file: Path, check_permissions: bool = False) -> str:
-    """The one token in ``file``. Its content is never printed, whatever is wrong."""
-    try:
-        data = file.read_bytes()
-    except OSError as error:
-        raise InputError(f"{where}: {setting}: cannot read {file}: {error.strerror}") from None
-    if check_permissions:
-        files.check_secure(file)
-    problem = secret_file_problem(data)
-    if problem:
-        raise InputError(
-            f"{where}: {setting}: {file}: {problem}; a secret file holds one token on one "
-            "line, optionally ending with a newline"
-        )
-    return data.decode("ascii").rstrip("\r\n")
-
-
-def secret_file_problem(data: bytes) -> Optional[str]:
-    """What makes ``data`` other than one token with at most one trailing LF or CRLF."""
-    if data.startswith(b"\xef\xbb\xbf"):
-        return "it starts with a byte-order mark"
-    body = data[:-2] if data.endswith(b"\r\n") else data[:-1] if data.endswith(b"\n") else data
-    if not body.strip():
-        return "it is empty"
-    if b"\0" in body:
-        return "it holds a NUL byte"
-    if b"\n" in body or b"\r" in body:
-        return "it holds more than one line"
-    if any(byte <= 0x20 or byte >= 0x7F for byte in body):
-        return "it holds spaces, control characters or non-ASCII bytes"
-    return None
-
-
-def _read_secret_env(where: str, setting: str, name: str, environ: Mapping[str, str]) -> str:
-    if name not in environ:
-        raise InputError(f"{where}: {setting}: environment variable {name} is not set")
-    return environ[name]
-
-
-def _read_credential(where: str, setting: str, name: str, environ: Mapping[str, str]) -> str:
-    folder = environ.get("CREDENTIALS_DIRECTORY")
-    if folder:
-        return _read_secret_file(where, setting, Path(folder) / name)
-    # Outside the unit (a command from a shell): the file its LoadCredential= names.
-    found = systemd_credentials.sources(name, environ)
-    if len(found) == 1:
-        return _read_secret_file(where, setting, found[0])
-    folders = ", ".join(str(f) for f in systemd_credentials.unit_folders(environ))
-    problem = (
-        f"the units name several sources for it ({', '.join(map(str, found))})"
-        if found
-        else f"no LoadCredential={name}:/path in the units under {folders}"
-    )
-    raise InputError(
-        f"{where}: {setting}: $CREDENTIALS_DIRECTORY is not set and {problem}; pass "
-        "--credentials-directory DIR (a folder holding a file named " + name + ")"
-    )
-
-
-def _url(value: Any, where: str) -> Optional[str]:
-    if not isinstance(value, str) or value.strip() in PLACEHOLDERS:
-        return None
-    value = value.strip().rstrip("/")
-    if not re.match(r"^https?://[^/\s]+", value):
-        return None
-    if "@" in value.split("/", 3)[2]:
-        # Never printed: the part before the @ may be a password.
-        raise InputError(
-            f"{where}: the url holds a user name or password (user:…@host); remove it "
-            "and give the access token as personal_access_token"
-        )
-    return value
-
-
-def _scope(entry: Mapping[str, Any], path: Path, text: str, default: Scope) -> Scope:
-    given = {key: entry[key] for key in ("runner_type", "group_id", "project_id") if key in entry}
-    if not given:
-        return default
-    runner_type = given.get("runner_type")
-    if runner_type is None:
-        runner_type = (
-            "project_type"
-            if "project_id" in given
-            else "group_type"
-            if "group_id" in given
-            else default.runner_type
-        )
-    if runner_type not in RUNNER_TYPES:
-        raise InputError(
-            f"{_where(path, text, 'runner_type')}: runner_type must be one of "
-            + ", ".join(RUNNER_TYPES)
-        )
-    ids = {}
-    for key in ("group_id", "project_id"):
-        value = given.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise InputError(f"{_where(path, text, key)}: {key} must be a number")
-        ids[key] = value
-    needed = {"group_type": "group_id", "project_type": "project_id"}.get(runner_type)
-    if needed and ids[needed] is None:
-        raise InputError(
-            f'{_where(path, text, "runner_type")}: runner_type = "{runner_type}" needs {needed}'
-        )
-    return Scope(
-        runner_type,
-        ids["group_id"] if runner_type == "group_type" else None,
-        ids["project_id"] if runner_type == "project_type" else None,
-    )
-
-
-# -- executor files -----------------------------------------------------------------------
 
 
 def _executor(
@@ -547,7 +254,7 @@ def _executor(
         # Plain values cannot tell [runners.docker] from an inline runners = {...}.
         document = parse_toml(path, text)
     keys = _runner_keys(path, text, document)
-    where = lambda key: _where(path, text, key)  # noqa: E731
+    where = lambda key: locate(path, text, key)  # noqa: E731
 
     url = _client_url(path, where, keys.pop("url", None), clients)
     client = clients[url]
@@ -559,10 +266,14 @@ def _executor(
         )
     for key in API_OWNED_KEYS:
         keys.pop(key, None)
-    scope = _scope(keys, path, text, client.scope)
+    scope = parse_scope(keys, path, text, client.scope)
     for key in ("runner_type", "group_id", "project_id"):
         keys.pop(key, None)
-    if not isinstance(keys.get("executor"), str) or not keys["executor"]:
+    # A runner that is not gitlab-runner names the file its credentials go to instead.
+    credentials_file, owner = credentials.check_target(path, where, keys, path.parent)
+    if credentials_file is None and (
+        not isinstance(keys.get("executor"), str) or not keys["executor"]
+    ):
         raise InputError(f'{path}: executor = "shell" (or docker, custom, …) is missing')
 
     attributes = _attributes(path, text, keys, identity, policy)
@@ -570,8 +281,13 @@ def _executor(
     if not isinstance(name, str) or not name.strip():
         raise InputError(f"{where('name')}: name must be a non-empty string")
     attributes.setdefault("description", name)
-    warnings.extend(_unknown_keys(where, keys))
-    return Executor(path.stem, str(path), url, scope, name, attributes, keys)
+    if credentials_file is None:
+        warnings.extend(_unknown_keys(where, keys))
+    else:
+        warnings.extend(credentials.unused_keys(where, keys))
+    return Executor(
+        path.stem, str(path), url, scope, name, attributes, keys, credentials_file, owner
+    )
 
 
 def _unknown_keys(where: Callable[[str], str], keys: Mapping[str, Any]) -> list[str]:
@@ -597,13 +313,13 @@ def _runner_keys(path: Path, text: str, document: Mapping[str, Any]) -> dict[str
     ):
         if len(runners) != 1:
             raise InputError(
-                f"{_where(path, text, 'runners')}: {len(runners)} [[runners]] "
+                f"{locate(path, text, 'runners')}: {len(runners)} [[runners]] "
                 "entries; put one runner in each file"
             )
         others = [key for key in document if key != "runners"]
         if others:
             raise InputError(
-                f"{_where(path, text, others[0])}: {others[0]!r} outside "
+                f"{locate(path, text, others[0])}: {others[0]!r} outside "
                 "[[runners]]; a file holds either one [[runners]] entry or flat keys"
             )
         return dict(_plain(runners[0]))
@@ -622,7 +338,7 @@ def _plain(value: Any) -> Any:
 def _client_url(
     path: Path, where: Callable[[str], str], raw: Any, clients: Mapping[str, ClientConfig]
 ) -> str:
-    url = _url(raw, where("url"))
+    url = parse_url(raw, where("url"))
     if url is None:
         if raw is not None and not (isinstance(raw, str) and raw.strip() in PLACEHOLDERS):
             raise InputError(f"{where('url')}: url {raw!r} is not an http(s) URL")
@@ -643,7 +359,7 @@ def _attributes(
     path: Path, text: str, keys: dict[str, Any], identity: Identity, policy: TagPolicy
 ) -> dict[str, Any]:
     """Pop the registration attributes out of ``keys``, checked as GitLab would check them."""
-    where = lambda key: _where(path, text, key)  # noqa: E731
+    where = lambda key: locate(path, text, key)  # noqa: E731
     if "tags" in keys and "tag_list" in keys:
         raise InputError(f"{where('tag_list')}: set tags or tag_list, not both")
     attributes: dict[str, Any] = {}

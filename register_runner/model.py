@@ -86,6 +86,9 @@ class Executor:
     name: str
     attributes: Mapping[str, Any]  # registration attributes to send, marker included
     settings: Mapping[str, Any]  # pass-through keys for the [[runners]] entry, in file order
+    # A runner that is not gitlab-runner: its credentials go to this file, not the config.
+    credentials_file: Optional[str] = None
+    credentials_owner: Optional[str] = None  # the user a new credentials file is given to
 
 
 class Verdict(enum.Enum):

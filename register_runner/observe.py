@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, Optional
 
-from . import migrate, state
+from . import custom_runners, migrate, state
 from .errors import RegisterRunnerError, TransientError
 from .model import (
     REGISTRATION_ATTRIBUTES,
@@ -47,8 +47,21 @@ def known_runners(workspace: Workspace) -> dict[str, RunnerState]:
                 unwritten.token, unwritten.obtained_at, unwritten.expires_at
             )
         else:
-            credentials = credentials_of(entry) if entry else None
+            # A runner that is not gitlab-runner: its token is in its credentials file.
+            credentials = custom_runners.read_back(workspace, stem, stored.url, stored.id)
+            if credentials is None and entry:
+                credentials = credentials_of(entry)
         runners[stem] = _runner(stem, stored, credentials)
+    for executor in workspace.executors:
+        found = None if executor.stem in runners else custom_runners.adopt(workspace, executor)
+        if found is not None:
+            log.info(
+                "event=adopt runner=%s id=%s: credentials file without state, adopted",
+                executor.stem,
+                found[0],
+            )
+            stored = StoredRunner(found[0], executor.url, executor.scope, {})
+            runners[executor.stem] = _runner(executor.stem, stored, found[1])
     adopted = migrate.adopt_legacy(workspace, runners)
     for runner in adopted.values():
         entries.pop((runner.url, runner.id), None)
@@ -120,9 +133,11 @@ def observe(
         observed.runners[stem] = checked.get(stem, runner)
     unknown = sorted(stem for stem, r in checked.items() if r.verdict is Verdict.UNKNOWN)
     if unknown:
+        reasons = sorted({workspace.api(checked[stem].url).last_failure for stem in unknown})
         workspace.warn(
             f"could not verify {len(unknown)} token(s) ({', '.join(unknown)}): "
-            "GitLab unreachable or failing; they are kept as they are"
+            f"GitLab unreachable or failing ({'; '.join(filter(None, reasons))}); they are "
+            "kept as they are"
         )
     return observed
 

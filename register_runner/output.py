@@ -15,6 +15,7 @@ from .errors import InputError
 from .files import atomic_write, read_regular
 from .model import RunnerKey, normalize_url
 from .secret import Secret
+from .timeutil import now_utc, parse_timestamp
 from .tomlfile import read_toml
 
 # gitlab-runner writes this for a token that never expires.
@@ -95,19 +96,6 @@ def _datetime(value: Any) -> Optional[datetime]:
     if isinstance(value, str) and value:
         return parse_timestamp(value)
     return None
-
-
-def parse_timestamp(value: str) -> Optional[datetime]:
-    """GitLab's ISO 8601 (``2025-01-01T00:00:00.000Z``); Python 3.9 cannot parse the Z."""
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
-
-
-def now_utc() -> datetime:
-    return datetime.now(timezone.utc).replace(microsecond=0)
 
 
 def runner_entry(

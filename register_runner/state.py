@@ -62,6 +62,9 @@ class State:
     pending_creates: dict[str, PendingCreate] = field(default_factory=dict)
     pending_deletes: list[PendingDelete] = field(default_factory=list)
     unwritten: dict[str, UnwrittenToken] = field(default_factory=dict)
+    # stem → the credentials file written for a runner that is not gitlab-runner: removed
+    # with its runner, also once its executor file (which named it) is gone.
+    credentials_files: dict[str, str] = field(default_factory=dict)
 
 
 def state_path(prefix: Path, instance: str) -> Path:
@@ -115,6 +118,10 @@ def load(prefix: Path, instance: str) -> State:
                     _when(u.get("expires_at")),
                 )
                 for stem, u in _typed(raw.get("unwritten", {}), dict).items()
+            },
+            credentials_files={
+                _typed(stem, str): _typed(file, str)
+                for stem, file in _typed(raw.get("credentials_files", {}), dict).items()
             },
         )
     except (ValueError, KeyError, TypeError, AttributeError) as error:
@@ -181,6 +188,8 @@ def save(prefix: Path, instance: str, state: State) -> None:
             for stem, u in sorted(state.unwritten.items())
         },
     }
+    if state.credentials_files:
+        raw["credentials_files"] = dict(sorted(state.credentials_files.items()))
     data = (json.dumps(raw, indent=1, sort_keys=True) + "\n").encode()
     path = state_path(prefix, instance)
     # Unchanged on a steady start: spare the disk a write and two fsyncs.

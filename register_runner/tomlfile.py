@@ -23,6 +23,7 @@ else:
 
 import tomlkit
 from tomlkit.exceptions import TOMLKitError
+from tomlkit.items import Comment, Table, Whitespace
 
 from .errors import InputError
 
@@ -114,3 +115,39 @@ def _duplicate_line(text: str, key: str, before: Optional[int]) -> Optional[int]
     lines = [n for n, line in enumerate(text.splitlines(), 1) if pattern.match(line)]
     candidates = [n for n in lines if before is None or n <= before]
     return candidates[-1] if len(lines) > 1 and candidates else before
+
+
+def locate(path: Path, text: str, key: str) -> str:
+    """``path:line`` of the first place ``key`` is set, or just ``path``."""
+    # [ \t], not \s: a match must not start on a blank line above the key.
+    pattern = re.compile(
+        rf"^[ \t]*(\[+[ \t]*)?[\"']?{re.escape(key)}[\"']?\s*(=|\]|\.)", re.MULTILINE
+    )
+    match = pattern.search(text)
+    return f"{path}:{text.count(chr(10), 0, match.start()) + 1}" if match else str(path)
+
+
+def remove_with_comments(document: tomlkit.TOMLDocument, key: str) -> None:
+    """Remove a top-level ``key`` and the comment lines right above it, which describe it:
+    left behind, they would describe nothing in the output. tomlkit files comments above a
+    table header under the table before it, so they are looked for there too."""
+    body = document.body
+    index = next(i for i, (k, _) in enumerate(body) if k is not None and k.key == key)
+    start = index
+    while start > 0 and body[start - 1][0] is None:
+        start -= 1
+    if start == index and index > 0 and isinstance(body[index - 1][1], Table):
+        _drop_trailing_comments(body[index - 1][1].value.body)
+    document.remove(key)
+    if any(isinstance(item, Comment) for _, item in body[start:index]):
+        del body[start:index]
+        body.insert(start, (None, Whitespace("\n")))
+
+
+def _drop_trailing_comments(body: list) -> None:
+    end = len(body)
+    while end > 0 and body[end - 1][0] is None:
+        end -= 1
+    if any(isinstance(item, Comment) for _, item in body[end:]):
+        del body[end:]
+        body.append((None, Whitespace("\n")))

@@ -271,4 +271,10 @@ def network_failure(
         return f"cannot connect to {host}:{port}: {why}", False, True
     if isinstance(error, requests.exceptions.ReadTimeout) or "ReadTimeoutError" in names:
         return f"no answer from {host}:{port} within {timeout:g} s", True, False
-    return f"{host}:{port} closed the connection before answering in full", True, False
+    closed = f"{host}:{port} closed the connection before answering in full"
+    if parts.scheme == "https":
+        # Under TLS 1.3 a front that wants a client certificate often just hangs up.
+        closed += (
+            " (if a TLS front requires a client certificate: set tls_cert_file and tls_key_file)"
+        )
+    return closed, True, False

@@ -8,7 +8,6 @@ import contextlib
 import logging
 import threading
 from collections.abc import Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar, Union
@@ -75,11 +74,10 @@ class Workspace:
     config: ExistingConfig
     foreign: bool  # the state and config were copied from another machine
     warnings: list[str] = field(default_factory=list)
-    _apis: dict[str, Any] = field(default_factory=dict)
-    _connection: Any = None
-    # Workers ask for clients at once; a first import from several threads races on
-    # Python 3.9 (seen from the zipapp, whose imports are slow).
-    _api_lock: threading.Lock = field(default_factory=threading.Lock)
+    _pool: Any = None  # gitlab.Pool, made on first use
+    # A first import of python-gitlab from several threads races on Python 3.9 (seen from
+    # the zipapp, whose imports are slow): the pool is made once, under this lock.
+    _pool_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def executors(self) -> tuple[Executor, ...]:
@@ -95,37 +93,34 @@ class Workspace:
             self.warnings.append(message)
             log.warning("%s", message)
 
-    def api(self, url: str) -> Any:
-        """The GitLab client for ``url``, all sharing one deadline and one 429 pause.
-        The HTTP stack is imported on first use, so that commands that need no network
-        start fast, and under a lock, because workers ask at once."""
-        with self._api_lock:
-            if url not in self._apis:
-                from .gitlab import Connection, Deadline, GitLab
+    @property
+    def pool(self) -> Any:
+        """The run's ``gitlab.Pool``. The HTTP stack is imported on first use, so that
+        commands that need no network start fast."""
+        with self._pool_lock:
+            if self._pool is None:
+                from .gitlab import Connection, Deadline, Pool
 
-                if self._connection is None:
-                    self._connection = Connection(
-                        Deadline(self.options.deadline),
-                        self.options.timeout,
-                        system_id=self.identity.system_id,
-                        # With a usable config the runners start without GitLab: a GitLab
-                        # that refuses connections or does not resolve is not waited for.
-                        give_up_unreachable_after=(
-                            GIVE_UP_UNREACHABLE_AFTER if self.config.entries else None
-                        ),
-                    )
-                self._apis[url] = GitLab(self.inputs.clients[url], self._connection)
-            return self._apis[url]
+                connection = Connection(
+                    Deadline(self.options.deadline),
+                    self.options.timeout,
+                    system_id=self.identity.system_id,
+                    # With a usable config the runners start without GitLab: a GitLab that
+                    # refuses connections or does not resolve is not waited for.
+                    give_up_unreachable_after=(
+                        GIVE_UP_UNREACHABLE_AFTER if self.config.entries else None
+                    ),
+                )
+                self._pool = Pool(connection, self.options.jobs or MAX_JOBS)
+            return self._pool
+
+    def api(self, url: str) -> Any:
+        """The GitLab client for ``url``."""
+        return self.pool.client(self.inputs.clients[url])
 
     def concurrently(self, work: Callable[[T], R], items: Iterable[T]) -> list[R]:
-        """``work`` over ``items`` on the bounded pool; results in the order of ``items``, so
-        what is written never depends on which call finished first."""
-        items = list(items)
-        jobs = self.options.jobs or MAX_JOBS
-        if len(items) <= 1 or jobs <= 1:
-            return [work(item) for item in items]
-        with ThreadPoolExecutor(max_workers=min(jobs, len(items))) as pool:
-            return list(pool.map(work, items))
+        """``work`` over ``items`` on the run's bounded pool, results in their order."""
+        return self.pool.map(work, items)
 
 
 def check_prefix(options: Options) -> None:

@@ -198,3 +198,27 @@ def test_json_summary_reports_waiting_actions(gitlab, make, cli):
         ("create", "b", "waiting"),
         ("keep", "a", "kept"),
     }
+
+
+def test_outage_with_a_good_config_does_not_wait_out_the_deadline(gitlab, prefix, cli):
+    """Default options (deadline 30 s): a GitLab refusing connections is given up on after
+    a few seconds when the runners can start from the config. Loose bound: a loaded
+    machine must not fail it; the benchmark measures it."""
+    assert cli(prefix).returncode == 0
+    gitlab.down()
+
+    started = time.monotonic()
+    result = cli(prefix)
+    elapsed = time.monotonic() - started
+
+    assert result.returncode == 0, result.stderr
+    assert "connection refused" in result.stderr
+    assert elapsed < 20, elapsed
+
+
+def test_fresh_host_keeps_trying_until_the_deadline(gitlab, prefix, cli):
+    gitlab.down()
+    started = time.monotonic()
+    result = cli(prefix, "sync", "--deadline", "5")
+    assert result.returncode == 3
+    assert time.monotonic() - started >= 4.0  # nothing to start with: worth waiting for

@@ -247,3 +247,25 @@ def test_bundled_requirements_match_pyproject():
     pyproject = tomlkit.parse((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     declared = sorted(_name(r) for r in pyproject["project"]["dependencies"])
     assert sorted(_name(r) for r in script.REQUIREMENTS) == declared
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
+def test_zipapp_trusts_a_site_ca_from_the_hosts_trust_store(zipapp, gitlab, pat, tmp_path):
+    """No tls_ca_file: the site CA is trusted because the host's OpenSSL trusts it
+    (SSL_CERT_FILE here, the distribution's bundle on a real host), not certifi's list."""
+    from test_tls import TLSFront, build_pki, bundle
+
+    pki = build_pki(tmp_path)
+    from register_runner.testing.prefix import make_prefix
+
+    python = PYTHON39 or sys.executable
+    with TLSFront(gitlab.url, pki["server"]) as front:
+        prefix = make_prefix(tmp_path / "p", front.url, pat)
+        command = [python, zipapp, "sync", "--prefix", prefix.root, "--deadline", "5"]
+        untrusted = run(command, env=CLEAN_ENV)
+        trusted = run(
+            command, env=dict(CLEAN_ENV, SSL_CERT_FILE=str(bundle(tmp_path, pki["site"][0])))
+        )
+    assert untrusted.returncode == 3 and "unknown issuer" in untrusted.stderr
+    assert trusted.returncode == 0, trusted.stderr
+    assert len(gitlab.runners()) == 1

@@ -223,3 +223,45 @@ def test_a_due_rotation_carries_the_attribute_changes():
     (action,) = reconcile([executor("x", locked=True)], Observed({"x": due}), now=NOW).actions
     assert action.kind is Kind.ROTATE
     assert action.changes == (("locked", None, True),)
+
+
+# -- what mutation testing found unseen ---------------------------------------------------
+
+
+def test_rotation_is_due_at_exactly_three_quarters_of_the_lifetime():
+    state = runner("a", obtained=NOW - timedelta(hours=75), expires=NOW + timedelta(hours=25))
+    assert rotation_due(state, NOW)
+    assert not rotation_due(state, NOW - timedelta(seconds=1))
+
+
+def test_recreate_names_the_runner_it_replaces():
+    moved = reconcile([executor("a", url="https://other")], observe(runner("a", 7)), now=NOW)
+    lost = reconcile([executor("b")], observe(runner("b", 8, token=None)), now=NOW)
+    assert [(a.kind, a.runner_id) for a in moved.actions] == [(Kind.RECREATE, 7)]
+    assert [(a.kind, a.runner_id) for a in lost.actions] == [(Kind.RECREATE, 8)]
+    assert "moved from" in moved.actions[0].reason and "missing" in lost.actions[0].reason
+
+
+def test_held_plan_keeps_each_known_runner_and_says_how_many_were_rejected():
+    states = [runner(s, i, Verdict.INVALID) for i, s in enumerate("ab", 1)]
+    states.append(runner("c", 3))
+    plan = reconcile([executor(s) for s in "abcd"], observe(*states), now=NOW)
+    assert plan.held
+    assert [(a.kind, a.stem, a.runner_id) for a in plan.actions] == [
+        (Kind.KEEP, "a", 1),
+        (Kind.KEEP, "b", 2),
+        (Kind.KEEP, "c", 3),
+    ]
+    assert all(a.reason == "held by the mass-invalid guard" for a in plan.actions)
+    assert "rejected 2 of 3 runner tokens" in plan.warnings[0]
+
+
+def test_a_create_of_unknown_outcome_waits_unless_forced():
+    observed = Observed(unresolved=frozenset({"a"}))
+    assert [a.kind for a in reconcile([executor("a")], observed, now=NOW).actions] == [Kind.WAIT]
+    forced = reconcile([executor("a")], observed, now=NOW, force=True)
+    assert [a.kind for a in forced.actions] == [Kind.CREATE]
+
+
+def observe(*states: RunnerState) -> Observed:
+    return Observed({state.stem: state for state in states})

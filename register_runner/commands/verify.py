@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from .. import report, state
+from .. import custom_runners, report, state
 from ..errors import InputError
 from ..hostid import SYSTEM_ID_FILE, VALID_ID
-from ..model import ClientConfig, Scope, Verdict
+from ..model import ClientConfig, Scope, Verdict, normalize_url
 from ..output import credentials_of, output_path, read_config
 from ..secret import Secret
 from ..workspace import MAX_JOBS, Options
@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(
             f"--system-id {args.system_id!r}: expected s_ or r_ and 12 letters or digits"
         )
-    client = ClientConfig(args.url.rstrip("/"), Scope(), tls_ca_file=args.tls_ca_file)
+    client = ClientConfig(normalize_url(args.url), Scope(), tls_ca_file=args.tls_ca_file)
     return verify_tokens(options, [("token", client, token, None)], system_id, args.json)
 
 
@@ -66,42 +66,54 @@ def prefix_system_id(prefix: Path) -> Optional[str]:
 def verify_config(options: Options, *, as_json: bool) -> int:
     path = output_path(options.prefix, options.instance)
     config = read_config(path)
-    if config.raw is None:
+    stored = state.load(options.prefix, options.instance)
+    if config.raw is None and not stored.credentials_files:
         raise InputError(f"{path}: no such file; run register-runner first")
-    # Runners are known by their executor file's stem everywhere else too.
-    stems = {r.id: stem for stem, r in state.load(options.prefix, options.instance).runners.items()}
+    # Runners are known by their executor file's stem everywhere else too, and by their
+    # GitLab and id together.
+    stems = {(r.url, r.id): stem for stem, r in stored.runners.items()}
     checks = []
     for index, entry in enumerate(config.entries, 1):
         credentials = credentials_of(entry)
-        url = str(entry.get("url", "")).rstrip("/")
+        url = normalize_url(str(entry.get("url", "")))
         if credentials is None or not url:
             raise InputError(f"{path}: runner #{index} has no url or token")
-        client = ClientConfig(url, Scope(), tls_ca_file=entry.get("tls-ca-file"))
+        client = ClientConfig(
+            url,
+            Scope(),
+            tls_ca_file=entry.get("tls-ca-file"),
+            tls_cert_file=entry.get("tls-cert-file"),
+            tls_key_file=entry.get("tls-key-file"),
+        )
         checks.append(
             (
-                stems.get(entry.get("id")) or str(entry.get("name", f"#{index}")),
+                stems.get((url, entry.get("id"))) or str(entry.get("name", f"#{index}")),
                 client,
                 credentials.token,
                 entry.get("id"),
             )
         )
+    # Runners that are not gitlab-runner: their tokens are in their credentials files.
+    for stem, found in custom_runners.stored_files(stored):
+        if found.credentials is None or not found.url:
+            raise InputError(f"{stored.credentials_files[stem]}: no GITLAB_URL or RUNNER_TOKEN")
+        client = ClientConfig(found.url, Scope(), tls_ca_file=found.tls_ca_file)
+        checks.append((stem, client, found.credentials.token, found.id))
     return verify_tokens(options, checks, prefix_system_id(options.prefix), as_json)
 
 
 def verify_tokens(options: Options, checks: list, system_id: Optional[str], as_json: bool) -> int:
-    from concurrent.futures import ThreadPoolExecutor
-
-    from ..gitlab import Connection, Deadline, GitLab
+    from ..gitlab import Connection, Deadline, Pool
 
     connection = Connection(Deadline(options.deadline), options.timeout, system_id=system_id or "")
+    pool = Pool(connection, options.jobs or MAX_JOBS)
 
     def check(item: tuple) -> tuple[Verdict, Optional[int]]:
         _, client, token, _ = item
-        verdict, issued = GitLab(client, connection).verify(token, system_id)
+        verdict, issued = pool.client(client).verify(token, system_id)
         return verdict, issued.id if issued else None
 
-    with ThreadPoolExecutor(max_workers=max(1, min(options.jobs or MAX_JOBS, len(checks)))) as pool:
-        results = list(pool.map(check, checks))
+    results = pool.map(check, checks)
     rows = [
         {
             "action": "verify",
