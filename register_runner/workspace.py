@@ -75,7 +75,7 @@ class Workspace:
     foreign: bool  # the state and config were copied from another machine
     warnings: list[str] = field(default_factory=list)
     _pool: Any = None  # gitlab.Pool, made on first use
-    # A first import of python-gitlab from several threads races on Python 3.9 (seen from
+    # A first import of the HTTP stack from several threads races on Python 3.9 (seen from
     # the zipapp, whose imports are slow): the pool is made once, under this lock.
     _pool_lock: threading.Lock = field(default_factory=threading.Lock)
 

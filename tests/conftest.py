@@ -3,6 +3,7 @@ real CLI."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -14,6 +15,24 @@ from register_runner.testing.prefix import Prefix, make_prefix, run_cli
 GROUP_ID = 42
 PROJECT_ID = 7
 ALL_SCOPES = ("create_runner", "manage_runner", "read_api")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _children_keep_their_bytecode(tmp_path_factory):
+    """The CLI runs in hundreds of child processes. Where PYTHONDONTWRITEBYTECODE is set
+    (some CI and sandbox images), each would compile the package's modules again (about
+    0.15 s a start): they share a bytecode cache in this session's temporary folder
+    instead, as an installed package has its .pyc files. Nothing a test checks changes."""
+    if not os.environ.get("PYTHONDONTWRITEBYTECODE") or os.environ.get("PYTHONPYCACHEPREFIX"):
+        yield
+        return
+    os.environ["PYTHONPYCACHEPREFIX"] = str(tmp_path_factory.getbasetemp() / "pycache")
+    del os.environ["PYTHONDONTWRITEBYTECODE"]
+    try:
+        yield
+    finally:
+        os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
+        del os.environ["PYTHONPYCACHEPREFIX"]
 
 
 @pytest.fixture
