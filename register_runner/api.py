@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from . import custom_runners, health, migrate, report
-from .apply import Outcome, apply, config_as_observed, config_unchanged
+from .apply import Outcome, apply
 from .files import exclusive_lock
 from .model import ActionResult, Kind, Observed, Plan
 from .observe import known_runners, observe, recover
-from .output import now_utc
+from .output import content_of, entries_as_observed, now_utc, render
 from .reconcile import check_not_emptied, reconcile, select
 from .workspace import Options, Workspace, check_prefix, load, lock_path
 
@@ -98,9 +98,11 @@ def plan(
     # Runners that are not gitlab-runner change their credentials files, not the config.
     custom = custom_runners.custom_stems(workspace)
     config_actions = [a for a in plan_.actions if a.stem not in custom]
+    globals_ = workspace.inputs.globals
+    entries = entries_as_observed(workspace.executors, workspace.inputs.clients, observed)
     config_changes = not plan_.held and (
         any(a.kind in (*TOKEN_CHANGES, Kind.DELETE) for a in config_actions)
-        or not config_unchanged(workspace, observed)
+        or workspace.config.content != content_of(globals_, entries)
     )
     files = custom_runners.planned_files(workspace, observed, plan_)
     changed = plan_.mutates or config_changes or bool(files)
@@ -122,7 +124,7 @@ def plan(
         # Exact only when no token changes: new tokens are not known before sync.
         diff = report.config_diff(
             (workspace.config.raw or b"").decode(),
-            config_as_observed(workspace, observed),
+            render(globals_, entries),
             workspace.output.name,
         )
     return Result(

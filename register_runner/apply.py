@@ -27,14 +27,16 @@ from .model import (
     Executor,
     Kind,
     Observed,
+    PendingCreate,
     PendingDelete,
     Plan,
     RunnerKey,
     RunnerState,
+    StoredRunner,
+    UnwrittenToken,
 )
 from .observe import owned
-from .output import Credentials, content_of, now_utc, render, runner_entry, write_config
-from .state import PendingCreate, StoredRunner, UnwrittenToken
+from .output import Credentials, now_utc, observed_credentials, runner_entries, write_config
 from .workspace import Workspace
 
 if TYPE_CHECKING:
@@ -330,75 +332,18 @@ def _write(
     outcome: Outcome,
 ) -> None:
     def build(rotated: Mapping[RunnerKey, Credentials]) -> list[dict[str, Any]]:
-        entries = _entries(workspace, observed, runners, fresh, rotated)
+        entries = runner_entries(
+            workspace.executors,
+            workspace.inputs.clients,
+            runners,
+            lambda stem: fresh.get(stem) or observed_credentials(observed, stem, rotated),
+        )
         outcome.entries = len(entries)
         return entries
 
     outcome.wrote = write_config(workspace.config, workspace.inputs.globals, build)
     if outcome.wrote:
         log.info("event=write path=%s runners=%s", workspace.output, outcome.entries)
-
-
-def config_unchanged(workspace: Workspace, observed: Observed) -> bool:
-    """Whether a sync that changes nothing in GitLab would leave the config as it is."""
-    entries = _entries_as_observed(workspace, observed)
-    return workspace.config.content == content_of(workspace.inputs.globals, entries)
-
-
-def config_as_observed(workspace: Workspace, observed: Observed) -> str:
-    """The config a sync that changes nothing in GitLab would write (for plan's diff)."""
-    return render(workspace.inputs.globals, _entries_as_observed(workspace, observed))
-
-
-def _entries_as_observed(workspace: Workspace, observed: Observed) -> list[dict[str, Any]]:
-    runners = {
-        stem: StoredRunner(r.id, r.url, r.scope, dict(r.applied))
-        for stem, r in observed.runners.items()
-    }
-    return _entries(workspace, observed, runners, {}, {})
-
-
-def _entries(
-    workspace: Workspace,
-    observed: Observed,
-    runners: Mapping[str, StoredRunner],
-    fresh: Mapping[str, Credentials],
-    rotated: Mapping[RunnerKey, Credentials],
-) -> list[dict[str, Any]]:
-    """The [[runners]] entries, sorted by stem, of every executor that has a runner."""
-    entries = []
-    for executor in sorted(workspace.executors, key=lambda e: e.stem):
-        if custom_runners.is_custom(executor):
-            continue  # gitlab-runner would take its jobs
-        stored = runners.get(executor.stem)
-        credentials = fresh.get(executor.stem) or _current(observed, executor.stem, rotated)
-        if stored is None or credentials is None:
-            continue
-        client = workspace.inputs.clients.get(stored.url)
-        entries.append(
-            runner_entry(
-                executor.name,
-                stored.url,
-                stored.id,
-                credentials,
-                client.tls_ca_file if client else None,
-                executor.settings,
-                tls_cert_file=client.tls_cert_file if client else None,
-                tls_key_file=client.tls_key_file if client else None,
-            )
-        )
-    return entries
-
-
-def _current(
-    observed: Observed, stem: str, rotated: Mapping[RunnerKey, Credentials]
-) -> Optional[Credentials]:
-    runner = observed.runners.get(stem)
-    if runner is None or runner.token is None:
-        return None
-    return rotated.get((runner.url, runner.id)) or Credentials(
-        runner.token, runner.token_obtained_at, runner.token_expires_at
-    )
 
 
 def _delete_pending(workspace: Workspace, plan: Plan, outcome: Outcome) -> None:

@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Optional
 from . import __version__, credentials
 from . import state as state_file
 from .errors import InputError
-from .model import ActionResult, Executor, Kind, Observed, Plan
+from .model import ActionResult, Executor, Kind, Observed, Plan, StoredRunner
 from .output import Credentials
 from .secret import Secret
-from .state import State, StoredRunner
+from .state import State
 from .timeutil import now_utc, parse_timestamp
 
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ from tomlkit.items import AoT, Table
 from . import credentials, files, tags
 from .clients import PLACEHOLDERS, client_configs, parse_scope, parse_url
 from .errors import InputError
-from .model import ClientConfig, Executor
+from .model import ClientConfig, Executor, typed
 from .tags import TagPolicy
 from .tomlfile import locate, parse_toml, read_toml, remove_with_comments
 
@@ -441,9 +441,10 @@ def _tags(where: str, raw: Any, *, split: bool = True) -> Optional[list[str]]:
 
 
 def _typed(where: str, key: str, value: Any, kind: type, described: str) -> Any:
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise InputError(f"{where}: {key} must be {described}")
-    return value
+    try:
+        return typed(value, kind)
+    except TypeError:
+        raise InputError(f"{where}: {key} must be {described}") from None
 
 
 def _check_unique_names(executors: tuple[Executor, ...]) -> None:

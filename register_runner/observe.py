@@ -17,13 +17,15 @@ from .errors import RegisterRunnerError, TransientError
 from .model import (
     REGISTRATION_ATTRIBUTES,
     Observed,
+    PendingCreate,
     PendingDelete,
     RunnerKey,
     RunnerState,
+    StoredRunner,
+    UnwrittenToken,
     Verdict,
 )
 from .output import Credentials, credentials_of, now_utc
-from .state import PendingCreate, StoredRunner, UnwrittenToken
 from .workspace import Workspace
 
 log = logging.getLogger(__name__)

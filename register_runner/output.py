@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -13,7 +13,14 @@ import tomlkit
 
 from .errors import InputError
 from .files import atomic_write, read_regular
-from .model import RunnerKey, normalize_url
+from .model import (
+    ClientConfig,
+    Executor,
+    Observed,
+    RunnerKey,
+    StoredRunner,
+    normalize_url,
+)
 from .secret import Secret
 from .timeutil import now_utc, parse_timestamp
 from .tomlfile import read_toml
@@ -122,6 +129,65 @@ def runner_entry(
             entry[key] = value
     entry.update((k, v) for k, v in settings.items() if k not in entry)
     return entry
+
+
+def runner_entries(
+    executors: Sequence[Executor],
+    clients: Mapping[str, ClientConfig],
+    runners: Mapping[str, StoredRunner],
+    credentials: Callable[[str], Optional[Credentials]],
+) -> list[dict[str, Any]]:
+    """The [[runners]] entries, sorted by stem, of every executor that has a runner and a
+    token (``credentials`` by stem). A runner that is not gitlab-runner has none: it
+    would take that runner's jobs."""
+    entries = []
+    for executor in sorted(executors, key=lambda e: e.stem):
+        stored = runners.get(executor.stem)
+        if executor.credentials_file is not None or stored is None:
+            continue
+        found = credentials(executor.stem)
+        if found is None:
+            continue
+        client = clients.get(stored.url)
+        entries.append(
+            runner_entry(
+                executor.name,
+                stored.url,
+                stored.id,
+                found,
+                client.tls_ca_file if client else None,
+                executor.settings,
+                tls_cert_file=client.tls_cert_file if client else None,
+                tls_key_file=client.tls_key_file if client else None,
+            )
+        )
+    return entries
+
+
+def observed_credentials(
+    observed: Observed, stem: str, rotated: Mapping[RunnerKey, Credentials]
+) -> Optional[Credentials]:
+    """The token a runner has now: the one gitlab-runner rotated in meanwhile, else the
+    one read back."""
+    runner = observed.runners.get(stem)
+    if runner is None or runner.token is None:
+        return None
+    return rotated.get((runner.url, runner.id)) or Credentials(
+        runner.token, runner.token_obtained_at, runner.token_expires_at
+    )
+
+
+def entries_as_observed(
+    executors: Sequence[Executor], clients: Mapping[str, ClientConfig], observed: Observed
+) -> list[dict[str, Any]]:
+    """The entries a sync that changes nothing in GitLab would write (``plan``)."""
+    runners = {
+        stem: StoredRunner(r.id, r.url, r.scope, dict(r.applied))
+        for stem, r in observed.runners.items()
+    }
+    return runner_entries(
+        executors, clients, runners, lambda stem: observed_credentials(observed, stem, {})
+    )
 
 
 def render(globals_document: tomlkit.TOMLDocument, entries: list[dict[str, Any]]) -> str:
