@@ -1,5 +1,5 @@
-"""The one module that talks to GitLab. It maps GitLab's answers onto a few outcomes so the
-rest of the code never looks at status codes:
+"""The one module the rest of the code asks GitLab through: the endpoints it uses, each
+mapped onto a few outcomes so that nothing else looks at status codes:
 
 * a token verdict (valid / invalid / unknown),
 * RefusedError subclasses for what a person must fix (401, 403, 404, 410, validation,
@@ -7,49 +7,31 @@ rest of the code never looks at status codes:
 * Unavailable (a TransientError) for what may heal: no connection, 408, 5xx, an HTML
   page where JSON was expected, 429 past the deadline.
 
-Retries are done here: a client library's retry sleeps whatever Retry-After says (GitLab
-answers 60 s during migrations, up to ten times), while a unit's ExecStartPre has an
-overall deadline, and one 429 should pause every worker, not just one. What goes over the
-wire (no redirects, one origin, the deadline, the size cap, TLS) is transport.py.
-
-Single calls go through a requests session directly: they need only a URL, two headers
-and a JSON body, and python-gitlab's import and its layers per request cost more than a
-steady sync of 200 runners spends on everything else. Lists use python-gitlab's
-pagination (``_pages``), over the same guarded session.
+How each request goes (retries, deadline, pacing, decoding) is calls.py; what goes over
+the wire is transport.py.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import random
 import threading
-import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import date
-from typing import Any, Callable, NoReturn, Optional, TypeVar
-from urllib.parse import urlsplit
+from typing import Any, Callable, Optional, TypeVar
 
-import requests
-
-from . import __version__, tls, transport
 from .answers import (
-    AMBIGUOUS_STATUS,
     AccessDenied,
     Gone,
     Issued,
     NotFound,
-    RatePause,
     Redirected,
     Rejected,
     Unavailable,
     issued_or_none,
-    refusal,
     retry_after,
-    transient_status,
 )
+from .calls import Calls, Connection
 from .model import ClientConfig, Scope, Verdict
 from .secret import Secret
 from .transport import Deadline
@@ -62,6 +44,7 @@ __all__ = [
     "Gone",
     "Issued",
     "NotFound",
+    "Pool",
     "Redirected",
     "Rejected",
     "Unavailable",
@@ -71,50 +54,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
-
-BACKOFF_BASE = 0.2
-LAST_TRY_MARGIN = 0.5
-BACKOFF_CAP = 5.0
-MIN_RATE_WAIT = 1.0
-# With this few requests left in GitLab's rate window (RateLimit-Remaining), the pool
-# slows down so that what is left lasts until the window resets, instead of running into
-# 429s. A fleet sharing one access token shares one budget: the others spend it too.
-PACE_BELOW = 16
-
-
-@dataclass
-class Connection:
-    """Settings shared by every client of one run.
-
-    ``give_up_unreachable_after``: seconds after which a refused connection or a name
-    that does not resolve ends the calls at once instead of retrying until the deadline.
-    Set it when a usable config exists (the runners can start without GitLab); leave it
-    None on a fresh host, which has nothing to start with and may as well wait.
-    """
-
-    deadline: Deadline
-    timeout: float = 10.0
-    pause: Optional[RatePause] = None
-    system_id: str = ""
-    give_up_unreachable_after: Optional[float] = None
-
-    def __post_init__(self) -> None:
-        if self.pause is None:
-            self.pause = RatePause()
-
-    @property
-    def user_agent(self) -> str:
-        # The system ID lets a GitLab admin tell which host sends what.
-        return f"register-runner/{__version__} ({self.system_id or 'no system id'})"
-
-
-class _Attempt(Exception):
-    """One attempt failed in a way worth retrying; ``reason`` says how."""
-
-    def __init__(self, reason: str, unreachable: bool = False) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.unreachable = unreachable
 
 
 class Pool:
@@ -142,25 +81,8 @@ class Pool:
             return list(pool.map(work, items))
 
 
-class GitLab:
-    """Calls to one GitLab instance, as one ClientConfig describes it. Thread-safe: each
-    worker thread gets its own HTTP session."""
-
-    def __init__(self, client: ClientConfig, connection: Connection) -> None:
-        self.client = client
-        self.url = client.url
-        self.connection = connection
-        self._local = threading.local()
-        self._context_lock = threading.Lock()
-        self._ssl_context: Any = None
-        self._unreachable: Optional[str] = None
-        self.last_failure = ""  # why the last verify proved nothing, for the warning
-        if transport.cleartext(self.url):
-            log.warning(
-                "event=plain_http url=%s tokens travel unencrypted to a host that is not "
-                "this one; use https",
-                self.url,
-            )
+class GitLab(Calls):
+    """The endpoints register-runner uses on one GitLab instance."""
 
     # -- runners, with the access token --------------------------------------------------
 
@@ -294,285 +216,6 @@ class GitLab:
 
     # -- plumbing ------------------------------------------------------------------------
 
-    def _call(
-        self,
-        what: str,
-        verb: str,
-        path: str,
-        *,
-        data: Optional[Mapping[str, Any]] = None,
-        query: Optional[Mapping[str, Any]] = None,
-        needs: Optional[str] = None,
-        anonymous: bool = False,
-        idempotent: bool = True,
-        expect: Optional[str] = "json",
-    ) -> Any:
-        """One API call, retried while that is safe and the deadline allows. ``expect``:
-        "json" (a JSON answer), "any" (2xx is all that counts) or None (nothing read)."""
-        deadline = self.connection.deadline
-        attempt = 0
-        while True:
-            if self._unreachable:
-                raise Unavailable(f"{self.url}: {what}: {self._unreachable}")
-            self.connection.pause.wait(deadline)  # type: ignore[union-attr]
-            if deadline.passed():
-                raise Unavailable(
-                    f"{self.url}: {what}: no answer within the {deadline.seconds:g} s deadline"
-                )
-            try:
-                response = self._send(
-                    what, verb, path, data, query, needs, anonymous, idempotent, expect
-                )
-                return self._decode(what, response, idempotent, expect)
-            except _Attempt as failed:
-                attempt += 1
-                self._before_retry(what, failed, attempt)
-
-    def _send(
-        self,
-        what: str,
-        verb: str,
-        path: str,
-        data: Optional[Mapping[str, Any]],
-        query: Optional[Mapping[str, Any]],
-        needs: Optional[str],
-        anonymous: bool,
-        idempotent: bool,
-        expect: Optional[str],
-    ) -> Any:
-        deadline = self.connection.deadline
-        try:
-            if expect == "pages":
-                return self._pages(what, path, query, needs)
-            response = self._session().request(
-                verb.upper(),
-                path if path.startswith(("http://", "https://")) else self._api_url + path,
-                params=dict(query) if query else None,
-                json=dict(data) if data is not None else None,
-                headers=self._headers(anonymous),
-            )
-        except transport.Redirect as redirect:
-            raise self._redirected(what, redirect) from None
-        except transport.Oversize:
-            raise Unavailable(
-                f"{self.url}: {what}: GitLab's answer is larger than "
-                f"{transport.MAX_ANSWER_BYTES // 2**20} MiB; refused",
-                ambiguous=not idempotent,
-            ) from None
-        except transport.DeadlinePassed:
-            raise Unavailable(
-                f"{self.url}: {what}: no complete answer within the {deadline.seconds:g} s "
-                "deadline",
-                ambiguous=not idempotent,
-            ) from None
-        except requests.exceptions.RequestException as error:
-            reason, sent, unreachable = transport.network_failure(
-                error, self.url, self.connection.timeout
-            )
-            if sent and not idempotent:
-                raise Unavailable(f"{self.url}: {what}: {reason}", ambiguous=True) from None
-            if reason.startswith("TLS"):
-                raise Unavailable(f"{self.url}: {what}: {reason}") from None
-            raise _Attempt(reason, unreachable) from None
-        status = response.status_code
-        if 200 <= status < 300:
-            self._pace(response.headers)
-            return response
-        self._refused(what, status, _error_message(response), needs, idempotent)
-
-    def _refused(
-        self, what: str, status: int, said: Any, needs: Optional[str], idempotent: bool
-    ) -> NoReturn:
-        if status == 429:
-            self._rate_limited(what)
-            raise _Attempt("GitLab answered 429 (too many requests)")
-        if not transient_status(status):
-            raise refusal(self.url, what, status, said, needs)
-        if not idempotent and status in AMBIGUOUS_STATUS:
-            raise Unavailable(f"{self.url}: {what}: GitLab answered {status}", ambiguous=True)
-        raise _Attempt(f"GitLab answered {status}")
-
-    def _pages(
-        self, what: str, path: str, query: Optional[Mapping[str, Any]], needs: Optional[str]
-    ) -> list[Any]:
-        """Every page of a list, through python-gitlab's pagination (Link and X-Next-Page)
-        over this worker's guarded session: a next page on another origin is refused
-        there, and the deadline bounds every page."""
-        import gitlab  # only lists need it: a steady sync never imports it
-
-        api = gitlab.Gitlab(
-            self.url,
-            private_token=None
-            if self.client.access_token is None
-            else self.client.access_token.reveal(),
-            session=self._session(),
-            user_agent=self.connection.user_agent,
-            retry_transient_errors=False,
-        )
-        try:
-            pages = api.http_list(
-                path,
-                query_data=dict(query or {}),
-                iterator=True,
-                per_page=100,
-                obey_rate_limit=False,
-                retry_transient_errors=False,
-            )
-            return list(pages)
-        except gitlab.GitlabHttpError as error:
-            # A page answered with an error: python-gitlab raised it, the meaning is ours.
-            self._refused(what, error.response_code or 0, error.error_message, needs, True)
-        except gitlab.GitlabParsingError:
-            raise _Attempt("GitLab sent a page that is not JSON") from None
-
-    def _decode(self, what: str, response: Any, idempotent: bool, expect: Optional[str]) -> Any:
-        if expect is None:
-            return None
-        if expect == "pages":
-            return response  # python-gitlab decoded every page
-        body = response.content.strip()
-        kind = response.headers.get("Content-Type", "")
-        if "html" in kind.lower() or body[:1] == b"<":
-            # A login page or captive portal answering for GitLab: not an answer from it.
-            problem = f"an HTML page (HTTP {response.status_code}) instead of JSON"
-        else:
-            try:
-                return json.loads(body) if body else None
-            except ValueError:
-                if expect == "any":
-                    return None
-                problem = "an answer that is not JSON (truncated or garbled)"
-        if not idempotent:
-            raise Unavailable(f"{self.url}: {what}: GitLab sent {problem}", ambiguous=True)
-        raise _Attempt(f"GitLab sent {problem}")
-
-    def _before_retry(self, what: str, failed: _Attempt, attempt: int) -> None:
-        deadline = self.connection.deadline
-        delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
-        limit = self.connection.give_up_unreachable_after
-        if failed.unreachable and limit is not None and deadline.elapsed() + delay >= limit:
-            # A usable config exists: the runners start without GitLab, so do not hold
-            # them back for a GitLab that is down or not in DNS.
-            self._unreachable = failed.reason
-            raise Unavailable(
-                f"{self.url}: {what}: {failed.reason}; gave up after {attempt} attempts "
-                f"in {deadline.elapsed():.1f} s (the last good config is kept)"
-            )
-        remaining = deadline.remaining()
-        if delay >= remaining:
-            if remaining < LAST_TRY_MARGIN * 2:
-                raise Unavailable(
-                    f"{self.url}: {what}: {failed.reason}; gave up after {attempt} "
-                    f"attempts within the {deadline.seconds:g} s deadline"
-                )
-            # Nothing to start with (else give_up_unreachable_after): keep trying until
-            # the deadline, with one last try just before it.
-            delay = remaining - LAST_TRY_MARGIN
-        log.debug(
-            "event=retry url=%s call=%r reason=%r in=%.2fs", self.url, what, failed.reason, delay
-        )
-        time.sleep(delay)
-
-    def _pace(self, headers: Mapping[str, str]) -> None:
-        remaining = (headers.get("RateLimit-Remaining") or "").strip()
-        if not remaining.isdigit() or int(remaining) >= PACE_BELOW:
-            return
-        window = retry_after({"RateLimit-Reset": headers.get("RateLimit-Reset") or ""})
-        if not window:
-            return
-        # The whole pool waits: a share of the window per request left, the full window
-        # when none is; jittered so that hosts sharing the budget do not come back as one.
-        delay = window / (int(remaining) + 1) * random.uniform(1.0, 1.2)
-        log.debug("event=rate_pacing url=%s remaining=%s wait=%.1fs", self.url, remaining, delay)
-        self.connection.pause.extend(delay)  # type: ignore[union-attr]
-
-    def _rate_limited(self, what: str) -> None:
-        response = getattr(self._local, "last_response", None)
-        delay = retry_after(response.headers if response is not None else {})
-        if delay is None or delay < MIN_RATE_WAIT:
-            # No usable Retry-After (absent, 0, negative, nan): back off from a second
-            # up, jittered so that the workers do not come back together.
-            backoff = getattr(self._local, "backoff", MIN_RATE_WAIT / 2) * 2
-            self._local.backoff = min(BACKOFF_CAP * 4, backoff)
-            delay = self._local.backoff * random.uniform(1.0, 1.5)
-        else:
-            delay *= random.uniform(1.0, 1.1)
-        log.info("event=rate_limited url=%s call=%r wait=%.1fs", self.url, what, delay)
-        self.connection.pause.extend(delay)  # type: ignore[union-attr]
-
-    def _redirected(self, what: str, redirect: transport.Redirect) -> Redirected:
-        if redirect.status is None:
-            said = f"GitLab's answer pointed to another origin, {redirect.target}; not followed"
-        else:
-            said = f"GitLab answered {redirect.status} with a redirect to {redirect.target}"
-        return Redirected(
-            f"{self.url}: {what}: {said}; put the final url in the client_config "
-            "(requests are never re-sent elsewhere: the token would go along)",
-            redirect.target,
-        )
-
-    def _same_origin(self, what: str, url: str) -> None:
-        if transport.host_port(url) != transport.host_port(self.url):
-            raise self._redirected(what, transport.Redirect(None, transport.host_port(url)))
-
-    def _issued(
-        self, what: str, answer: Any, runner_id: Optional[int] = None, need_id: bool = True
-    ) -> Issued:
-        """The token in an answer to a call that made one; an answer without a usable
-        token or id may hide a runner that exists now: ambiguous, and never stored."""
-        issued = issued_or_none(answer, runner_id)
-        if issued is None or (need_id and issued.id is None):
-            raise Unavailable(
-                f"{self.url}: {what}: GitLab's answer has no usable runner id and token",
-                ambiguous=True,
-            )
-        return issued
-
-    @property
-    def _api_url(self) -> str:
-        return self.url.rstrip("/") + "/api/v4"
-
-    def _headers(self, anonymous: bool) -> dict[str, str]:
-        headers = {"User-Agent": self.connection.user_agent, "Content-Type": "application/json"}
-        if not anonymous and self.client.access_token is not None:
-            headers["PRIVATE-TOKEN"] = self.client.access_token.reveal()
-        return headers
-
-    def _session(self) -> transport.GuardedSession:
-        """This worker's session: its connection is kept alive from one call to the next."""
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = transport.GuardedSession(
-                self.url, self.connection.deadline, self.connection.timeout, self._context()
-            )
-            session.hooks["response"].append(self._remember)
-            self._local.session = session
-        return session
-
-    def _context(self) -> Any:
-        if not self.url.startswith("https://"):
-            return None  # plain http: no TLS files are read, as gitlab-runner does
-        with self._context_lock:
-            if self._ssl_context is None:
-                self._ssl_context = tls.context(
-                    self.client.tls_ca_file,
-                    self.client.tls_cert_file,
-                    self.client.tls_key_file,
-                )
-            return self._ssl_context
-
-    def _remember(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
-        self._local.last_response = response
-        request = response.request
-        path = urlsplit(request.url).path  # no query: nothing secret is logged
-        log.debug(
-            "event=api method=%s path=%s status=%s ms=%.0f",
-            request.method,
-            path,
-            response.status_code,
-            response.elapsed.total_seconds() * 1000,
-        )
-
     def access_token_expires_at(self) -> Optional[date]:
         """When the access token itself expires (``GET /personal_access_tokens/self``,
         GitLab >= 15.5): a date, or None when it never expires or GitLab will not say (403
@@ -593,16 +236,3 @@ class GitLab:
             return date.fromisoformat(value[:10]) if isinstance(value, str) else None
         except ValueError:
             return None
-
-
-def _error_message(response: requests.Response) -> Any:
-    """What GitLab said in a refusal: the JSON ``message`` (or ``error``), else the body."""
-    said: Any = response.content
-    try:
-        answer = response.json()
-        for key in ("message", "error"):
-            if key in answer:
-                said = answer[key]
-    except (KeyError, ValueError, TypeError):
-        pass
-    return said
