@@ -26,8 +26,9 @@ from .apply import Outcome, apply
 from .files import exclusive_lock
 from .model import ActionResult, Kind, Observed, Plan
 from .observe import known_runners, observe, recover
-from .output import content_of, entries_as_observed, now_utc, render
+from .output import content_of, entries_as_observed, render
 from .reconcile import check_not_emptied, reconcile, select
+from .timeutil import now_utc
 from .workspace import Options, Workspace, check_prefix, load, lock_path
 
 DEFAULT_PREFIX = "/etc/gitlab-runner"

@@ -24,6 +24,7 @@ from .errors import RefusedError, RegisterRunnerError, TransientError, UnknownOu
 from .model import (
     Action,
     ActionResult,
+    Credentials,
     Executor,
     Kind,
     Observed,
@@ -36,7 +37,8 @@ from .model import (
     UnwrittenToken,
 )
 from .observe import owned
-from .output import Credentials, now_utc, observed_credentials, runner_entries, write_config
+from .output import observed_credentials, runner_entries, write_config
+from .timeutil import now_utc
 from .workspace import Workspace
 
 if TYPE_CHECKING:

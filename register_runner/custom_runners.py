@@ -20,8 +20,7 @@ from typing import TYPE_CHECKING, Optional
 from . import __version__, credentials
 from . import state as state_file
 from .errors import InputError
-from .model import ActionResult, Executor, Kind, Observed, Plan, StoredRunner
-from .output import Credentials
+from .model import ActionResult, Credentials, Executor, Kind, Observed, Plan, StoredRunner
 from .secret import Secret
 from .state import State
 from .timeutil import now_utc, parse_timestamp

@@ -18,7 +18,7 @@ from tomlkit.items import AoT, Table
 from . import credentials, files, tags
 from .clients import PLACEHOLDERS, client_configs, parse_scope, parse_url
 from .errors import InputError
-from .model import ClientConfig, Executor, typed
+from .model import ClientConfig, Executor, Identity, typed
 from .tags import TagPolicy
 from .tomlfile import locate, parse_toml, read_toml, remove_with_comments
 
@@ -60,24 +60,6 @@ class Inputs:
     executor_dir: Path
     warnings: tuple[str, ...] = ()  # for the run's warnings: nothing wrong enough to stop
     tag_policy: TagPolicy = field(default_factory=TagPolicy)
-
-
-@dataclass(frozen=True)
-class Identity:
-    """Who this host is, for default names and the marker stored in GitLab."""
-
-    host: str
-    instance: str
-    system_id: str
-
-    def default_name(self, stem: str) -> str:
-        return f"{self.host}-{self.instance}-{stem}"
-
-    def marker(self, stem: str) -> str:
-        return (
-            f"[register-runner host={self.host} instance={self.instance} "
-            f"executor={stem} system_id={self.system_id}]"
-        )
 
 
 def template_path(prefix: Path, instance: str) -> Path:

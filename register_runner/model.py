@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any, Optional
 
 from .secret import Secret
+from .timeutil import NEVER, now_utc
 
 # Sent to GitLab, never written into config.toml (gitlab-api.md §9).
 REGISTRATION_ATTRIBUTES = (
@@ -60,6 +61,40 @@ class Scope:
         return cls(
             data.get("runner_type", "instance_type"), data.get("group_id"), data.get("project_id")
         )
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who this host is, for default names and the marker stored in GitLab."""
+
+    host: str
+    instance: str
+    system_id: str
+
+    def default_name(self, stem: str) -> str:
+        return f"{self.host}-{self.instance}-{stem}"
+
+    def marker(self, stem: str) -> str:
+        return (
+            f"[register-runner host={self.host} instance={self.instance} "
+            f"executor={stem} system_id={self.system_id}]"
+        )
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A runner's token and its timestamps, as the config holds them."""
+
+    token: Secret
+    obtained_at: Optional[datetime]
+    expires_at: Optional[datetime]  # None: never expires
+
+    def as_entry(self) -> dict[str, Any]:
+        return {
+            "token": self.token.reveal(),
+            "token_obtained_at": self.obtained_at or now_utc(),
+            "token_expires_at": self.expires_at or NEVER,
+        }
 
 
 @dataclass(frozen=True)

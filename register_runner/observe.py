@@ -16,6 +16,7 @@ from . import custom_runners, migrate, state
 from .errors import RegisterRunnerError, TransientError
 from .model import (
     REGISTRATION_ATTRIBUTES,
+    Credentials,
     Observed,
     PendingCreate,
     PendingDelete,
@@ -25,7 +26,8 @@ from .model import (
     UnwrittenToken,
     Verdict,
 )
-from .output import Credentials, credentials_of, now_utc
+from .output import credentials_of
+from .timeutil import now_utc
 from .workspace import Workspace
 
 log = logging.getLogger(__name__)

@@ -15,6 +15,7 @@ from .errors import InputError
 from .files import atomic_write, read_regular
 from .model import (
     ClientConfig,
+    Credentials,
     Executor,
     Observed,
     RunnerKey,
@@ -22,33 +23,15 @@ from .model import (
     normalize_url,
 )
 from .secret import Secret
-from .timeutil import now_utc, parse_timestamp
+from .timeutil import NEVER, parse_timestamp
 from .tomlfile import read_toml
 
-# gitlab-runner writes this for a token that never expires.
-NEVER = datetime(1, 1, 1, tzinfo=timezone.utc)
 TOKEN_FIELDS = ("token", "token_obtained_at", "token_expires_at")
 WRITE_ATTEMPTS = 5
 
 
 def output_path(prefix: Path, instance: str) -> Path:
     return prefix / f"config.{instance}.toml"
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """A runner's token and its timestamps, as the config holds them."""
-
-    token: Secret
-    obtained_at: Optional[datetime]
-    expires_at: Optional[datetime]  # None: never expires
-
-    def as_entry(self) -> dict[str, Any]:
-        return {
-            "token": self.token.reveal(),
-            "token_obtained_at": self.obtained_at or now_utc(),
-            "token_expires_at": self.expires_at or NEVER,
-        }
 
 
 @dataclass

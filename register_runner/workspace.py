@@ -16,8 +16,8 @@ from . import inputs, state
 from .errors import InputError
 from .files import check_instance_name, check_secure, exclusive_lock, state_dir
 from .hostid import hostname, resolve_system_id
-from .inputs import Identity, Inputs
-from .model import Executor
+from .inputs import Inputs
+from .model import Executor, Identity
 from .output import ExistingConfig, output_path, read_config
 
 log = logging.getLogger(__name__)
