@@ -19,10 +19,11 @@ ALL_SCOPES = ("create_runner", "manage_runner", "read_api")
 
 @pytest.fixture(scope="session", autouse=True)
 def _children_keep_their_bytecode(tmp_path_factory):
-    """The CLI runs in hundreds of child processes. Where PYTHONDONTWRITEBYTECODE is set
-    (some CI and sandbox images), each would compile the package's modules again (about
-    0.15 s a start): they share a bytecode cache in this session's temporary folder
-    instead, as an installed package has its .pyc files. Nothing a test checks changes."""
+    """The CLI runs in child processes too (start_cli, run_cli(child=True), and every run
+    with REGISTER_RUNNER_TEST_CHILD=1). Where PYTHONDONTWRITEBYTECODE is set (some CI and
+    sandbox images), each would compile the package's modules again (about 0.15 s a
+    start): they share a bytecode cache in this session's temporary folder instead, as an
+    installed package has its .pyc files. Nothing a test checks changes."""
     if not os.environ.get("PYTHONDONTWRITEBYTECODE") or os.environ.get("PYTHONPYCACHEPREFIX"):
         yield
         return

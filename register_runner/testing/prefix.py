@@ -12,6 +12,10 @@ from typing import Optional
 
 import tomlkit
 
+# Set to 1: every run_cli in a child process, as before in-process runs (slower).
+CHILD_VARIABLE = "REGISTER_RUNNER_TEST_CHILD"
+CHILD_TIMEOUT = 120.0
+
 
 @dataclass
 class Prefix:
@@ -110,20 +114,29 @@ def run_cli(
     *,
     env: Optional[Mapping[str, str]] = None,
     input: Optional[str] = None,
-    timeout: float = 120,
+    timeout: Optional[float] = None,
+    child: bool = False,
 ) -> subprocess.CompletedProcess:
-    """The real command line, in a child process, as systemd would run it."""
+    """The real command line with this environment plus ``env``. In this process by
+    default (testing/inprocess.py); in a child process, as systemd would run it, with
+    ``child=True``, with a ``timeout`` (only a child can be killed when it hangs), or for
+    every run when REGISTER_RUNNER_TEST_CHILD=1."""
     environment = dict(os.environ)
     environment.pop("JOURNAL_STREAM", None)
     environment.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "register_runner", *args],
-        capture_output=True,
-        text=True,
-        env=environment,
-        input=input,
-        timeout=timeout,
-    )
+    command = [sys.executable, "-m", "register_runner", *args]
+    if child or timeout is not None or os.environ.get(CHILD_VARIABLE) == "1":
+        return subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            env=environment,
+            input=input,
+            timeout=CHILD_TIMEOUT if timeout is None else timeout,
+        )
+    from . import inprocess  # not for the benchmarks, which import this module too
+
+    return inprocess.run(command, args, environment, input)
 
 
 def start_cli(args: Sequence[str], *, env: Optional[Mapping[str, str]] = None) -> subprocess.Popen:
