@@ -81,3 +81,21 @@ def cli() -> Callable[..., object]:
         )
 
     return run
+
+
+@pytest.fixture(scope="session")
+def _pki_once(tmp_path_factory) -> dict:
+    from test_tls import build_pki
+
+    # openssl makes six RSA keys: seconds, once per worker rather than for every test.
+    return build_pki(tmp_path_factory.mktemp("pki-once"))
+
+
+@pytest.fixture
+def pki(_pki_once: dict, tmp_path: Path) -> dict:
+    """Certificates for TLS tests (tests/test_tls.py's build_pki): a site CA, server,
+    expired, other-name and client certificates, an unknown CA. A copy for each test,
+    which may change their modes."""
+    from test_tls import copy_pki
+
+    return copy_pki(_pki_once, tmp_path)

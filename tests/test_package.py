@@ -250,12 +250,11 @@ def test_bundled_requirements_match_pyproject():
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
-def test_zipapp_trusts_a_site_ca_from_the_hosts_trust_store(zipapp, gitlab, pat, tmp_path):
+def test_zipapp_trusts_a_site_ca_from_the_hosts_trust_store(zipapp, gitlab, pat, pki, tmp_path):
     """No tls_ca_file: the site CA is trusted because the host's OpenSSL trusts it
     (SSL_CERT_FILE here, the distribution's bundle on a real host), not certifi's list."""
-    from test_tls import TLSFront, build_pki, bundle
+    from test_tls import TLSFront, bundle
 
-    pki = build_pki(tmp_path)
     from register_runner.testing.prefix import make_prefix
 
     python = PYTHON39 or sys.executable

@@ -125,11 +125,6 @@ def make_cert(
     return cert, key
 
 
-@pytest.fixture
-def pki(tmp_path):
-    return build_pki(tmp_path)
-
-
 def build_pki(tmp_path: Path) -> dict:
     folder = tmp_path / "pki"
     folder.mkdir(mode=0o700)
@@ -142,6 +137,16 @@ def build_pki(tmp_path: Path) -> dict:
         "other-name": make_cert(folder, site, "other", names="DNS:gitlab.other.example"),
         "client": make_cert(folder, site, "client", client=True),
         "unknown": make_ca(folder, "unknown-ca"),
+    }
+
+
+def copy_pki(pki: dict, tmp_path: Path) -> dict:
+    """build_pki's certificates copied under ``tmp_path``, modes kept."""
+    folder = tmp_path / "pki"
+    shutil.copytree(pki["folder"], folder)
+    return {
+        name: folder if name == "folder" else tuple(folder / path.name for path in paths)
+        for name, paths in pki.items()
     }
 
 
