@@ -8,6 +8,7 @@ on the wire, not guessed.
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.client
 import json
 import os
@@ -54,7 +55,10 @@ class Recorder:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        # close() waits for the loop to see the shutdown: up to poll_interval (0.5 s by
+        # default), in every test.
+        serve = functools.partial(self.server.serve_forever, poll_interval=0.05)
+        threading.Thread(target=serve, daemon=True).start()
 
     def close(self) -> None:
         self.server.shutdown()
