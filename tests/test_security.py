@@ -57,7 +57,7 @@ class Recorder:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         # close() waits for the loop to see the shutdown: up to poll_interval (0.5 s by
         # default), in every test.
-        serve = functools.partial(self.server.serve_forever, poll_interval=0.05)
+        serve = functools.partial(self.server.serve_forever, poll_interval=0.01)
         threading.Thread(target=serve, daemon=True).start()
 
     def close(self) -> None:

@@ -94,7 +94,7 @@ class RecordingListener:
             self._server = server
             self._thread = threading.Thread(
                 target=server.serve_forever,
-                kwargs={"poll_interval": 0.05},
+                kwargs={"poll_interval": 0.01},  # stop() waits for the loop to see it
                 name="recording-listener",
                 daemon=True,
             )

@@ -142,7 +142,8 @@ class FakeGitLab(_Faults, _Routes):
         self._closing = False
         thread = threading.Thread(
             target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
+            # down() and stop() wait for the loop to see the shutdown: every test does.
+            kwargs={"poll_interval": 0.01},
             name=f"fake-gitlab-{self.port}",
             daemon=True,
         )
