@@ -17,13 +17,33 @@ PROJECT_ID = 7
 ALL_SCOPES = ("create_runner", "manage_runner", "read_api")
 
 
+@pytest.hookimpl(trylast=True)  # after the cache plugin's: config.cache
+def pytest_configure(config: pytest.Config) -> None:
+    """Where PYTHONDONTWRITEBYTECODE is set (some CI and sandbox images), every process of
+    a run compiles the package and the tests (assertion rewriting included) again: each
+    pytest-xdist worker spends about 4 s of CPU on it before its first test. Set here,
+    before the workers start, they and the CLI's child processes keep their bytecode in
+    pytest's cache folder instead (.pytest_cache, kept from run to run), as an installed
+    package has its .pyc files. Nothing a test checks changes."""
+    cache = getattr(config, "cache", None)  # None with -p no:cacheprovider
+    if cache is None or os.environ.get("PYTHONPYCACHEPREFIX"):
+        return
+    if os.environ.pop("PYTHONDONTWRITEBYTECODE", None):
+        os.environ["PYTHONPYCACHEPREFIX"] = str(cache.mkdir("pycache"))
+        config.add_cleanup(_write_no_bytecode_again)
+
+
+def _write_no_bytecode_again() -> None:
+    os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
+    del os.environ["PYTHONPYCACHEPREFIX"]
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _children_keep_their_bytecode(tmp_path_factory):
-    """The CLI runs in child processes too (start_cli, run_cli(child=True), and every run
-    with REGISTER_RUNNER_TEST_CHILD=1). Where PYTHONDONTWRITEBYTECODE is set (some CI and
-    sandbox images), each would compile the package's modules again (about 0.15 s a
-    start): they share a bytecode cache in this session's temporary folder instead, as an
-    installed package has its .pyc files. Nothing a test checks changes."""
+    """Without pytest's cache folder (-p no:cacheprovider), the same for this session's
+    child processes (start_cli, run_cli(child=True), every run with
+    REGISTER_RUNNER_TEST_CHILD=1): each would compile the package again (about 0.15 s a
+    start), so they share a bytecode cache in this session's temporary folder."""
     if not os.environ.get("PYTHONDONTWRITEBYTECODE") or os.environ.get("PYTHONPYCACHEPREFIX"):
         yield
         return
