@@ -82,7 +82,7 @@ def test_existing_config_entry_with_the_executor_name_is_adopted(gitlab, prefix,
 
 def test_unresolvable_gitlab_is_transient(tmp_path):
     prefix = make_prefix(tmp_path / "p", "https://gitlab.invalid", "glpat-unused-token-value")
-    result = run_cli(["sync", "--prefix", str(prefix.root), "--deadline", "2"])
+    result = run_cli(["sync", "--prefix", str(prefix.root), "--deadline", "1"])
     assert result.returncode == 3
     assert "cannot connect" in result.stderr
     assert "glpat-unused-token-value" not in result.stderr
@@ -91,7 +91,7 @@ def test_unresolvable_gitlab_is_transient(tmp_path):
 def test_tls_failure_is_transient_and_says_what_to_do(gitlab, pat, tmp_path):
     https_url = gitlab.url.replace("http://", "https://")
     prefix = make_prefix(tmp_path / "p", https_url, pat)
-    result = run_cli(["sync", "--prefix", str(prefix.root), "--deadline", "2"])
+    result = run_cli(["sync", "--prefix", str(prefix.root), "--deadline", "1"])
     assert result.returncode == 3
     assert "TLS" in result.stderr or "SSL" in result.stderr
 

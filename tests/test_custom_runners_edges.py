@@ -133,11 +133,11 @@ def test_gitlab_down_keeps_the_file_and_the_runner_starts(gitlab, make, cli, fol
     before = (credentials.read_bytes(), credentials.stat().st_mtime_ns)
     gitlab.down()
 
-    result = cli(prefix, "sync", "--deadline", "2")
+    result = cli(prefix, "sync", "--deadline", "1")
 
     assert result.returncode == 0, result.stderr  # its credentials are in place
     assert (credentials.read_bytes(), credentials.stat().st_mtime_ns) == before
-    assert cli(prefix, "sync", "--deadline", "2", "--strict").returncode == 3
+    assert cli(prefix, "sync", "--deadline", "1", "--strict").returncode == 3
 
 
 def test_a_new_custom_runner_with_gitlab_down_exits_3(gitlab, make, cli, folder):
@@ -145,7 +145,7 @@ def test_a_new_custom_runner_with_gitlab_down_exits_3(gitlab, make, cli, folder)
     prefix = make(executors={"rs": custom(credentials)})
     gitlab.down()
 
-    assert cli(prefix, "sync", "--deadline", "2").returncode == 3
+    assert cli(prefix, "sync", "--deadline", "1").returncode == 3
     assert not credentials.exists()
 
 

@@ -15,7 +15,7 @@ def test_gitlab_down_keeps_the_config_and_exits_0(gitlab, prefix, cli):
     gitlab.down()
 
     started = time.monotonic()
-    result = cli(prefix, "sync", "--deadline", "2")
+    result = cli(prefix, "sync", "--deadline", "1")
     elapsed = time.monotonic() - started
 
     assert result.returncode == 0, result.stderr
@@ -80,7 +80,7 @@ def test_verify_failing_past_the_deadline_never_reregisters(gitlab, prefix, cli)
     gitlab.fail_next(count=1000, status=500, path=r"^/runners/verify$")
     gitlab.clear_requests()
 
-    result = cli(prefix, "sync", "--deadline", "1.5")
+    result = cli(prefix, "sync", "--deadline", "1")
 
     assert result.returncode == 0
     assert gitlab.mutating_requests() == []
@@ -190,7 +190,7 @@ def test_json_summary_reports_waiting_actions(gitlab, make, cli):
     prefix.write_executor("b", SHELL)
     gitlab.fail_next(count=100, status=503, path=r"^/user/runners$")
 
-    result = cli(prefix, "sync", "--json", "--deadline", "1.5")
+    result = cli(prefix, "sync", "--json", "--deadline", "1")
 
     summary = json.loads(result.stdout)
     assert result.returncode == 0 and summary["exit_status"] == 0

@@ -173,11 +173,11 @@ class TLSFront:
         self.recorder.close()
 
 
-def sync(prefix, env=None, *args):
+def sync(prefix, env=None, *args, deadline="3"):
     environment = {"SSL_CERT_FILE": "/nonexistent", "SSL_CERT_DIR": "/nonexistent"}
     environment.update(env or {})
     return run_cli(
-        ["sync", "--prefix", str(prefix.root), "--deadline", "3", *args], env=environment
+        ["sync", "--prefix", str(prefix.root), "--deadline", deadline, *args], env=environment
     )
 
 
@@ -282,6 +282,6 @@ def test_the_deadline_watchdog_also_ends_a_tls_read(pki, tmp_path):
     extra = f'tls_ca_file = "{pki["site"][0]}"\n'
     url = f"https://127.0.0.1:{listener.getsockname()[1]}"
     prefix = make_prefix(tmp_path / "p", url, "glpat-tls-test-token-01", client_extra=extra)
-    result = sync(prefix, None, "--timeout", "30")
+    result = sync(prefix, None, "--timeout", "30", deadline="1")
     listener.close()
     assert result.returncode == 3 and "deadline" in result.stderr, result.stderr
