@@ -3,10 +3,15 @@ Two runs on one prefix never both mutate."""
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import json
+import os
 import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -190,6 +195,15 @@ def test_second_run_waits_for_the_lock_then_gives_up(gitlab, prefix, cli):
     assert json.loads(cli(prefix, "sync", "--json").stdout)["exit_status"] == 0
 
 
+def openers(path: Path) -> int:
+    """How many open files, in every process we can see, are ``path``."""
+    count = 0
+    for fd in glob.glob("/proc/[0-9]*/fd/*"):
+        with contextlib.suppress(OSError):
+            count += os.readlink(fd) == str(path)
+    return count
+
+
 def test_second_run_that_waits_long_enough_goes_through(gitlab, prefix, cli):
     import threading
 
@@ -201,7 +215,13 @@ def test_second_run_that_waits_long_enough_goes_through(gitlab, prefix, cli):
         target=lambda: results.setdefault("second", cli(prefix, "sync", "--lock-timeout", "30"))
     )
     waiter.start()
-    threading.Timer(1.0, block.release).start()
+    # The first run holds the lock until released: let it go once the second has the
+    # lock file open too (it tries the lock right after), not after a fixed wait.
+    lock = prefix.root / ".register-runner" / f"{prefix.instance}.lock"
+    waited = time.monotonic()
+    while openers(lock) < 2 and time.monotonic() - waited < 30:
+        time.sleep(0.02)
+    block.release()
     waiter.join(60)
     first.wait(30)
     assert first.returncode == 0 and results["second"].returncode == 0
