@@ -3,7 +3,9 @@ real CLI."""
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -104,18 +106,45 @@ def cli() -> Callable[..., object]:
 
 
 @pytest.fixture(scope="session")
-def _pki_once(tmp_path_factory) -> dict:
-    from test_tls import build_pki
+def once_per_run(tmp_path_factory) -> Callable[[str, Callable[[Path], object]], Path]:
+    """once_per_run(name, build) → a folder that build(folder) filled, once for the whole
+    run: under pytest-xdist the first worker to ask builds it in the run's common
+    temporary folder (the others wait for it), else in this session's. For what takes
+    seconds of CPU to make and is the same for every test."""
 
-    # openssl makes six RSA keys: seconds, once per worker rather than for every test.
-    return build_pki(tmp_path_factory.mktemp("pki-once"))
+    built: dict[str, Path] = {}
+
+    def get(name: str, build: Callable[[Path], object]) -> Path:
+        if name not in built:
+            built[name] = _build_once(tmp_path_factory, name, build)
+        return built[name]
+
+    return get
+
+
+def _build_once(tmp_path_factory, name: str, build: Callable[[Path], object]) -> Path:
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        folder = tmp_path_factory.mktemp(name)
+        build(folder)
+        return folder
+    root = tmp_path_factory.getbasetemp().parent
+    folder = root / name
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not folder.is_dir():  # only a build that finished: it is renamed at the end
+            staging = root / f"{name}.building"
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir()
+            build(staging)
+            staging.rename(folder)
+    return folder
 
 
 @pytest.fixture
-def pki(_pki_once: dict, tmp_path: Path) -> dict:
+def pki(once_per_run, tmp_path: Path) -> dict:
     """Certificates for TLS tests (tests/test_tls.py's build_pki): a site CA, server,
-    expired, other-name and client certificates, an unknown CA. A copy for each test,
-    which may change their modes."""
-    from test_tls import copy_pki
+    expired, other-name and client certificates, an unknown CA. Made once per run
+    (openssl, six RSA keys: seconds); a copy for each test, which may change them."""
+    from test_tls import build_pki, copy_pki, pki_files
 
-    return copy_pki(_pki_once, tmp_path)
+    return copy_pki(pki_files(once_per_run("pki", build_pki) / "pki"), tmp_path)

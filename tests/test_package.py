@@ -6,7 +6,6 @@ environment, the interpreter of the oldest supported Python, no site-packages of
 ours. Needs the package index for `pip download` (or WHEEL_CACHE holding the wheels).
 """
 
-import fcntl
 import glob
 import importlib.machinery
 import importlib.util
@@ -59,18 +58,10 @@ def run(args, **kwargs):
 
 
 @pytest.fixture(scope="module")
-def zipapp(tmp_path_factory):
-    if os.environ.get("PYTEST_XDIST_WORKER") is None:
-        return build(tmp_path_factory.mktemp("dist") / "register-runner")
-    # Under pytest-xdist the workers share one build (seconds of CPU each): the first to
-    # get here builds it into the run's common temporary folder, the others wait for it.
-    out = tmp_path_factory.getbasetemp().parent / "dist" / "register-runner"
-    out.parent.mkdir(exist_ok=True)
-    with open(out.parent / "build.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not out.is_file():  # only a build that passed ./package's smoke test
-            os.replace(build(out.with_name("building")), out)
-        return out
+def zipapp(once_per_run):
+    return (
+        once_per_run("dist", lambda folder: build(folder / "register-runner")) / "register-runner"
+    )
 
 
 def build(out):

@@ -129,15 +129,20 @@ def build_pki(tmp_path: Path) -> dict:
     folder = tmp_path / "pki"
     folder.mkdir(mode=0o700)
     site = make_ca(folder, "site-ca")
-    return {
-        "folder": folder,
-        "site": site,
-        "server": make_cert(folder, site, "server"),
-        "expired": make_cert(folder, site, "expired", days=-1),
-        "other-name": make_cert(folder, site, "other", names="DNS:gitlab.other.example"),
-        "client": make_cert(folder, site, "client", client=True),
-        "unknown": make_ca(folder, "unknown-ca"),
-    }
+    make_cert(folder, site, "server")
+    make_cert(folder, site, "expired", days=-1)
+    make_cert(folder, site, "other", names="DNS:gitlab.other.example")
+    make_cert(folder, site, "client", client=True)
+    make_ca(folder, "unknown-ca")
+    return pki_files(folder)
+
+
+def pki_files(folder: Path) -> dict:
+    """The (certificate, key) pairs build_pki made in ``folder``, by role."""
+    stems = {"site": "site-ca", "server": "server", "expired": "expired"}
+    stems.update({"other-name": "other", "client": "client", "unknown": "unknown-ca"})
+    pairs = {role: (folder / f"{stem}.pem", folder / f"{stem}.key") for role, stem in stems.items()}
+    return {"folder": folder, **pairs}
 
 
 def copy_pki(pki: dict, tmp_path: Path) -> dict:
