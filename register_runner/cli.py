@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib
 import json
 import logging
@@ -120,6 +121,9 @@ def _record(args: argparse.Namespace, status: _Status) -> None:
         health.write_metrics(args.metrics_file, args.instance, run)
 
 
+# Once per process (parsing leaves the parser as it was): the tests run main() hundreds of
+# times in one process, and building it is a third of a short run's time there.
+@functools.cache
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
