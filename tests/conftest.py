@@ -21,6 +21,15 @@ ALL_SCOPES = ("create_runner", "manage_runner", "read_api")
 
 @pytest.hookimpl(trylast=True)  # after the cache plugin's: config.cache
 def pytest_configure(config: pytest.Config) -> None:
+    _keep_bytecode(config)
+    if getattr(config.option, "dist", "no") == "load":
+        # -n without --dist: xdist hands each worker a run of consecutive tests, so one
+        # worker can be left with every hypothesis test (half a minute of CPU) while the
+        # others are done; with worksteal an idle worker takes over tests still queued.
+        config.option.dist = "worksteal"
+
+
+def _keep_bytecode(config: pytest.Config) -> None:
     """Where PYTHONDONTWRITEBYTECODE is set (some CI and sandbox images), every process of
     a run compiles the package and the tests (assertion rewriting included) again: each
     pytest-xdist worker spends about 4 s of CPU on it before its first test. Set here,
@@ -38,6 +47,17 @@ def pytest_configure(config: pytest.Config) -> None:
 def _write_no_bytecode_again() -> None:
     os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
     del os.environ["PYTHONPYCACHEPREFIX"]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config):
+    """-n auto: one worker more than there are CPUs. A third of the suite's time is
+    waiting that is the behaviour under test (a deadline against a GitLab that is down,
+    a Retry-After); a worker that waits leaves its CPU to the others.
+    PYTEST_XDIST_AUTO_NUM_WORKERS still decides when it is set."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None
+    return len(os.sched_getaffinity(0)) + 1
 
 
 @pytest.fixture(scope="session", autouse=True)
