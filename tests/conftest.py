@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -31,22 +32,27 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _keep_bytecode(config: pytest.Config) -> None:
     """Where PYTHONDONTWRITEBYTECODE is set (some CI and sandbox images), every process of
-    a run compiles the package and the tests (assertion rewriting included) again: each
-    pytest-xdist worker spends about 4 s of CPU on it before its first test. Set here,
-    before the workers start, they and the CLI's child processes keep their bytecode in
-    pytest's cache folder instead (.pytest_cache, kept from run to run), as an installed
-    package has its .pyc files. Nothing a test checks changes."""
+    a run compiles the package and the tests again, and hypothesis too (pytest rewrites
+    the asserts of a plugin's modules): each pytest-xdist worker spends about 4 s of CPU
+    on it before its first test, the main process 2 s on hypothesis's summary at the end.
+    From here on, this process, the workers (they start later) and the CLI's child
+    processes keep their bytecode in pytest's cache folder instead (.pytest_cache, kept
+    from run to run), as an installed package has its .pyc files. Nothing a test checks
+    changes."""
     cache = getattr(config, "cache", None)  # None with -p no:cacheprovider
     if cache is None or os.environ.get("PYTHONPYCACHEPREFIX"):
         return
     if os.environ.pop("PYTHONDONTWRITEBYTECODE", None):
-        os.environ["PYTHONPYCACHEPREFIX"] = str(cache.mkdir("pycache"))
+        folder = str(cache.mkdir("pycache"))
+        os.environ["PYTHONPYCACHEPREFIX"] = sys.pycache_prefix = folder
+        sys.dont_write_bytecode = False
         config.add_cleanup(_write_no_bytecode_again)
 
 
 def _write_no_bytecode_again() -> None:
     os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
     del os.environ["PYTHONPYCACHEPREFIX"]
+    sys.pycache_prefix, sys.dont_write_bytecode = None, True
 
 
 @pytest.hookimpl(tryfirst=True)
