@@ -169,8 +169,8 @@ def _build_once(tmp_path_factory, name: str, build: Callable[[Path], object]) ->
 @pytest.fixture
 def pki(once_per_run, tmp_path: Path) -> dict:
     """Certificates for TLS tests (tests/test_tls.py's build_pki): a site CA, server,
-    expired, other-name and client certificates, an unknown CA. Made once per run
-    (openssl, six RSA keys: seconds); a copy for each test, which may change them."""
+    expired, other-name and client certificates, an unknown CA. Made once per run (eight
+    openssl commands); a copy for each test, which may change them."""
     from test_tls import build_pki, copy_pki, pki_files
 
     return copy_pki(pki_files(once_per_run("pki", build_pki) / "pki"), tmp_path)
