@@ -169,7 +169,7 @@ def _build_once(tmp_path_factory, name: str, build: Callable[[Path], object]) ->
 @pytest.fixture
 def pki(once_per_run, tmp_path: Path) -> dict:
     """Certificates for TLS tests (tests/test_tls.py's build_pki): a site CA, server,
-    expired, other-name and client certificates, an unknown CA. Made once per run (eight
+    expired, other-name and client certificates, an unknown CA. Made once per run (ten
     openssl commands); a copy for each test, which may change them."""
     from test_tls import build_pki, copy_pki, pki_files
 
