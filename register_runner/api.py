@@ -219,6 +219,8 @@ def _record(
             instance,
             health.sync_verdicts(observed, outcome),
             [e.stem for e in workspace.executors],
+            # Unless the config was rewritten, what load read is what is on disk.
+            held=None if outcome.wrote else workspace,
         ),
         warnings=[*workspace.warnings, *outcome.refused],
         access_tokens=access,
