@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import tomli_w
 import tomlkit
 
 from .errors import InputError
@@ -174,16 +174,32 @@ def entries_as_observed(
 
 
 def render(globals_document: tomlkit.TOMLDocument, entries: list[dict[str, Any]]) -> str:
-    document = copy.deepcopy(globals_document)
-    if entries:
-        runners = tomlkit.aot()
-        for entry in entries:
-            table = tomlkit.table()
-            for key, value in entry.items():
-                table.add(key, value)
-            runners.append(table)
-        document.append("runners", runners)
-    return tomlkit.dumps(document)
+    """The template's globals as tomlkit keeps them (comments and order), then the
+    [[runners]] entries, which are plain values, written by tomli-w."""
+    text = tomlkit.dumps(globals_document)
+    if not entries:
+        return text
+    runners = tomli_w.dumps({"runners": [_timestamps(entry) for entry in entries]})
+    return (text.rstrip("\n") + "\n\n" if text.strip() else "") + runners
+
+
+class _Timestamp(datetime):
+    """A datetime written as gitlab-runner writes it (``2024-01-31T12:00:00Z``); tomli-w
+    writes ``str()`` of a datetime, which has a space and ``+00:00``."""
+
+    def __str__(self) -> str:
+        text = self.isoformat()
+        return text[: -len("+00:00")] + "Z" if text.endswith("+00:00") else text
+
+
+def _timestamps(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return _Timestamp.fromisoformat(value.isoformat())
+    if isinstance(value, dict):
+        return {key: _timestamps(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_timestamps(item) for item in value]
+    return value
 
 
 def content_of(
