@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .errors import Error, InputError, RegisterRunnerError
-from .files import atomic_write, read_regular, state_dir
+from .files import atomic_write, json_lines, read_regular, state_dir
 from .secret import scrub
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ def record_run(
     _recorded = run
     if state_dir(prefix).is_dir():
         try:
-            data = json.dumps(run.to_json(), indent=2, sort_keys=True) + "\n"
+            data = json_lines(run.to_json())
             atomic_write(last_run_path(prefix, instance), data.encode())
         except Error as error:
             # Best effort: a read-only prefix runs its runners all the same.
