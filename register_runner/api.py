@@ -69,6 +69,7 @@ def sync(
         workspace = load(opts, os.environ if environ is None else environ)
         recover(workspace)
         observed, plan_ = _plan(workspace)
+        workspace.keep_parsed()
         outcome = apply(workspace, plan_, observed)
     status = _sync_status(workspace, plan_, observed, outcome)
     _record(workspace, plan_, observed, outcome, status)

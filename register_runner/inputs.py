@@ -6,7 +6,6 @@ file (and the line, where one can be told), and nothing has been changed yet.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +18,9 @@ from . import credentials, files, tags
 from .clients import PLACEHOLDERS, client_configs, parse_scope, parse_url
 from .errors import InputError
 from .model import ClientConfig, Executor, Identity, typed
+from .parsed import ParsedFiles
 from .tags import TagPolicy
-from .tomlfile import locate, parse_toml, read_toml, remove_with_comments
+from .tomlfile import locate, parse_toml, remove_with_comments
 
 MAX_FILE_BYTES = 1 << 20
 # gitlab-runner keys that come from the API: an executor file has no say in them.
@@ -74,9 +74,11 @@ def load(
     capture_tags_file: Union[str, Path, None] = None,
     tag_schema_file: Optional[Path] = None,
     check_permissions: bool = True,
+    parsed: Optional[ParsedFiles] = None,
 ) -> Inputs:
     """``check_permissions``: refuse secret and TLS files others may write (False for
-    --insecure-permissions)."""
+    --insecure-permissions). ``parsed``: executor files an earlier run parsed."""
+    parsed = parsed or ParsedFiles(None)
     path = template_path(prefix, identity.instance)
     text = read_text(path)
     document = parse_toml(path, text)
@@ -99,7 +101,7 @@ def load(
     executor_dir = prefix / identity.instance
     warnings: list[str] = []
     executors = tuple(
-        _executor(file, clients, identity, policy, warnings)
+        _executor(file, clients, identity, policy, warnings, parsed)
         for file in executor_files(executor_dir)
     )
     _check_unique_names(executors)
@@ -229,9 +231,10 @@ def _executor(
     identity: Identity,
     policy: TagPolicy,
     warnings: list[str],
+    parsed: ParsedFiles,
 ) -> Executor:
     text = read_text(path)
-    document: Mapping[str, Any] = read_toml(path, text)
+    document: Mapping[str, Any] = parsed.parse(path, text)
     if isinstance(document.get("runners"), dict):
         # Plain values cannot tell [runners.docker] from an inline runners = {...}.
         document = parse_toml(path, text)
@@ -278,6 +281,8 @@ def _unknown_keys(where: Callable[[str], str], keys: Mapping[str, Any]) -> list[
     for key in keys:
         if key in RUNNER_KEYS or key in OWN_EXECUTOR_KEYS:
             continue
+        import difflib  # only for a key gitlab-runner does not know
+
         close = difflib.get_close_matches(key, RUNNER_KEYS, n=1)
         hint = f"did you mean {close[0]}?" if close else "a newer gitlab-runner may know it"
         warnings.append(

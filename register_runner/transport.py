@@ -21,11 +21,11 @@ import contextlib
 import http.client
 import ipaddress
 import logging
+import os
 import select
 import socket
 import threading
 import time
-import urllib.request
 import weakref
 from dataclasses import dataclass
 from typing import Any, Optional, Union
@@ -271,6 +271,10 @@ class Proxy:
 def environment_proxy(origin: str) -> Optional[Proxy]:
     """The proxy that HTTPS_PROXY/HTTP_PROXY (and NO_PROXY) name for ``origin``, read once
     per run; credentials in its url are sent to the proxy only."""
+    if not any(name.lower().endswith("_proxy") for name in os.environ):
+        return None  # the common case, without importing urllib.request
+    import urllib.request
+
     scheme, host, _port = origin_of(origin)
     if urllib.request.proxy_bypass_environment(host):
         return None
