@@ -13,14 +13,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import tomlkit
-
 from . import files, systemd_credentials
 from .errors import InputError
 from .model import RUNNER_TYPES, ClientConfig, Scope, normalize_url
 from .secret import Secret
-from .tomlfile import locate, remove_with_comments
+from .tomlfile import locate
 
+CLIENT_CONFIGS = "client_configs"  # the template's table of them, left out of the output
 # Values tools such as `nspawn-runner toml` print where a real one is to be filled in.
 PLACEHOLDERS = frozenset({"", "TODO", "todo", "CHANGEME", "changeme", "REPLACE_ME", "xxx"})
 # access_token: a group or project access token works where a personal one does.
@@ -35,7 +34,7 @@ CLIENT_KEYS = {"url", "runner_type", "group_id", "project_id", *TLS_FILE_KEYS} |
 def client_configs(
     path: Path,
     text: str,
-    document: tomlkit.TOMLDocument,
+    document: Mapping[str, Any],
     environ: Mapping[str, str],
     check_permissions: bool = True,
 ) -> dict[str, ClientConfig]:
@@ -50,7 +49,6 @@ def client_configs(
             f"{locate(path, text, 'client_configs')}: client_configs must be a "
             "non-empty list of tables"
         )
-    remove_with_comments(document, "client_configs")
     clients: dict[str, ClientConfig] = {}
     for entry in raw:
         client = _client_config(path, text, dict(entry), environ, check_permissions)

@@ -6,10 +6,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import tomli_w
-import tomlkit
 
 from .errors import InputError
 from .files import atomic_write, read_regular
@@ -25,6 +24,9 @@ from .model import (
 from .secret import Secret
 from .timeutil import NEVER, parse_timestamp
 from .tomlfile import read_toml
+
+if TYPE_CHECKING:
+    from .inputs import Globals
 
 TOKEN_FIELDS = ("token", "token_obtained_at", "token_expires_at")
 WRITE_ATTEMPTS = 5
@@ -173,10 +175,12 @@ def entries_as_observed(
     )
 
 
-def render(globals_document: tomlkit.TOMLDocument, entries: list[dict[str, Any]]) -> str:
+def render(globals_: Globals, entries: list[dict[str, Any]]) -> str:
     """The template's globals as tomlkit keeps them (comments and order), then the
     [[runners]] entries, which are plain values, written by tomli-w."""
-    text = tomlkit.dumps(globals_document)
+    import tomlkit  # only to write: a steady start does without it
+
+    text = tomlkit.dumps(globals_.document)
     if not entries:
         return text
     runners = tomli_w.dumps({"runners": [_timestamps(entry) for entry in entries]})
@@ -202,12 +206,10 @@ def _timestamps(value: Any) -> Any:
     return value
 
 
-def content_of(
-    globals_document: tomlkit.TOMLDocument, entries: list[dict[str, Any]]
-) -> dict[str, Any]:
+def content_of(globals_: Globals, entries: list[dict[str, Any]]) -> dict[str, Any]:
     """What a config holds, as plain values: equal for a file gitlab-runner re-serialised,
     so that it is not rewritten for looks, and cheap to compare before rendering."""
-    content = globals_document.unwrap()
+    content = dict(globals_.content)
     if entries:
         content["runners"] = entries
     return content
@@ -215,7 +217,7 @@ def content_of(
 
 def write_config(
     existing: ExistingConfig,
-    globals_document: tomlkit.TOMLDocument,
+    globals_: Globals,
     build: Callable[[Mapping[RunnerKey, Credentials]], list[dict[str, Any]]],
 ) -> bool:
     """Write the globals and the [[runners]] entries ``build`` returns, unless the content
@@ -235,11 +237,11 @@ def write_config(
             rotated.update(_rotated_since(baseline, now))
             baseline = now
             continue
-        if current is not None and baseline.content == content_of(globals_document, entries):
+        if current is not None and baseline.content == content_of(globals_, entries):
             return False
         if current is not None:
             atomic_write(existing.path.with_name(existing.path.name + ".bak"), current)
-        atomic_write(existing.path, render(globals_document, entries).encode())
+        atomic_write(existing.path, render(globals_, entries).encode())
         return True
     raise InputError(
         f"{existing.path}: kept changing while register-runner tried to write "
