@@ -17,7 +17,7 @@ from . import files, systemd_credentials
 from .errors import InputError
 from .model import RUNNER_TYPES, ClientConfig, Scope, normalize_url
 from .secret import Secret
-from .tomlfile import locate
+from .tomlfile import Where, locate
 
 CLIENT_CONFIGS = "client_configs"  # the template's table of them, left out of the output
 # Values tools such as `nspawn-runner toml` print where a real one is to be filled in.
@@ -167,7 +167,9 @@ def looks_like_a_token(value: str) -> bool:
     return len(value) >= 20 and not re.search(r"[/.]", value) and not value.isupper()
 
 
-def _read_secret_file(where: str, setting: str, file: Path, check_permissions: bool = False) -> str:
+def _read_secret_file(
+    where: Where, setting: str, file: Path, check_permissions: bool = False
+) -> str:
     """The one token in ``file``. Its content is never printed, whatever is wrong."""
     try:
         data = file.read_bytes()
@@ -200,13 +202,13 @@ def secret_file_problem(data: bytes) -> Optional[str]:
     return None
 
 
-def _read_secret_env(where: str, setting: str, name: str, environ: Mapping[str, str]) -> str:
+def _read_secret_env(where: Where, setting: str, name: str, environ: Mapping[str, str]) -> str:
     if name not in environ:
         raise InputError(f"{where}: {setting}: environment variable {name} is not set")
     return environ[name]
 
 
-def _read_credential(where: str, setting: str, name: str, environ: Mapping[str, str]) -> str:
+def _read_credential(where: Where, setting: str, name: str, environ: Mapping[str, str]) -> str:
     folder = environ.get("CREDENTIALS_DIRECTORY")
     if folder:
         return _read_secret_file(where, setting, Path(folder) / name)
@@ -226,7 +228,7 @@ def _read_credential(where: str, setting: str, name: str, environ: Mapping[str, 
     )
 
 
-def parse_url(value: Any, where: str) -> Optional[str]:
+def parse_url(value: Any, where: Where) -> Optional[str]:
     if not isinstance(value, str) or value.strip() in PLACEHOLDERS:
         return None
     value = normalize_url(value)

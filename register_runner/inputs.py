@@ -18,7 +18,7 @@ from .errors import InputError
 from .model import ClientConfig, Executor, Identity, typed
 from .parsed import ParsedFiles
 from .tags import TagPolicy
-from .tomlfile import locate, parse_toml, read_toml, remove_with_comments
+from .tomlfile import Located, Where, locate, parse_toml, read_toml, remove_with_comments
 
 MAX_FILE_BYTES = 1 << 20
 # gitlab-runner keys that come from the API: an executor file has no say in them.
@@ -255,7 +255,7 @@ def _executor(
         # Plain values cannot tell [runners.docker] from an inline runners = {...}.
         document = parse_toml(path, text)
     keys = _runner_keys(path, text, document)
-    where = lambda key: locate(path, text, key)  # noqa: E731
+    where = lambda key: Located(path, text, key)  # noqa: E731
 
     url = _client_url(path, where, keys.pop("url", None), clients)
     client = clients[url]
@@ -291,7 +291,7 @@ def _executor(
     )
 
 
-def _unknown_keys(where: Callable[[str], str], keys: Mapping[str, Any]) -> list[str]:
+def _unknown_keys(where: Callable[[str], Where], keys: Mapping[str, Any]) -> list[str]:
     """A warning per key gitlab-runner would ignore, with the closest one it knows."""
     warnings = []
     for key in keys:
@@ -345,7 +345,7 @@ def _plain(value: Any) -> Any:
 
 
 def _client_url(
-    path: Path, where: Callable[[str], str], raw: Any, clients: Mapping[str, ClientConfig]
+    path: Path, where: Callable[[str], Where], raw: Any, clients: Mapping[str, ClientConfig]
 ) -> str:
     url = parse_url(raw, where("url"))
     if url is None:
@@ -368,7 +368,7 @@ def _attributes(
     path: Path, text: str, keys: dict[str, Any], identity: Identity, policy: TagPolicy
 ) -> dict[str, Any]:
     """Pop the registration attributes out of ``keys``, checked as GitLab would check them."""
-    where = lambda key: locate(path, text, key)  # noqa: E731
+    where = lambda key: Located(path, text, key)  # noqa: E731
     if "tags" in keys and "tag_list" in keys:
         raise InputError(f"{where('tag_list')}: set tags or tag_list, not both")
     attributes: dict[str, Any] = {}
@@ -432,7 +432,7 @@ def _attributes(
     return attributes
 
 
-def _tags(where: str, raw: Any, *, split: bool = True) -> Optional[list[str]]:
+def _tags(where: Where, raw: Any, *, split: bool = True) -> Optional[list[str]]:
     """A list of tags (or, ``split``, a comma-separated string); with ``split`` off, a list
     of names (env_tags), kept in order."""
     if raw is None:
@@ -449,7 +449,7 @@ def _tags(where: str, raw: Any, *, split: bool = True) -> Optional[list[str]]:
     return tags
 
 
-def _typed(where: str, key: str, value: Any, kind: type, described: str) -> Any:
+def _typed(where: Where, key: str, value: Any, kind: type, described: str) -> Any:
     try:
         return typed(value, kind)
     except TypeError:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 if sys.version_info >= (3, 11):
     import tomllib as _fast  # novm: behind the version check
@@ -118,6 +118,24 @@ def _duplicate_line(text: str, key: str, before: Optional[int]) -> Optional[int]
     lines = [n for n, line in enumerate(text.splitlines(), 1) if pattern.match(line)]
     candidates = [n for n in lines if before is None or n <= before]
     return candidates[-1] if len(lines) > 1 and candidates else before
+
+
+class Located:
+    """``locate(path, text, key)``, found only when printed: most files never need it."""
+
+    __slots__ = ("key", "path", "text")
+
+    def __init__(self, path: Path, text: str, key: str) -> None:
+        self.path, self.text, self.key = path, text, key
+
+    def __str__(self) -> str:
+        return locate(self.path, self.text, self.key)
+
+    __format__ = lambda self, spec: format(str(self), spec)  # noqa: E731
+
+
+# Where a message points: ``path:line`` as text, or found when printed.
+Where = Union[str, Located]
 
 
 def locate(path: Path, text: str, key: str) -> str:
