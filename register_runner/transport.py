@@ -269,7 +269,7 @@ class Proxy:
 
 
 def environment_proxy(origin: str) -> Optional[Proxy]:
-    """The proxy that HTTPS_PROXY/HTTP_PROXY (and NO_PROXY) name for ``origin``, read once
+    """The proxy that HTTPS_PROXY/HTTP_PROXY/ALL_PROXY (and NO_PROXY) name for ``origin``, read once
     per run; credentials in its url are sent to the proxy only."""
     if not any(name.lower().endswith("_proxy") for name in os.environ):
         return None  # the common case, without importing urllib.request
@@ -278,7 +278,8 @@ def environment_proxy(origin: str) -> Optional[Proxy]:
     scheme, host, _port = origin_of(origin)
     if urllib.request.proxy_bypass_environment(host):
         return None
-    url = urllib.request.getproxies_environment().get(scheme)
+    proxies = urllib.request.getproxies_environment()
+    url = proxies.get(scheme) or proxies.get("all")
     if not url:
         return None
     parts = urlsplit(url if "://" in url else f"http://{url}")

@@ -108,6 +108,7 @@ def test_a_refused_connection_is_not_a_sent_request():
         ({"HTTPS_PROXY": "http://proxy.example:3128"}, "https://gitlab.example", "proxy.example"),
         ({"https_proxy": "proxy.example:3128"}, "https://gitlab.example", "proxy.example"),
         ({"HTTP_PROXY": "http://proxy.example:3128"}, "https://gitlab.example", None),
+        ({"ALL_PROXY": "http://proxy.example:3128"}, "https://gitlab.example", "proxy.example"),
         (
             {"HTTPS_PROXY": "http://proxy.example:3128", "NO_PROXY": ".example"},
             "https://gitlab.example",
@@ -117,8 +118,9 @@ def test_a_refused_connection_is_not_a_sent_request():
     ],
 )
 def test_the_proxy_comes_from_the_environment(monkeypatch, environment, origin, expected):
-    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy"):
-        monkeypatch.delenv(name, raising=False)
+    for name in ("HTTPS", "HTTP", "ALL", "NO"):
+        monkeypatch.delenv(f"{name}_PROXY", raising=False)
+        monkeypatch.delenv(f"{name.lower()}_proxy", raising=False)
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
     proxy = environment_proxy(origin)
