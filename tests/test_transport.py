@@ -36,9 +36,11 @@ def channel(url: str, context=None) -> Channel:
 @contextlib.contextmanager
 def closing_server():
     """Answers each request with 200 and closes the connection without saying so first
-    (no ``Connection: close``), as a front whose keep-alive timeout passed does."""
+    (no ``Connection: close``), as a front whose keep-alive timeout passed does; each
+    close is counted in ``closed`` once done."""
     listener = socket.create_server(("127.0.0.1", 0))
     served: list[bytes] = []
+    closed = threading.Semaphore(0)
 
     def serve():
         with contextlib.suppress(OSError):
@@ -47,20 +49,22 @@ def closing_server():
                 with conn:
                     served.append(conn.recv(65536).split(b"\r\n", 1)[0])
                     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+                closed.release()
 
     threading.Thread(target=serve, daemon=True).start()
     try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}", served
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}", served, closed
     finally:
         listener.close()
 
 
 def test_a_kept_alive_connection_gitlab_closed_is_replaced_before_a_post():
-    with closing_server() as (url, served):
+    with closing_server() as (url, served, closed):
         path = channel(url)
         for _ in range(3):
             answer = path.request("POST", url + "/api/v4/user/runners", body=b"{}", headers={})
             assert answer.status == 200 and answer.body == b"{}"
+            assert closed.acquire(timeout=10)  # GitLab's end is closed before the next call
     # Each POST went out once, on a new connection: none was lost on a dead one.
     assert served == [b"POST /api/v4/user/runners HTTP/1.1"] * 3
 
