@@ -52,7 +52,7 @@ class ParsedFiles:
                 return document
         document = read_toml(path, text)
         # A TOML date or time has no JSON form: such a file is parsed again next time.
-        with contextlib.suppress(TypeError, ValueError):
+        with contextlib.suppress(TypeError):
             self._used[digest] = json.dumps(document)
         return document
 
@@ -60,7 +60,7 @@ class ParsedFiles:
         """Keep what this run parsed (and only that) for the next run; best effort."""
         if self.path is None or self._used == self._known:
             return
-        data = json.dumps({"version": VERSION, "documents": self._used}, sort_keys=True)
+        data = json.dumps({"version": VERSION, "documents": self._used})
         try:
             atomic_write(self.path, (data + "\n").encode())
         except Error as error:

@@ -4,11 +4,13 @@ bytes; a changed file is always parsed again."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 import pytest
 
 from register_runner import api, parsed
+from register_runner.errors import InputError
 from register_runner.parsed import ParsedFiles
 
 SHELL = 'executor = "shell"\ntags = ["linux", "aaa"]\n'
@@ -120,3 +122,21 @@ def test_plan_and_bad_input_keep_nothing(make, cli):
     prefix.write_executor("b", "executor = \n")
     assert cli(prefix).returncode == 2
     assert not cache_file(prefix).exists()
+
+
+def test_without_a_file_nothing_is_kept_and_errors_name_the_file(tmp_path):
+    remembered = ParsedFiles(None)
+    assert remembered.parse(tmp_path / "a.toml", SHELL)["executor"] == "shell"
+    remembered.save()
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(InputError, match=r"b\.toml:1"):
+        remembered.parse(tmp_path / "b.toml", "executor = \n")
+
+
+def test_a_file_that_cannot_be_written_is_only_noted(tmp_path, caplog):
+    remembered = ParsedFiles(tmp_path / "missing-folder" / "parsed.json")
+    remembered.parse(tmp_path / "a.toml", SHELL)
+    with caplog.at_level(logging.DEBUG, logger="register_runner.parsed"):
+        remembered.save()
+    assert [r.getMessage().split()[0] for r in caplog.records] == ["event=parsed_not_kept"]
+    assert "missing-folder" in caplog.records[0].getMessage()
