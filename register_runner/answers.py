@@ -3,7 +3,6 @@ and GitLab's own words made safe to print."""
 
 from __future__ import annotations
 
-import email.utils
 import math
 import re
 import threading
@@ -111,6 +110,8 @@ def retry_after(headers: Mapping[str, str]) -> Optional[float]:
         try:
             seconds = float(value)
         except ValueError:
+            import email.utils  # only for the rare HTTP-date form: a start imports less
+
             try:
                 parsed = email.utils.parsedate_to_datetime(value)
             except (TypeError, ValueError, IndexError):

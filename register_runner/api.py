@@ -69,6 +69,7 @@ def sync(
         workspace = load(opts, os.environ if environ is None else environ)
         recover(workspace)
         observed, plan_ = _plan(workspace)
+        workspace.keep_parsed()
         outcome = apply(workspace, plan_, observed)
     status = _sync_status(workspace, plan_, observed, outcome)
     _record(workspace, plan_, observed, outcome, status)
@@ -219,6 +220,8 @@ def _record(
             instance,
             health.sync_verdicts(observed, outcome),
             [e.stem for e in workspace.executors],
+            # Unless the config was rewritten, what load read is what is on disk.
+            held=None if outcome.wrote else workspace,
         ),
         warnings=[*workspace.warnings, *outcome.refused],
         access_tokens=access,

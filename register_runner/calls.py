@@ -1,4 +1,4 @@
-"""How one GitLab is called: each request over this worker's guarded session (transport.py:
+"""How one GitLab is called: each request over this worker's guarded channel (transport.py:
 no redirect, one origin, the deadline, the size cap, TLS), retried while that is safe and
 the deadline allows, and its answer turned into a value or one of the failures in
 answers.py. The endpoints themselves are gitlab.GitLab's.
@@ -7,10 +7,10 @@ Retries are done here: a client library's retry sleeps whatever Retry-After says
 answers 60 s during migrations, up to ten times), while a unit's ExecStartPre has an
 overall deadline, and one 429 should pause every worker, not just one.
 
-Single calls go through a requests session directly: they need only a URL, two headers
-and a JSON body, and python-gitlab's import and its layers per request cost more than a
+Single calls go over http.client (transport.Channel): they need only a URL, two headers
+and a JSON body, and the layers of python-gitlab and requests cost more per call than a
 steady sync of 200 runners spends on everything else. Lists use python-gitlab's
-pagination (``_pages``), over the same guarded session.
+pagination (``_pages``), over a requests session held to the same rules (pages.py).
 """
 
 from __future__ import annotations
@@ -24,8 +24,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn, Optional
 from urllib.parse import urlsplit
-
-import requests
 
 from . import __version__, tls, transport
 from .answers import (
@@ -159,11 +157,11 @@ class Calls:
         try:
             if expect == "pages":
                 return self._pages(what, path, query, needs)
-            response = self._session().request(
+            response = self._channel().request(
                 verb.upper(),
-                path if path.startswith(("http://", "https://")) else self._api_url + path,
-                params=dict(query) if query else None,
-                json=dict(data) if data is not None else None,
+                self._api_url + path,
+                query=dict(query) if query else None,
+                body=None if data is None else json.dumps(dict(data)).encode(),
                 headers=self._headers(anonymous),
             )
         except transport.Redirect as redirect:
@@ -180,20 +178,20 @@ class Calls:
                 "deadline",
                 ambiguous=not idempotent,
             ) from None
-        except requests.exceptions.RequestException as error:
+        except transport.NetworkError as error:
             reason, sent, unreachable = transport.network_failure(
-                error, self.url, self.connection.timeout
+                error.cause, self.url, self.connection.timeout, error.connected
             )
             if sent and not idempotent:
                 raise Unavailable(f"{self.url}: {what}: {reason}", ambiguous=True) from None
             if reason.startswith("TLS"):
                 raise Unavailable(f"{self.url}: {what}: {reason}") from None
             raise _Attempt(reason, unreachable) from None
-        status = response.status_code
-        if 200 <= status < 300:
+        self._local.last_answer = response
+        if 200 <= response.status < 300:
             self._pace(response.headers)
             return response
-        self._refused(what, status, _error_message(response), needs, idempotent)
+        self._refused(what, response.status, _error_message(response), needs, idempotent)
 
     def _refused(
         self, what: str, status: int, said: Any, needs: Optional[str], idempotent: bool
@@ -213,7 +211,8 @@ class Calls:
         """Every page of a list, through python-gitlab's pagination (Link and X-Next-Page)
         over this worker's guarded session: a next page on another origin is refused
         there, and the deadline bounds every page."""
-        import gitlab  # only lists need it: a steady sync never imports it
+        import gitlab  # only lists need it (and requests): a steady sync imports neither
+        import requests
 
         api = gitlab.Gitlab(
             self.url,
@@ -234,6 +233,8 @@ class Calls:
                 retry_transient_errors=False,
             )
             return list(pages)
+        except requests.exceptions.RequestException as error:
+            raise transport.NetworkError(error, connected=None) from None
         except gitlab.GitlabHttpError as error:
             # A page answered with an error: python-gitlab raised it, the meaning is ours.
             self._refused(what, error.response_code or 0, error.error_message, needs, True)
@@ -245,11 +246,11 @@ class Calls:
             return None
         if expect == "pages":
             return response  # python-gitlab decoded every page
-        body = response.content.strip()
-        kind = response.headers.get("Content-Type", "")
+        body = response.body.strip()
+        kind = response.headers.get("Content-Type") or ""
         if "html" in kind.lower() or body[:1] == b"<":
             # A login page or captive portal answering for GitLab: not an answer from it.
-            problem = f"an HTML page (HTTP {response.status_code}) instead of JSON"
+            problem = f"an HTML page (HTTP {response.status}) instead of JSON"
         else:
             try:
                 return json.loads(body) if body else None
@@ -302,8 +303,8 @@ class Calls:
         self.connection.pause.extend(delay)  # type: ignore[union-attr]
 
     def _rate_limited(self, what: str) -> None:
-        response = getattr(self._local, "last_response", None)
-        delay = retry_after(response.headers if response is not None else {})
+        answer = getattr(self._local, "last_answer", None)
+        delay = retry_after(answer.headers if answer is not None else {})
         if delay is None or delay < MIN_RATE_WAIT:
             # No usable Retry-After (absent, 0, negative, nan): back off from a second
             # up, jittered so that the workers do not come back together.
@@ -353,11 +354,23 @@ class Calls:
             headers["PRIVATE-TOKEN"] = self.client.access_token.reveal()
         return headers
 
-    def _session(self) -> transport.GuardedSession:
-        """This worker's session: its connection is kept alive from one call to the next."""
+    def _channel(self) -> transport.Channel:
+        """This worker's channel: its connection is kept alive from one call to the next."""
+        channel = getattr(self._local, "channel", None)
+        if channel is None:
+            channel = transport.Channel(
+                self.url, self.connection.deadline, self.connection.timeout, self._context()
+            )
+            self._local.channel = channel
+        return channel
+
+    def _session(self) -> Any:
+        """This worker's requests session for lists (pages.GuardedSession)."""
         session = getattr(self._local, "session", None)
         if session is None:
-            session = transport.GuardedSession(
+            from . import pages
+
+            session = pages.GuardedSession(
                 self.url, self.connection.deadline, self.connection.timeout, self._context()
             )
             session.hooks["response"].append(self._remember)
@@ -376,8 +389,8 @@ class Calls:
                 )
             return self._ssl_context
 
-    def _remember(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
-        self._local.last_response = response
+    def _remember(self, response: Any, *args: Any, **kwargs: Any) -> None:
+        self._local.last_answer = transport.Answer(response.status_code, response.headers, b"")
         request = response.request
         path = urlsplit(request.url).path  # no query: nothing secret is logged
         log.debug(
@@ -389,11 +402,11 @@ class Calls:
         )
 
 
-def _error_message(response: requests.Response) -> Any:
+def _error_message(response: transport.Answer) -> Any:
     """What GitLab said in a refusal: the JSON ``message`` (or ``error``), else the body."""
-    said: Any = response.content
+    said: Any = response.body
     try:
-        answer = response.json()
+        answer = json.loads(response.body)
         for key in ("message", "error"):
             if key in answer:
                 said = answer[key]

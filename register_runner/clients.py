@@ -13,14 +13,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import tomlkit
-
 from . import files, systemd_credentials
 from .errors import InputError
 from .model import RUNNER_TYPES, ClientConfig, Scope, normalize_url
 from .secret import Secret
-from .tomlfile import locate, remove_with_comments
+from .tomlfile import Where, locate
 
+CLIENT_CONFIGS = "client_configs"  # the template's table of them, left out of the output
 # Values tools such as `nspawn-runner toml` print where a real one is to be filled in.
 PLACEHOLDERS = frozenset({"", "TODO", "todo", "CHANGEME", "changeme", "REPLACE_ME", "xxx"})
 # access_token: a group or project access token works where a personal one does.
@@ -35,7 +34,7 @@ CLIENT_KEYS = {"url", "runner_type", "group_id", "project_id", *TLS_FILE_KEYS} |
 def client_configs(
     path: Path,
     text: str,
-    document: tomlkit.TOMLDocument,
+    document: Mapping[str, Any],
     environ: Mapping[str, str],
     check_permissions: bool = True,
 ) -> dict[str, ClientConfig]:
@@ -50,7 +49,6 @@ def client_configs(
             f"{locate(path, text, 'client_configs')}: client_configs must be a "
             "non-empty list of tables"
         )
-    remove_with_comments(document, "client_configs")
     clients: dict[str, ClientConfig] = {}
     for entry in raw:
         client = _client_config(path, text, dict(entry), environ, check_permissions)
@@ -169,7 +167,9 @@ def looks_like_a_token(value: str) -> bool:
     return len(value) >= 20 and not re.search(r"[/.]", value) and not value.isupper()
 
 
-def _read_secret_file(where: str, setting: str, file: Path, check_permissions: bool = False) -> str:
+def _read_secret_file(
+    where: Where, setting: str, file: Path, check_permissions: bool = False
+) -> str:
     """The one token in ``file``. Its content is never printed, whatever is wrong."""
     try:
         data = file.read_bytes()
@@ -202,13 +202,13 @@ def secret_file_problem(data: bytes) -> Optional[str]:
     return None
 
 
-def _read_secret_env(where: str, setting: str, name: str, environ: Mapping[str, str]) -> str:
+def _read_secret_env(where: Where, setting: str, name: str, environ: Mapping[str, str]) -> str:
     if name not in environ:
         raise InputError(f"{where}: {setting}: environment variable {name} is not set")
     return environ[name]
 
 
-def _read_credential(where: str, setting: str, name: str, environ: Mapping[str, str]) -> str:
+def _read_credential(where: Where, setting: str, name: str, environ: Mapping[str, str]) -> str:
     folder = environ.get("CREDENTIALS_DIRECTORY")
     if folder:
         return _read_secret_file(where, setting, Path(folder) / name)
@@ -228,7 +228,7 @@ def _read_credential(where: str, setting: str, name: str, environ: Mapping[str, 
     )
 
 
-def parse_url(value: Any, where: str) -> Optional[str]:
+def parse_url(value: Any, where: Where) -> Optional[str]:
     if not isinstance(value, str) or value.strip() in PLACEHOLDERS:
         return None
     value = normalize_url(value)

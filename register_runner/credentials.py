@@ -19,6 +19,7 @@ from typing import Any, Callable, Optional
 
 from .errors import InputError
 from .files import atomic_write, fsync_dir, read_regular
+from .tomlfile import Where
 
 HEADER = "# written by register-runner"
 # The lines a runner reads, in the order they are written.
@@ -122,7 +123,7 @@ def _user(name: str) -> Any:
 
 
 def check_target(
-    file: Path, where: Callable[[str], str], keys: dict[str, Any], executor_dir: Path
+    file: Path, where: Callable[[str], Where], keys: dict[str, Any], executor_dir: Path
 ) -> tuple[Optional[str], Optional[str]]:
     """Pop ``credentials_file`` and ``credentials_owner`` out of an executor file's keys;
     (path, owner), both None for a gitlab-runner executor. Bad input raises InputError."""
@@ -157,7 +158,7 @@ def check_target(
     return str(path), owner
 
 
-def _check_place(at: str, path: Path, executor_dir: Path) -> None:
+def _check_place(at: Where, path: Path, executor_dir: Path) -> None:
     folder = path.parent
     try:
         info = os.stat(folder)
@@ -189,7 +190,7 @@ def _within(real: Path, folder: Path) -> bool:
     return real == top or top in real.parents
 
 
-def _check_existing(at: str, path: Path) -> None:
+def _check_existing(at: Where, path: Path) -> None:
     try:
         info = os.lstat(path)
     except FileNotFoundError:
@@ -222,7 +223,7 @@ def check_unique(paths: Iterable[tuple[str, Optional[str]]]) -> None:
         seen[target] = executor_path
 
 
-def unused_keys(where: Callable[[str], str], keys: Mapping[str, Any]) -> list[str]:
+def unused_keys(where: Callable[[str], Where], keys: Mapping[str, Any]) -> list[str]:
     """A warning per key of such an executor file that nothing reads: it only goes to
     gitlab-runner's config, which this runner is kept out of."""
     return [

@@ -11,6 +11,7 @@ state folder already exists (bad input never creates anything).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
@@ -20,13 +21,16 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .errors import Error, InputError, RegisterRunnerError
-from .files import atomic_write, read_regular, state_dir
+from .files import atomic_write, json_lines, read_regular, state_dir
 from .secret import scrub
 
 log = logging.getLogger(__name__)
 
 VERDICTS = ("valid", "invalid", "unknown")
 ACCESS_TOKEN_NOTICE = timedelta(days=14)
+# A token's expiry date never changes (rotating one makes a new token): it is asked again
+# after this long only to notice a revoked token, and at once for a different token.
+ACCESS_TOKEN_RECHECK = timedelta(days=1)
 VERSION = 1
 
 
@@ -39,6 +43,8 @@ class Run:
     runners: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     access_tokens: dict[str, Optional[str]] = field(default_factory=dict)  # url → ISO date
+    # url → {"fingerprint": of the token asked about, "time": when GitLab answered}
+    access_token_checks: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -48,6 +54,7 @@ class Run:
             "runners": self.runners,
             "warnings": self.warnings,
             "access_tokens": self.access_tokens,
+            "access_token_checks": self.access_token_checks,
         }
 
     def status_json(self) -> dict[str, Any]:
@@ -79,7 +86,7 @@ def record_run(
     exit_status: int,
     runners: Optional[Sequence[Mapping[str, Any]]],
     warnings: Iterable[str],
-    access_tokens: Optional[Mapping[str, Optional[date]]],
+    access_tokens: Optional[AccessTokens],
 ) -> Run:
     """Write the last-run record (only into an existing state folder) and return it.
     ``runners`` or ``access_tokens`` None: not known this run; the previous record's are
@@ -90,19 +97,22 @@ def record_run(
         runners = [dict(r, verdict="unknown") for r in (previous.runners if previous else [])]
     if access_tokens is None:
         tokens = dict(previous.access_tokens) if previous else {}
+        checks = dict(previous.access_token_checks) if previous else {}
     else:
-        tokens = {url: d.isoformat() if d else None for url, d in access_tokens.items()}
+        tokens = {url: d.isoformat() if d else None for url, d in access_tokens.expiry.items()}
+        checks = dict(access_tokens.checks)
     run = Run(
         datetime.now(timezone.utc).replace(microsecond=0),
         exit_status,
         [dict(r) for r in runners],
         list(dict.fromkeys(scrub(w) for w in warnings)),
         tokens,
+        checks,
     )
     _recorded = run
     if state_dir(prefix).is_dir():
         try:
-            data = json.dumps(run.to_json(), indent=2, sort_keys=True) + "\n"
+            data = json_lines(run.to_json())
             atomic_write(last_run_path(prefix, instance), data.encode())
         except Error as error:
             # Best effort: a read-only prefix runs its runners all the same.
@@ -132,6 +142,7 @@ def read_last_run(prefix: Path, instance: str) -> Optional[Run]:
             list(data.get("runners", [])),
             list(data.get("warnings", [])),
             dict(data.get("access_tokens", {})),
+            dict(data.get("access_token_checks", {})),
         )
     except (ValueError, KeyError, TypeError, AttributeError):
         log.debug("event=last_run_unreadable path=%s", last_run_path(prefix, instance))
@@ -143,19 +154,23 @@ def runner_rows(
     instance: str,
     verdicts: Mapping[str, str],
     stems: Iterable[str] = (),
+    *,
+    held: Any = None,
 ) -> list[dict[str, Any]]:
     """One row per runner this host holds for ``instance`` after the run, and per executor
     ``stems`` that should have one: ids from the state, token expiry from the config,
     verdicts from ``verdicts`` (stem → verdict), else the previous record's for the same
     runner; a runner with no token in the config (or no runner at all) is "invalid":
-    gitlab-runner cannot run it."""
+    gitlab-runner cannot run it. ``held``: the run's state and config as they are on disk
+    now (a Workspace whose config was not rewritten), else both are read."""
     from . import custom_runners, state
     from .output import credentials_of, output_path, read_config
 
-    st = state.load(prefix, instance)
+    st = held.state if held is not None else state.load(prefix, instance)
     stored = st.runners
     try:
-        entries = read_config(output_path(prefix, instance)).by_key()
+        config = held.config if held is not None else read_config(output_path(prefix, instance))
+        entries = config.by_key()
     except InputError:
         entries = {}
     previous = read_last_run(prefix, instance)
@@ -198,30 +213,68 @@ def sync_verdicts(observed: Any, outcome: Any) -> dict[str, str]:
     return verdicts
 
 
-def check_access_tokens(workspace: Any) -> dict[str, Optional[date]]:
+@dataclass
+class AccessTokens:
     """Each client_config's access token expiry (None: never, or GitLab would not say),
-    warned about two weeks ahead. Never changes the exit status."""
+    and when GitLab last said it, for which token."""
+
+    expiry: dict[str, Optional[date]]
+    checks: dict[str, dict[str, str]]
+
+
+def check_access_tokens(workspace: Any) -> AccessTokens:
+    """Each client_config's access token expiry, warned about two weeks ahead; asked of
+    GitLab once a day per token (the last run's answer serves until then). Never changes
+    the exit status."""
     from .gitlab import AccessDenied  # the HTTP stack only for commands that use it
 
-    expiries: dict[str, Optional[date]] = {}
+    options = workspace.options
+    previous = read_last_run(options.prefix, options.instance)
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    tokens = AccessTokens({}, {})
     for url, client in sorted(workspace.inputs.clients.items()):
         if client.access_token is None:
             continue
-        try:
-            expires = workspace.api(url).access_token_expires_at()
-        except AccessDenied as error:
-            workspace.warn(str(error))
-            expires = None
-        except RegisterRunnerError as error:
-            log.debug("event=access_token_expiry_unknown url=%s reason=%s", url, error)
-            expires = None
-        expiries[url] = expires
+        fingerprint = hashlib.sha256(client.access_token.reveal().encode()).hexdigest()[:16]
+        known = _still_known(previous, url, fingerprint, now)
+        if known is not None:
+            expires, tokens.checks[url] = known
+        else:
+            try:
+                expires = workspace.api(url).access_token_expires_at()
+                tokens.checks[url] = {"fingerprint": fingerprint, "time": iso(now)}
+            except AccessDenied as error:
+                workspace.warn(str(error))
+                expires = None
+            except RegisterRunnerError as error:
+                log.debug("event=access_token_expiry_unknown url=%s reason=%s", url, error)
+                expires = None
+        tokens.expiry[url] = expires
         if expires is not None and expires - date.today() <= ACCESS_TOKEN_NOTICE:
             workspace.warn(
                 f"access token for {url} expires on {expires.isoformat()}; create a new "
                 "one and replace it before then"
             )
-    return expiries
+    return tokens
+
+
+def _still_known(
+    previous: Optional[Run], url: str, fingerprint: str, now: datetime
+) -> Optional[tuple[Optional[date], dict[str, str]]]:
+    """The expiry the last run was told for this very token, if it was told less than a
+    day ago."""
+    check = previous.access_token_checks.get(url) if previous else None
+    if previous is None or not isinstance(check, dict) or url not in previous.access_tokens:
+        return None
+    try:
+        asked = _parse_time(str(check["time"]))
+        said = previous.access_tokens[url]
+        expires = date.fromisoformat(said) if said else None
+    except (KeyError, ValueError):
+        return None
+    if check.get("fingerprint") != fingerprint or not now - ACCESS_TOKEN_RECHECK < asked <= now:
+        return None
+    return expires, check
 
 
 # -- node_exporter textfile -----------------------------------------------------------

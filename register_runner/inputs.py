@@ -6,21 +6,19 @@ file (and the line, where one can be told), and nothing has been changed yet.
 
 from __future__ import annotations
 
-import difflib
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
-import tomlkit
-from tomlkit.items import AoT, Table
-
 from . import credentials, files, tags
-from .clients import PLACEHOLDERS, client_configs, parse_scope, parse_url
+from .clients import CLIENT_CONFIGS, PLACEHOLDERS, client_configs, parse_scope, parse_url
 from .errors import InputError
 from .model import ClientConfig, Executor, Identity, typed
+from .parsed import ParsedFiles
 from .tags import TagPolicy
-from .tomlfile import locate, parse_toml, read_toml, remove_with_comments
+from .tomlfile import Located, Where, locate, parse_toml, read_toml, remove_with_comments
 
 MAX_FILE_BYTES = 1 << 20
 # gitlab-runner keys that come from the API: an executor file has no say in them.
@@ -52,9 +50,27 @@ OWN_EXECUTOR_KEYS = frozenset({"credentials_file", "credentials_owner", "env_tag
 
 
 @dataclass(frozen=True)
+class Globals:
+    """The template minus client_configs and [register_runner]: its values, and the
+    tomlkit document that keeps its comments and order, parsed only to write a config."""
+
+    path: Path
+    text: str
+    content: Mapping[str, Any]
+
+    @functools.cached_property
+    def document(self) -> Any:
+        document = parse_toml(self.path, self.text)
+        for key in (CLIENT_CONFIGS, tags.SETTINGS_TABLE):
+            if key in document:
+                remove_with_comments(document, key)
+        return document
+
+
+@dataclass(frozen=True)
 class Inputs:
     template_path: Path
-    globals: tomlkit.TOMLDocument  # the template minus client_configs, comments kept
+    globals: Globals
     clients: Mapping[str, ClientConfig]
     executors: tuple[Executor, ...]
     executor_dir: Path
@@ -74,12 +90,14 @@ def load(
     capture_tags_file: Union[str, Path, None] = None,
     tag_schema_file: Optional[Path] = None,
     check_permissions: bool = True,
+    parsed: Optional[ParsedFiles] = None,
 ) -> Inputs:
     """``check_permissions``: refuse secret and TLS files others may write (False for
-    --insecure-permissions)."""
+    --insecure-permissions). ``parsed``: executor files an earlier run parsed."""
+    parsed = parsed or ParsedFiles(None)
     path = template_path(prefix, identity.instance)
     text = read_text(path)
-    document = parse_toml(path, text)
+    document = read_toml(path, text)
     clients = client_configs(path, text, document, environ, check_permissions)
     if "runners" in document:
         raise InputError(
@@ -99,18 +117,20 @@ def load(
     executor_dir = prefix / identity.instance
     warnings: list[str] = []
     executors = tuple(
-        _executor(file, clients, identity, policy, warnings)
+        _executor(file, clients, identity, policy, warnings, parsed)
         for file in executor_files(executor_dir)
     )
     _check_unique_names(executors)
     credentials.check_unique((e.path, e.credentials_file) for e in executors)
-    return Inputs(path, document, clients, executors, executor_dir, tuple(warnings), policy)
+    left_out = (CLIENT_CONFIGS, tags.SETTINGS_TABLE)
+    globals_ = Globals(path, text, {k: v for k, v in document.items() if k not in left_out})
+    return Inputs(path, globals_, clients, executors, executor_dir, tuple(warnings), policy)
 
 
 def _tag_policy(
     path: Path,
     text: str,
-    document: tomlkit.TOMLDocument,
+    document: Mapping[str, Any],
     identity: Identity,
     environ: Mapping[str, str],
     capture_tags: Union[str, Path, None],
@@ -138,8 +158,6 @@ def _tag_policy(
         )
     capture_tags = _option(path, text, settings, "capture_tags", capture_tags)
     tag_schema_file = _option(path, text, settings, "tag_schema", tag_schema_file)
-    if tags.SETTINGS_TABLE in document:
-        remove_with_comments(document, tags.SETTINGS_TABLE)
     if identity_tags is True:
         host_tags += tags.identity_tags(identity.host, identity.instance)
     origin = tags.capture_origin(capture_tags) if capture_tags is not None else None
@@ -229,14 +247,15 @@ def _executor(
     identity: Identity,
     policy: TagPolicy,
     warnings: list[str],
+    parsed: ParsedFiles,
 ) -> Executor:
     text = read_text(path)
-    document: Mapping[str, Any] = read_toml(path, text)
+    document: Mapping[str, Any] = parsed.parse(path, text)
     if isinstance(document.get("runners"), dict):
         # Plain values cannot tell [runners.docker] from an inline runners = {...}.
         document = parse_toml(path, text)
     keys = _runner_keys(path, text, document)
-    where = lambda key: locate(path, text, key)  # noqa: E731
+    where = lambda key: Located(path, text, key)  # noqa: E731
 
     url = _client_url(path, where, keys.pop("url", None), clients)
     client = clients[url]
@@ -272,12 +291,14 @@ def _executor(
     )
 
 
-def _unknown_keys(where: Callable[[str], str], keys: Mapping[str, Any]) -> list[str]:
+def _unknown_keys(where: Callable[[str], Where], keys: Mapping[str, Any]) -> list[str]:
     """A warning per key gitlab-runner would ignore, with the closest one it knows."""
     warnings = []
     for key in keys:
         if key in RUNNER_KEYS or key in OWN_EXECUTOR_KEYS:
             continue
+        import difflib  # only for a key gitlab-runner does not know
+
         close = difflib.get_close_matches(key, RUNNER_KEYS, n=1)
         hint = f"did you mean {close[0]}?" if close else "a newer gitlab-runner may know it"
         warnings.append(
@@ -290,9 +311,7 @@ def _runner_keys(path: Path, text: str, document: Mapping[str, Any]) -> dict[str
     """The keys of the one [[runners]] entry a file describes, in either shape; ``document``
     is tomlkit's or plain values."""
     runners = document.get("runners")
-    if isinstance(runners, AoT) or (
-        isinstance(runners, list) and runners and all(isinstance(r, dict) for r in runners)
-    ):
+    if isinstance(runners, list) and runners and all(isinstance(r, dict) for r in runners):
         if len(runners) != 1:
             raise InputError(
                 f"{locate(path, text, 'runners')}: {len(runners)} [[runners]] "
@@ -306,11 +325,19 @@ def _runner_keys(path: Path, text: str, document: Mapping[str, Any]) -> dict[str
             )
         return dict(_plain(runners[0]))
     keys = dict(_plain(document))
-    if isinstance(runners, Table):
+    if isinstance(runners, dict) and _is_table(runners):
         # A flat file that spells its sub-tables [runners.docker]: same meaning as [docker].
         keys.pop("runners")
         keys.update(runners.unwrap())
     return keys
+
+
+def _is_table(value: Any) -> bool:
+    """A [table] of a tomlkit document (not an inline one): only tomlkit tells them apart,
+    and only a document _executor parsed with it gets here."""
+    from tomlkit.items import Table
+
+    return isinstance(value, Table)
 
 
 def _plain(value: Any) -> Any:
@@ -318,7 +345,7 @@ def _plain(value: Any) -> Any:
 
 
 def _client_url(
-    path: Path, where: Callable[[str], str], raw: Any, clients: Mapping[str, ClientConfig]
+    path: Path, where: Callable[[str], Where], raw: Any, clients: Mapping[str, ClientConfig]
 ) -> str:
     url = parse_url(raw, where("url"))
     if url is None:
@@ -341,7 +368,7 @@ def _attributes(
     path: Path, text: str, keys: dict[str, Any], identity: Identity, policy: TagPolicy
 ) -> dict[str, Any]:
     """Pop the registration attributes out of ``keys``, checked as GitLab would check them."""
-    where = lambda key: locate(path, text, key)  # noqa: E731
+    where = lambda key: Located(path, text, key)  # noqa: E731
     if "tags" in keys and "tag_list" in keys:
         raise InputError(f"{where('tag_list')}: set tags or tag_list, not both")
     attributes: dict[str, Any] = {}
@@ -405,7 +432,7 @@ def _attributes(
     return attributes
 
 
-def _tags(where: str, raw: Any, *, split: bool = True) -> Optional[list[str]]:
+def _tags(where: Where, raw: Any, *, split: bool = True) -> Optional[list[str]]:
     """A list of tags (or, ``split``, a comma-separated string); with ``split`` off, a list
     of names (env_tags), kept in order."""
     if raw is None:
@@ -422,7 +449,7 @@ def _tags(where: str, raw: Any, *, split: bool = True) -> Optional[list[str]]:
     return tags
 
 
-def _typed(where: str, key: str, value: Any, kind: type, described: str) -> Any:
+def _typed(where: Where, key: str, value: Any, kind: type, described: str) -> Any:
     try:
         return typed(value, kind)
     except TypeError:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
-import tomlkit
+import tomli_w
 
 from .errors import InputError
 from .files import atomic_write, read_regular
@@ -25,6 +24,9 @@ from .model import (
 from .secret import Secret
 from .timeutil import NEVER, parse_timestamp
 from .tomlfile import read_toml
+
+if TYPE_CHECKING:
+    from .inputs import Globals
 
 TOKEN_FIELDS = ("token", "token_obtained_at", "token_expires_at")
 WRITE_ATTEMPTS = 5
@@ -173,25 +175,41 @@ def entries_as_observed(
     )
 
 
-def render(globals_document: tomlkit.TOMLDocument, entries: list[dict[str, Any]]) -> str:
-    document = copy.deepcopy(globals_document)
-    if entries:
-        runners = tomlkit.aot()
-        for entry in entries:
-            table = tomlkit.table()
-            for key, value in entry.items():
-                table.add(key, value)
-            runners.append(table)
-        document.append("runners", runners)
-    return tomlkit.dumps(document)
+def render(globals_: Globals, entries: list[dict[str, Any]]) -> str:
+    """The template's globals as tomlkit keeps them (comments and order), then the
+    [[runners]] entries, which are plain values, written by tomli-w."""
+    import tomlkit  # only to write: a steady start does without it
+
+    text = tomlkit.dumps(globals_.document)
+    if not entries:
+        return text
+    runners = tomli_w.dumps({"runners": [_timestamps(entry) for entry in entries]})
+    return (text.rstrip("\n") + "\n\n" if text.strip() else "") + runners
 
 
-def content_of(
-    globals_document: tomlkit.TOMLDocument, entries: list[dict[str, Any]]
-) -> dict[str, Any]:
+class _Timestamp(datetime):
+    """A datetime written as gitlab-runner writes it (``2024-01-31T12:00:00Z``); tomli-w
+    writes ``str()`` of a datetime, which has a space and ``+00:00``."""
+
+    def __str__(self) -> str:
+        text = self.isoformat()
+        return text[: -len("+00:00")] + "Z" if text.endswith("+00:00") else text
+
+
+def _timestamps(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return _Timestamp.fromisoformat(value.isoformat())
+    if isinstance(value, dict):
+        return {key: _timestamps(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_timestamps(item) for item in value]
+    return value
+
+
+def content_of(globals_: Globals, entries: list[dict[str, Any]]) -> dict[str, Any]:
     """What a config holds, as plain values: equal for a file gitlab-runner re-serialised,
     so that it is not rewritten for looks, and cheap to compare before rendering."""
-    content = globals_document.unwrap()
+    content = dict(globals_.content)
     if entries:
         content["runners"] = entries
     return content
@@ -199,7 +217,7 @@ def content_of(
 
 def write_config(
     existing: ExistingConfig,
-    globals_document: tomlkit.TOMLDocument,
+    globals_: Globals,
     build: Callable[[Mapping[RunnerKey, Credentials]], list[dict[str, Any]]],
 ) -> bool:
     """Write the globals and the [[runners]] entries ``build`` returns, unless the content
@@ -219,11 +237,11 @@ def write_config(
             rotated.update(_rotated_since(baseline, now))
             baseline = now
             continue
-        if current is not None and baseline.content == content_of(globals_document, entries):
+        if current is not None and baseline.content == content_of(globals_, entries):
             return False
         if current is not None:
             atomic_write(existing.path.with_name(existing.path.name + ".bak"), current)
-        atomic_write(existing.path, render(globals_document, entries).encode())
+        atomic_write(existing.path, render(globals_, entries).encode())
         return True
     raise InputError(
         f"{existing.path}: kept changing while register-runner tried to write "

@@ -7,7 +7,6 @@ out (the key=value log lines say the same, once), unless --json asks for JSON.
 
 from __future__ import annotations
 
-import difflib
 import io
 import json
 import os
@@ -113,6 +112,8 @@ def table_wanted() -> bool:
 def config_diff(old_text: str, new_text: str, name: str = "config") -> str:
     """A unified diff from the config as it is to the config a sync would write, with
     every token masked: empty when they are the same."""
+    import difflib  # plan only: a sync imports less
+
     lines = difflib.unified_diff(
         _masked(old_text), _masked(new_text), f"{name} (now)", f"{name} (after sync)"
     )

@@ -12,7 +12,10 @@ import re
 import threading
 import urllib.parse
 
-_known: set[str] = set()
+# Every secret seen, with the forms it may be printed in (computed once: scrub runs on
+# every log line, and a cold sync of 200 runners logs 200 lines with 200 tokens known).
+_known: dict[str, tuple[str, ...]] = {}
+_by_length: tuple[tuple[str, tuple[str, ...]], ...] = ()  # _known, longest secret first
 _known_lock = threading.Lock()
 
 
@@ -23,9 +26,8 @@ class Secret:
 
     def __init__(self, value: str) -> None:
         self._value = value
-        if value:
-            with _known_lock:
-                _known.add(value)
+        if value and value not in _known:
+            _remember(value)
 
     def reveal(self) -> str:
         return self._value
@@ -63,13 +65,19 @@ def scrub(text: str) -> str:
     may appear: as is, JSON- or repr-escaped, URL-encoded, or inside ``b'...'``. Anything
     shaped like a GitLab token that is not known is masked too (a proxy echoing a header
     this run never read)."""
-    with _known_lock:
-        known = sorted(_known, key=len, reverse=True)
-    for value in known:
-        for form in _forms(value):
+    for value, forms in _by_length:
+        for form in forms:
             if form in text:
                 text = text.replace(form, mask(value))
     return _TOKEN_SHAPE.sub(lambda match: mask(match.group(0)), text)
+
+
+def _remember(value: str) -> None:
+    global _by_length
+    forms = tuple(_forms(value))
+    with _known_lock:
+        _known[value] = forms
+        _by_length = tuple(sorted(_known.items(), key=lambda item: len(item[0]), reverse=True))
 
 
 # GitLab's token prefixes (personal, runner, pipeline trigger, deploy, feed, OAuth, legacy

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .errors import InputError
-from .files import atomic_write, read_regular, state_dir
+from .files import atomic_write, json_lines, read_regular, state_dir
 from .model import PendingCreate, PendingDelete, StoredRunner, UnwrittenToken, typed
 
 VERSION = 1
@@ -82,7 +82,7 @@ def save(prefix: Path, instance: str, state: State) -> None:
     }
     if state.credentials_files:
         raw["credentials_files"] = dict(sorted(state.credentials_files.items()))
-    data = (json.dumps(raw, indent=1, sort_keys=True) + "\n").encode()
+    data = json_lines(raw).encode()
     path = state_path(prefix, instance)
     # Unchanged on a steady start: spare the disk a write and two fsyncs.
     if read_regular(path) != data:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
 from .errors import InputError
+from .tomlfile import Where
 
 # The template's own table, removed from the output like client_configs.
 SETTINGS_TABLE = "register_runner"
@@ -166,7 +167,7 @@ class TagPolicy:
 
     def tags_for(
         self,
-        where: str,
+        where: Where,
         executor_type: Optional[str],
         env_tags: Optional[list[str]],
         own: Optional[list[str]],
@@ -198,13 +199,13 @@ class TagPolicy:
             return None
         return sorted(set(own or ()) | set(extra))
 
-    def check(self, where: str, tags: Sequence[str]) -> None:
+    def check(self, where: Where, tags: Sequence[str]) -> None:
         """An array schema against the final tag list (an object schema is checked
         against the properties in tags_for)."""
         if self.schema is not None and not self.object_schema:
             self._check(where, "tags", list(tags))
 
-    def _check(self, where: str, what: str, value: Any) -> None:
+    def _check(self, where: Where, what: str, value: Any) -> None:
         problem = violation(self.schema or {}, value)
         if problem:
             raise InputError(
@@ -222,7 +223,7 @@ def flatten_values(value: Any) -> list[Any]:
     return [value]
 
 
-def split_tags(where: str, values: Sequence[Any]) -> list[str]:
+def split_tags(where: Where, values: Sequence[Any]) -> list[str]:
     """Tags as GitLab reads the comma-joined list gitlab-runner-auth sent: split at commas,
     stripped, blanks dropped. It could not join anything but strings, nor can this."""
     tags = []

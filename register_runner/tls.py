@@ -8,6 +8,7 @@ certifi's bundled list is only the fallback on a host with no trust store at all
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
@@ -52,8 +53,8 @@ def context(
             "tls_cert_file",
             "a PEM certificate whose key is in tls_key_file (or in the file itself)",
         )
-    # urllib3 checks the name itself when OpenSSL does not, and its error names what the
-    # certificate is for; verification of the chain stays on.
+    # The name is checked after the handshake (check_peer_name, and urllib3 for lists),
+    # so that the error can say what the certificate is for; the chain is checked here.
     ctx.check_hostname = False
     ctx.hostname_checks_common_name = False
     ctx.verify_mode = ssl.CERT_REQUIRED
@@ -68,6 +69,38 @@ def _load(loader, path: Optional[str], key: str, expected: str) -> None:  # type
     except (ssl.SSLError, OSError, ValueError) as error:
         reason = getattr(error, "strerror", None) or getattr(error, "reason", None) or "unusable"
         raise InputError(f"{path} ({key}): not {expected} ({reason})") from None
+
+
+class CertificateError(ValueError):
+    """The server's certificate is for other names than the host asked for."""
+
+
+def check_peer_name(sock: ssl.SSLSocket, host: str) -> None:
+    """Raise CertificateError unless ``sock``'s verified certificate is for ``host``: an
+    IP address must be one of its IP addresses, a name one of its DNS names, where a
+    leading ``*.`` stands for exactly one label (RFC 6125; the subject's common name is
+    not used, as browsers and urllib3 do)."""
+    names = [(kind, value) for kind, value in sock.getpeercert().get("subjectAltName", ())]
+    try:
+        address: Optional[object] = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    for kind, value in names:
+        if address is not None and kind == "IP Address":
+            if ipaddress.ip_address(value.strip()) == address:
+                return
+        elif address is None and kind == "DNS" and _dns_match(value, host):
+            return
+    listed = ", ".join(repr(value) for _, value in names) or "no names"
+    raise CertificateError(f"hostname {host!r} doesn't match {listed}")
+
+
+def _dns_match(pattern: str, host: str) -> bool:
+    pattern, host = pattern.lower().rstrip("."), host.lower().rstrip(".")
+    if pattern.startswith("*."):
+        first, _, rest = host.partition(".")
+        return bool(first) and "*" not in pattern[2:] and rest == pattern[2:] and "." in rest
+    return "*" not in pattern and pattern == host
 
 
 def describe(error: BaseException, host: str, port: int) -> Optional[str]:

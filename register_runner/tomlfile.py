@@ -3,10 +3,11 @@ wrong, where tomlkit's own message is cryptic (an unclosed bracket at the end of
 reads as "Unexpected character: '\\x00'" at column 0).
 
 Two parsers: tomlkit keeps comments and order, for what is written back (the template's
-globals); ``read_toml`` gives plain values through tomllib (tomli before Python 3.11),
-several times faster, for what is only read (executor files, the config read back). A file
-the fast parser refuses goes through tomlkit, so that the verdict and the message are
-tomlkit's, as they were before there were two.
+globals, parsed only when a config is written); ``read_toml`` gives plain values through
+tomllib (tomli before Python 3.11), several times faster, for what is only read (the
+template's values, executor files, the config read back). A file the fast parser refuses
+goes through tomlkit, so that the verdict and the message are tomlkit's, as they were
+before there were two. tomlkit is imported only then: a steady start does without it.
 """
 
 from __future__ import annotations
@@ -14,21 +15,23 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 if sys.version_info >= (3, 11):
     import tomllib as _fast  # novm: behind the version check
 else:
     import tomli as _fast  # the backport, a dependency before 3.11
 
-import tomlkit
-from tomlkit.exceptions import TOMLKitError
-from tomlkit.items import Comment, Table, Whitespace
-
 from .errors import InputError
+
+if TYPE_CHECKING:
+    import tomlkit
 
 
 def parse_toml(path: Path, text: str) -> tomlkit.TOMLDocument:
+    import tomlkit
+    from tomlkit.exceptions import TOMLKitError
+
     try:
         return tomlkit.parse(text)
     except TOMLKitError as error:
@@ -117,6 +120,24 @@ def _duplicate_line(text: str, key: str, before: Optional[int]) -> Optional[int]
     return candidates[-1] if len(lines) > 1 and candidates else before
 
 
+class Located:
+    """``locate(path, text, key)``, found only when printed: most files never need it."""
+
+    __slots__ = ("key", "path", "text")
+
+    def __init__(self, path: Path, text: str, key: str) -> None:
+        self.path, self.text, self.key = path, text, key
+
+    def __str__(self) -> str:
+        return locate(self.path, self.text, self.key)
+
+    __format__ = lambda self, spec: format(str(self), spec)  # noqa: E731
+
+
+# Where a message points: ``path:line`` as text, or found when printed.
+Where = Union[str, Located]
+
+
 def locate(path: Path, text: str, key: str) -> str:
     """``path:line`` of the first place ``key`` is set, or just ``path``."""
     # [ \t], not \s: a match must not start on a blank line above the key.
@@ -131,6 +152,8 @@ def remove_with_comments(document: tomlkit.TOMLDocument, key: str) -> None:
     """Remove a top-level ``key`` and the comment lines right above it, which describe it:
     left behind, they would describe nothing in the output. tomlkit files comments above a
     table header under the table before it, so they are looked for there too."""
+    from tomlkit.items import Comment, Table, Whitespace
+
     body = document.body
     index = next(i for i, (k, _) in enumerate(body) if k is not None and k.key == key)
     start = index
@@ -145,6 +168,8 @@ def remove_with_comments(document: tomlkit.TOMLDocument, key: str) -> None:
 
 
 def _drop_trailing_comments(body: list) -> None:
+    from tomlkit.items import Comment, Whitespace
+
     end = len(body)
     while end > 0 and body[end - 1][0] is None:
         end -= 1

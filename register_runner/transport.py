@@ -1,34 +1,42 @@
 """HTTP for gitlab.py, held to what the run can afford and to one origin.
 
-* No redirect is ever followed: a front's 3xx would carry PRIVATE-TOKEN (requests strips
-  only Authorization across hosts) or a runner token in a re-sent body to another host.
+* No redirect is ever followed: a front's 3xx would carry PRIVATE-TOKEN or a runner token
+  in a re-sent body to another host.
 * Every request goes to the configured origin; a pagination link elsewhere is refused.
 * The run's deadline is a wall-clock bound: a watchdog shuts the sockets down when it
   passes, so an answer trickling one byte a second (headers included) cannot outlive it.
 * Answers are read in full here, up to a size cap, never into unbounded memory.
-* TLS uses one verifying context (tls.context), never requests' certifi default.
+* TLS uses one verifying context (tls.context), never a bundled default.
+
+Single calls use ``http.client`` over one keep-alive connection per worker (``Channel``):
+they need a URL, two headers and a JSON body, and requests' layers cost twice the time
+per call of everything else a steady sync does. Lists go through python-gitlab, which
+needs a requests session: pages.py holds it to the same rules.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import http.client
 import ipaddress
+import logging
+import os
+import select
 import socket
 import threading
 import time
 import weakref
-from typing import Any, Optional
-from urllib.parse import urljoin, urlsplit
-
-import requests
-import requests.adapters
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from dataclasses import dataclass
+from typing import Any, Optional, Union
+from urllib.parse import unquote, urlencode, urljoin, urlsplit
 
 from . import tls
 
+log = logging.getLogger("register_runner.gitlab")
+
 MAX_ANSWER_BYTES = 4 * 1024 * 1024
-_active = threading.local()  # the deadline of the request this thread is making
+CHUNK = 64 * 1024
 
 
 class Deadline:
@@ -80,62 +88,6 @@ def _shut(sock: socket.socket) -> None:
         socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
-class _Watched:
-    def getresponse(self, *args: Any, **kwargs: Any) -> Any:
-        deadline = getattr(_active, "deadline", None)
-        if deadline is not None:
-            deadline.watch(self.sock)  # type: ignore[attr-defined]
-        return super().getresponse(*args, **kwargs)  # type: ignore[misc]
-
-
-class _HTTPConnection(_Watched, HTTPConnection):
-    pass
-
-
-class _HTTPSConnection(_Watched, HTTPSConnection):
-    pass
-
-
-class _HTTPPool(HTTPConnectionPool):
-    ConnectionCls = _HTTPConnection
-
-
-class _HTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _HTTPSConnection
-
-
-_POOLS = {"http": _HTTPPool, "https": _HTTPSPool}
-
-
-class Adapter(requests.adapters.HTTPAdapter):
-    """Our TLS context on every connection, and sockets the deadline can shut down."""
-
-    def __init__(self, ssl_context: Any) -> None:
-        self._ssl_context = ssl_context
-        super().__init__(max_retries=0)
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["ssl_context"] = self._ssl_context
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = _POOLS
-
-    def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
-        kwargs["ssl_context"] = self._ssl_context
-        manager = super().proxy_manager_for(proxy, **kwargs)
-        manager.pool_classes_by_scheme = _POOLS
-        return manager
-
-    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
-        # The context carries the trust; requests would add certifi's bundle to it.
-        conn.cert_reqs = "CERT_REQUIRED"
-
-    def build_connection_pool_key_attributes(
-        self, request: Any, verify: Any, cert: Any = None
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
-        host, _ = super().build_connection_pool_key_attributes(request, True, None)
-        return host, {"ssl_context": self._ssl_context, "cert_reqs": "CERT_REQUIRED"}
-
-
 class Redirect(Exception):
     """GitLab (or a front) answered 3xx, or a link pointed to another origin."""
 
@@ -153,82 +105,208 @@ class DeadlinePassed(Exception):
     """The run's deadline passed while this request was under way."""
 
 
-class GuardedSession(requests.Session):
-    def __init__(self, origin: str, deadline: Deadline, timeout: float, ssl_context: Any):
-        super().__init__()
-        self.origin = _origin(origin)
+class NetworkError(Exception):
+    """The request failed on the way. ``connected``: a connection to GitLab (or its
+    proxy) stood, so the request may have reached it; None: requests' error says
+    which by its kind."""
+
+    def __init__(self, cause: BaseException, connected: Optional[bool]) -> None:
+        super().__init__(type(cause).__name__)
+        self.cause = cause
+        self.connected = connected
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A complete answer, read within the deadline and the size cap."""
+
+    status: int
+    headers: Any  # http.client.HTTPMessage or requests' CaseInsensitiveDict: .get is enough
+    body: bytes
+
+
+class Channel:
+    """One worker's keep-alive HTTP/1.1 connection to the one origin (through the proxy
+    the environment names for it, if any). Not thread-safe: one per worker thread."""
+
+    def __init__(
+        self, origin: str, deadline: Deadline, timeout: float, ssl_context: Any = None
+    ) -> None:
+        self.origin = origin_of(origin)
         self.deadline = deadline
         self.timeout = timeout
-        adapter = Adapter(ssl_context)
-        self.mount("https://", adapter)
-        self.mount("http://", adapter)
-        # The proxy settings (HTTPS_PROXY, NO_PROXY...) are read once for the one origin,
-        # not on every request as requests does (a third of its time per call). Nothing
-        # else from the environment applies: the trust is tls.context's, and credentials
-        # from ~/.netrc have no business next to GitLab tokens.
-        self.proxies = requests.utils.get_environ_proxies(origin)
-        self.trust_env = False
+        self.ssl_context = ssl_context
+        self.proxy = environment_proxy(origin)
+        self._connection: Optional[http.client.HTTPConnection] = None
 
-    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-        if _origin(url) != self.origin:
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        query: Optional[dict[str, Any]] = None,
+        body: Optional[bytes] = None,
+        headers: dict[str, str],
+    ) -> Answer:
+        if origin_of(url) != self.origin:
             raise Redirect(None, host_port(url))
         remaining = self.deadline.remaining()
         if remaining <= 0:
             raise DeadlinePassed()
-        kwargs.update(
-            allow_redirects=False,
-            stream=True,
-            verify=True,
-            cert=None,
-            timeout=(min(self.timeout, remaining), min(self.timeout, remaining)),
-        )
-        _active.deadline = self.deadline
+        timeout = min(self.timeout, remaining)
+        parts = urlsplit(url)
+        target = parts.path or "/"
+        if query:
+            target += "?" + urlencode(query)
+        if self.proxy is not None and self.origin[0] == "http":
+            target = f"{self.origin[0]}://{_netloc(self.origin)}{target}"  # a proxy's form
+            headers = {**headers, **self.proxy.headers}
+        started = time.monotonic()
+        connection = self._connect(timeout)
         try:
-            response = super().request(method, url, *args, **kwargs)
-            try:
-                if 300 <= response.status_code < 400:
-                    location = response.headers.get("Location") or ""
-                    raise Redirect(response.status_code, host_port(urljoin(url, location)))
-                response._content = self._read(response)
-            finally:
-                response.close()
-        except (requests.RequestException, OSError):
+            connection.request(method, target, body=body, headers=headers)
+            response = connection.getresponse()
+            answer = self._read(response, url)
+        except (OSError, http.client.HTTPException) as error:
+            self.close()
             if self.deadline.passed():
                 raise DeadlinePassed() from None
+            raise NetworkError(error, connected=True) from None
+        except BaseException:
+            self.close()
             raise
-        finally:
-            _active.deadline = None
+        if response.will_close:
+            self.close()
         if self.deadline.passed():
             raise DeadlinePassed()  # a shut-down socket may look like a short, complete answer
-        return response
+        log.debug(
+            "event=api method=%s path=%s status=%s ms=%.0f",
+            method,
+            parts.path,  # no query: nothing secret is logged
+            answer.status,
+            (time.monotonic() - started) * 1000,
+        )
+        return answer
 
-    def _read(self, response: requests.Response) -> bytes:
-        length = response.headers.get("Content-Length", "")
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def _connect(self, timeout: float) -> http.client.HTTPConnection:
+        connection = self._connection
+        if connection is not None and connection.sock is not None and not _idle(connection.sock):
+            # GitLab closed the kept-alive connection (or sent something unasked).
+            self.close()
+            connection = None
+        if connection is None:
+            connection = self._new_connection(timeout)
+            try:
+                connection.connect()
+                if self.ssl_context is not None:
+                    tls.check_peer_name(connection.sock, self.origin[1])
+            except (OSError, http.client.HTTPException, ValueError) as error:
+                connection.close()
+                if self.deadline.passed():
+                    raise DeadlinePassed() from None
+                raise NetworkError(error, connected=False) from None
+            self._connection = connection
+        connection.sock.settimeout(timeout)  # type: ignore[union-attr]
+        self.deadline.watch(connection.sock)
+        return connection
+
+    def _new_connection(self, timeout: float) -> http.client.HTTPConnection:
+        scheme, host, port = self.origin
+        if self.proxy is None:
+            address, proxied = (host, port), False
+        else:
+            address, proxied = (self.proxy.host, self.proxy.port), True
+        if scheme == "https":
+            connection: http.client.HTTPConnection = http.client.HTTPSConnection(
+                *address, timeout=timeout, context=self.ssl_context
+            )
+            if proxied:
+                connection.set_tunnel(host, port, headers=self.proxy.headers)  # type: ignore[union-attr]
+        else:
+            connection = http.client.HTTPConnection(*address, timeout=timeout)
+        return connection
+
+    def _read(self, response: http.client.HTTPResponse, url: str) -> Answer:
+        if 300 <= response.status < 400:
+            location = response.getheader("Location") or ""
+            raise Redirect(response.status, host_port(urljoin(url, location)))
+        length = response.getheader("Content-Length") or ""
         if length.isdigit() and int(length) > MAX_ANSWER_BYTES:
             raise Oversize()
         body = bytearray()
-        for chunk in response.iter_content(64 * 1024):
+        while True:
+            chunk = response.read(CHUNK)
+            if not chunk:
+                break
             body += chunk
             if len(body) > MAX_ANSWER_BYTES:
                 raise Oversize()
             if self.deadline.passed():
                 raise DeadlinePassed()
-        return bytes(body)
+        return Answer(response.status, response.headers, bytes(body))
 
 
-def _origin(url: str) -> tuple[str, str, int]:
+def _idle(sock: socket.socket) -> bool:
+    """A kept-alive connection with nothing to read is still open: a closed one reads as
+    readable (its end of file)."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return False
+    return not readable
+
+
+@dataclass(frozen=True)
+class Proxy:
+    host: str
+    port: int
+    headers: dict[str, str]
+
+
+def environment_proxy(origin: str) -> Optional[Proxy]:
+    """The proxy that HTTPS_PROXY/HTTP_PROXY/ALL_PROXY (and NO_PROXY) name for ``origin``, read once
+    per run; credentials in its url are sent to the proxy only."""
+    if not any(name.lower().endswith("_proxy") for name in os.environ):
+        return None  # the common case, without importing urllib.request
+    import urllib.request
+
+    scheme, host, _port = origin_of(origin)
+    if urllib.request.proxy_bypass_environment(host):
+        return None
+    proxies = urllib.request.getproxies_environment()
+    url = proxies.get(scheme) or proxies.get("all")
+    if not url:
+        return None
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    headers = {}
+    if parts.username is not None:
+        pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+        headers["Proxy-Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
+    return Proxy(parts.hostname or "", parts.port or 8080, headers)
+
+
+def origin_of(url: str) -> tuple[str, str, int]:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     port = parts.port or (443 if scheme == "https" else 80)
     return scheme, (parts.hostname or "").lower(), port
 
 
+def _netloc(origin: tuple[str, str, int]) -> str:
+    _, host, port = origin
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def host_port(url: str) -> str:
-    scheme, host, port = _origin(url)
+    scheme, host, port = origin_of(url)
     if not host:
         return "an unnamed host"
-    host = f"[{host}]" if ":" in host else host
-    return f"{scheme}://{host}:{port}"
+    return f"{scheme}://{_netloc((scheme, host, port))}"
 
 
 def cleartext(url: str) -> bool:
@@ -245,10 +323,11 @@ def cleartext(url: str) -> bool:
 
 
 def network_failure(
-    error: requests.exceptions.RequestException, url: str, timeout: float
+    error: BaseException, url: str, timeout: float, connected: Union[bool, None] = None
 ) -> tuple[str, bool, bool]:
     """(one full line, whether the request may have reached GitLab, whether GitLab is
-    simply not there: refused or not in DNS)."""
+    simply not there: refused or not in DNS). ``connected``: whether a connection stood
+    when it failed; None for requests' errors, which say so by their kind."""
     parts = urlsplit(url)
     host = parts.hostname or "?"
     port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -257,19 +336,24 @@ def network_failure(
         return f"TLS: {described}", False, False
     chain = tls.causes(error)
     names = {type(cause).__name__ for cause in chain}
-    if "NameResolutionError" in names or any(
-        isinstance(cause, OSError) and type(cause).__name__ == "gaierror" for cause in chain
-    ):
+    if connected is None:
+        connected = not names & {"NewConnectionError", "NameResolutionError", "ConnectTimeout"}
+        connected = connected and "ConnectTimeoutError" not in names
+    if "NameResolutionError" in names or any(isinstance(c, socket.gaierror) for c in chain):
         return f"cannot connect: host {host} does not resolve", False, True
     if any(isinstance(cause, ConnectionRefusedError) for cause in chain):
         return f"cannot connect: connection refused by {host}:{port}", False, True
-    if isinstance(error, requests.exceptions.ConnectTimeout) or "ConnectTimeoutError" in names:
-        return f"cannot connect: no connection to {host}:{port} within {timeout:g} s", False, False
-    if "NewConnectionError" in names:
+    timed_out = any(isinstance(c, socket.timeout) for c in chain) or bool(
+        names & {"ConnectTimeout", "ConnectTimeoutError", "ReadTimeout", "ReadTimeoutError"}
+    )
+    if not connected:
+        if timed_out:
+            reason = f"cannot connect: no connection to {host}:{port} within {timeout:g} s"
+            return reason, False, False
         errors = [c for c in chain if isinstance(c, OSError) and c.strerror]
         why = errors[0].strerror.lower() if errors else "failed"
         return f"cannot connect to {host}:{port}: {why}", False, True
-    if isinstance(error, requests.exceptions.ReadTimeout) or "ReadTimeoutError" in names:
+    if timed_out:
         return f"no answer from {host}:{port} within {timeout:g} s", True, False
     closed = f"{host}:{port} closed the connection before answering in full"
     if parts.scheme == "https":

@@ -19,6 +19,7 @@ from .hostid import hostname, resolve_system_id
 from .inputs import Inputs
 from .model import Executor, Identity
 from .output import ExistingConfig, output_path, read_config
+from .parsed import ParsedFiles, parsed_path
 
 log = logging.getLogger(__name__)
 # Making a system ID takes milliseconds; a long wait means something is stuck.
@@ -73,6 +74,8 @@ class Workspace:
     state: state.State
     config: ExistingConfig
     foreign: bool  # the state and config were copied from another machine
+    # Kept for the next run (keep_parsed) once the inputs are known good.
+    parsed: ParsedFiles = field(default_factory=lambda: ParsedFiles(None))
     warnings: list[str] = field(default_factory=list)
     _pool: Any = None  # gitlab.Pool, made on first use
     # A first import of the HTTP stack from several threads races on Python 3.9 (seen from
@@ -113,6 +116,10 @@ class Workspace:
                 )
                 self._pool = Pool(connection, self.options.jobs or MAX_JOBS)
             return self._pool
+
+    def keep_parsed(self) -> None:
+        """Once the inputs passed every check (bad input changes nothing on disk)."""
+        self.parsed.save()
 
     def api(self, url: str) -> Any:
         """The GitLab client for ``url``."""
@@ -164,6 +171,7 @@ def load(options: Options, environ: Mapping[str, str], *, read_only: bool = Fals
         # Saved only once the inputs are known good: bad input changes nothing on disk.
         system_id = resolve_system_id(prefix)
         identity = Identity(hostname(), options.instance, system_id.value)
+        parsed = ParsedFiles(None if read_only else parsed_path(prefix, options.instance))
         loaded = inputs.load(
             prefix,
             identity,
@@ -171,12 +179,13 @@ def load(options: Options, environ: Mapping[str, str], *, read_only: bool = Fals
             capture_tags_file=options.capture_tags,
             tag_schema_file=options.tag_schema,
             check_permissions=not options.insecure_permissions,
+            parsed=parsed,
         )
         if not read_only:
             system_id.save()
     config = read_config(output_path(prefix, options.instance))
     foreign = loaded_state.system_id not in (None, identity.system_id)
-    workspace = Workspace(options, identity, loaded, loaded_state, config, foreign)
+    workspace = Workspace(options, identity, loaded, loaded_state, config, foreign, parsed)
     for warning in loaded.warnings:  # service helper: unknown executor keys (inputs.py)
         workspace.warn(warning)
     if foreign:

@@ -1,5 +1,6 @@
-"""The adapter maps GitLab's answers onto outcomes (requests-mock; the end-to-end tests
-cover the same over real HTTP)."""
+"""The adapter maps GitLab's answers onto outcomes: single calls against a scripted HTTP
+server on 127.0.0.1, lists (python-gitlab over requests) with requests-mock. The
+end-to-end tests cover the same through the CLI against the fake GitLab."""
 
 from __future__ import annotations
 
@@ -25,14 +26,23 @@ from register_runner.gitlab import (
 )
 from register_runner.model import ClientConfig, Scope, Verdict
 from register_runner.secret import Secret
+from register_runner.testing.scripted import Scripted
 
-URL = "https://gitlab.test"
+URL = "https://gitlab.test"  # lists: requests-mock answers for it
 API = URL + "/api/v4"
 JSON = {"Content-Type": "application/json"}
 
 
-def adapter(deadline=5.0):
-    client = ClientConfig(URL, Scope(), access_token=Secret("glpat-unit-test-token"))
+@pytest.fixture
+def scripted():
+    with Scripted() as server:
+        yield server
+
+
+def adapter(server, deadline=5.0):
+    """The GitLab adapter for ``server`` (a Scripted server, or a url)."""
+    url = server if isinstance(server, str) else server.url
+    client = ClientConfig(url, Scope(), access_token=Secret("glpat-unit-test-token"))
     return GitLab(client, Connection(Deadline(deadline), timeout=1.0, system_id="s_0123456789ab"))
 
 
@@ -53,36 +63,36 @@ def test_retry_after_forms():
         (422, {"message": "422"}, Verdict.UNKNOWN),
     ],
 )
-def test_verify_verdicts(requests_mock, status, body, verdict):
-    requests_mock.post(API + "/runners/verify", status_code=status, json=body, headers=JSON)
-    assert adapter().verify(Secret("glrt-x"), "s_0123456789ab")[0] is verdict
-    assert requests_mock.last_request.json() == {"token": "glrt-x", "system_id": "s_0123456789ab"}
+def test_verify_verdicts(scripted, status, body, verdict):
+    scripted.post("/runners/verify", status_code=status, json=body, headers=JSON)
+    assert adapter(scripted).verify(Secret("glrt-x"), "s_0123456789ab")[0] is verdict
+    assert scripted.last_request.json() == {"token": "glrt-x", "system_id": "s_0123456789ab"}
 
 
-def test_verify_of_an_old_gitlab_answering_plain_text(requests_mock):
-    requests_mock.post(API + "/runners/verify", status_code=200, text="200")
-    assert adapter().verify(Secret("glrt-x"), None) == (Verdict.VALID, None)
+def test_verify_of_an_old_gitlab_answering_plain_text(scripted):
+    scripted.post("/runners/verify", status_code=200, text="200")
+    assert adapter(scripted).verify(Secret("glrt-x"), None) == (Verdict.VALID, None)
 
 
-def test_verify_5xx_until_the_deadline_is_unknown(requests_mock):
-    requests_mock.post(API + "/runners/verify", status_code=500, json={})
+def test_verify_5xx_until_the_deadline_is_unknown(scripted):
+    scripted.post("/runners/verify", status_code=500, json={})
     started = time.monotonic()
-    assert adapter(deadline=0.5).verify(Secret("glrt-x"), None)[0] is Verdict.UNKNOWN
+    assert adapter(scripted, deadline=0.5).verify(Secret("glrt-x"), None)[0] is Verdict.UNKNOWN
     assert time.monotonic() - started < 2
-    assert requests_mock.call_count >= 2
+    assert scripted.call_count >= 2
 
 
-def test_create_sends_scope_and_parses_the_answer(requests_mock):
-    requests_mock.post(
-        API + "/user/runners",
+def test_create_sends_scope_and_parses_the_answer(scripted):
+    scripted.post(
+        "/user/runners",
         status_code=201,
         json={"id": 9, "token": "glrt-new", "token_expires_at": "2030-01-01T00:00:00.000Z"},
         headers=JSON,
     )
-    issued = adapter().create_runner(Scope("group_type", group_id=4), {"tag_list": ["a"]})
+    issued = adapter(scripted).create_runner(Scope("group_type", group_id=4), {"tag_list": ["a"]})
     assert issued.id == 9 and issued.token.reveal() == "glrt-new"
     assert issued.expires_at.year == 2030
-    sent = requests_mock.last_request
+    sent = scripted.last_request
     assert sent.json() == {"tag_list": ["a"], "runner_type": "group_type", "group_id": 4}
     assert sent.headers["PRIVATE-TOKEN"] == "glpat-unit-test-token"
     assert "s_0123456789ab" in sent.headers["User-Agent"]
@@ -97,81 +107,79 @@ def test_create_sends_scope_and_parses_the_answer(requests_mock):
         (400, {"message": "Tags list can not be empty"}, Rejected, "Tags list can not be empty"),
     ],
 )
-def test_create_refusals(requests_mock, status, body, error, text):
-    requests_mock.post(API + "/user/runners", status_code=status, json=body)
+def test_create_refusals(scripted, status, body, error, text):
+    scripted.post("/user/runners", status_code=status, json=body)
     with pytest.raises(error, match=text):
-        adapter().create_runner(Scope(), {})
-    assert requests_mock.call_count == 1
+        adapter(scripted).create_runner(Scope(), {})
+    assert scripted.call_count == 1
 
 
-def test_validation_error_hash_shape_is_flattened(requests_mock):
-    requests_mock.put(
-        API + "/runners/3",
+def test_validation_error_hash_shape_is_flattened(scripted):
+    scripted.put(
+        "/runners/3",
         status_code=400,
         json={"message": {"tags_list": ["can not be empty when runner is not allowed"]}},
     )
     with pytest.raises(Rejected, match="tags_list can not be empty"):
-        adapter().update_runner(3, {"tag_list": []})
+        adapter(scripted).update_runner(3, {"tag_list": []})
 
 
-def test_legacy_registration_gone(requests_mock):
-    requests_mock.post(API + "/runners", status_code=410, json={"message": "410 Gone"})
+def test_legacy_registration_gone(scripted):
+    scripted.post("/runners", status_code=410, json={"message": "410 Gone"})
     with pytest.raises(Gone, match="create_runner"):
-        adapter().register_legacy(Secret("GR1348941x"), {})
+        adapter(scripted).register_legacy(Secret("GR1348941x"), {})
 
 
-def test_ambiguous_create_is_not_retried(requests_mock):
-    requests_mock.post(API + "/user/runners", status_code=504, json={})
+def test_ambiguous_create_is_not_retried(scripted):
+    scripted.post("/user/runners", status_code=504, json={})
     with pytest.raises(Unavailable) as raised:
-        adapter().create_runner(Scope(), {})
-    assert raised.value.ambiguous and requests_mock.call_count == 1
+        adapter(scripted).create_runner(Scope(), {})
+    assert raised.value.ambiguous and scripted.call_count == 1
 
 
-def test_503_create_is_retried(requests_mock):
-    requests_mock.post(
-        API + "/user/runners",
+def test_503_create_is_retried(scripted):
+    scripted.post(
+        "/user/runners",
         [
             {"status_code": 503, "json": {}},
             {"status_code": 201, "json": {"id": 1, "token": "glrt-y"}, "headers": JSON},
         ],
     )
-    assert adapter().create_runner(Scope(), {}).id == 1
+    assert adapter(scripted).create_runner(Scope(), {}).id == 1
 
 
-def test_429_pauses_for_retry_after(requests_mock):
-    requests_mock.delete(
-        API + "/runners/5",
+def test_429_pauses_for_retry_after(scripted):
+    scripted.delete(
+        "/runners/5",
         [{"status_code": 429, "headers": {"Retry-After": "1"}, "json": {}}, {"status_code": 204}],
     )
     started = time.monotonic()
-    assert adapter().delete_runner(5) is True
+    assert adapter(scripted).delete_runner(5) is True
     assert time.monotonic() - started >= 1
 
 
 @pytest.mark.parametrize("remaining, paced", [("0", True), ("3", True), ("500", False)])
-def test_a_running_out_rate_budget_slows_the_pool_down_before_a_429(
-    requests_mock, remaining, paced
-):
+def test_a_running_out_rate_budget_slows_the_pool_down_before_a_429(scripted, remaining, paced):
     reset = str(int(time.time()) + 30)
-    requests_mock.delete(
-        API + "/runners/5",
+    scripted.delete(
+        "/runners/5",
         status_code=204,
         headers={"RateLimit-Remaining": remaining, "RateLimit-Reset": reset},
     )
-    gitlab = adapter(deadline=1.0)
+    gitlab = adapter(scripted, deadline=1.0)
     assert gitlab.delete_runner(5) is True
     # The next call would wait past the deadline: it gives up instead of being sent.
     if paced:
         with pytest.raises(Unavailable, match="429"):
             gitlab.delete_runner(5)
-        assert requests_mock.call_count == 1
+        assert scripted.call_count == 1
     else:
         assert gitlab.delete_runner(5) is True
 
 
-def test_delete_of_a_missing_runner_is_not_an_error(requests_mock):
-    requests_mock.delete(API + "/runners/5", status_code=404, json={"message": "404"})
-    assert adapter().delete_runner(5) is False
+def test_delete_of_a_missing_runner_is_not_an_error(scripted):
+    scripted.delete("/runners/5", status_code=404, json={"message": "404"})
+    assert adapter(scripted).delete_runner(5) is False
 
 
 def test_list_follows_pagination(requests_mock):
@@ -191,7 +199,7 @@ def test_list_follows_pagination(requests_mock):
         json=[{"id": 3}],
         headers={"X-Page": "2", "X-Total-Pages": "2"},
     )
-    found = adapter().list_runners(Scope("group_type", group_id=4))
+    found = adapter(URL).list_runners(Scope("group_type", group_id=4))
     assert [r["id"] for r in found] == [1, 2, 3]
 
 
@@ -199,16 +207,15 @@ def test_list_follows_pagination(requests_mock):
 
 
 @pytest.mark.parametrize("status", [301, 302, 307, 308])
-def test_a_redirect_is_refused_and_not_followed(requests_mock, status):
-    requests_mock.post(
-        API + "/user/runners", status_code=status, headers={"Location": "http://evil.test:81/x"}
+def test_a_redirect_is_refused_and_not_followed(scripted, status):
+    scripted.post(
+        "/user/runners", status_code=status, headers={"Location": "http://evil.test:81/x"}
     )
-    requests_mock.post("http://evil.test:81/x", status_code=201, json={"id": 1, "token": "t"})
     with pytest.raises(Redirected) as raised:
-        adapter().create_runner(Scope(), {})
+        adapter(scripted).create_runner(Scope(), {})
     assert raised.value.exit_status == 1 and raised.value.location_host == "http://evil.test:81"
     assert "put the final url in the client_config" in str(raised.value)
-    assert [r.hostname for r in requests_mock.request_history] == ["gitlab.test"]
+    assert [r.path for r in scripted.request_history] == ["/user/runners"]
 
 
 def test_a_pagination_link_to_another_origin_is_not_followed(requests_mock):
@@ -218,30 +225,30 @@ def test_a_pagination_link_to_another_origin_is_not_followed(requests_mock):
         headers={"Link": '<https://evil.test/api/v4/groups/4/runners?page=2>; rel="next"'},
     )
     with pytest.raises(Redirected, match=r"evil\.test:443"):
-        adapter().list_runners(Scope("group_type", group_id=4))
+        adapter(URL).list_runners(Scope("group_type", group_id=4))
     assert requests_mock.call_count == 1
 
 
 @pytest.mark.parametrize("status", [408, 500, 501, 503, 505, 599])
-def test_408_and_every_5xx_are_transient(requests_mock, status):
-    requests_mock.get(API + "/runners/5", status_code=status, json={"message": "x"})
+def test_408_and_every_5xx_are_transient(scripted, status):
+    scripted.get("/runners/5", status_code=status, json={"message": "x"})
     with pytest.raises(Unavailable):
-        adapter(deadline=0.5).get_runner(5)
-    assert requests_mock.call_count >= 2
+        adapter(scripted, deadline=0.5).get_runner(5)
+    assert scripted.call_count >= 2
 
 
-def test_an_html_login_page_is_transient_not_an_answer(requests_mock):
+def test_an_html_login_page_is_transient_not_an_answer(scripted):
     page = "<html><body>Sign in</body></html>"
-    requests_mock.get(API + "/runners/5", text=page, headers={"Content-Type": "text/html"})
-    requests_mock.post(API + "/runners/verify", text=page, headers={"Content-Type": "text/html"})
+    scripted.get("/runners/5", text=page, headers={"Content-Type": "text/html"})
+    scripted.post("/runners/verify", text=page, headers={"Content-Type": "text/html"})
     with pytest.raises(Unavailable, match="HTML page"):
-        adapter(deadline=0.5).get_runner(5)
-    assert adapter(deadline=0.5).verify(Secret("glrt-x"), None)[0] is Verdict.UNKNOWN
+        adapter(scripted, deadline=0.5).get_runner(5)
+    assert adapter(scripted, deadline=0.5).verify(Secret("glrt-x"), None)[0] is Verdict.UNKNOWN
 
 
-def test_any_json_200_to_verify_means_valid(requests_mock):
-    requests_mock.post(API + "/runners/verify", status_code=200, json={})
-    assert adapter().verify(Secret("glrt-x"), None) == (Verdict.VALID, None)
+def test_any_json_200_to_verify_means_valid(scripted):
+    scripted.post("/runners/verify", status_code=200, json={})
+    assert adapter(scripted).verify(Secret("glrt-x"), None) == (Verdict.VALID, None)
 
 
 @pytest.mark.parametrize(
@@ -256,19 +263,19 @@ def test_any_json_200_to_verify_means_valid(requests_mock):
         b"<html>ok</html>",
     ],
 )
-def test_an_unreadable_answer_to_a_create_is_ambiguous(requests_mock, body):
-    requests_mock.post(API + "/user/runners", status_code=201, content=body, headers=JSON)
+def test_an_unreadable_answer_to_a_create_is_ambiguous(scripted, body):
+    scripted.post("/user/runners", status_code=201, content=body, headers=JSON)
     with pytest.raises(Unavailable) as raised:
-        adapter().create_runner(Scope(), {})
-    assert raised.value.ambiguous and requests_mock.call_count == 1
+        adapter(scripted).create_runner(Scope(), {})
+    assert raised.value.ambiguous and scripted.call_count == 1
 
 
-def test_a_404_names_the_url(requests_mock):
-    requests_mock.put(API + "/runners/5", status_code=404, json={"message": "404 Not Found"})
+def test_a_404_names_the_url(scripted):
+    scripted.put("/runners/5", status_code=404, json={"message": "404 Not Found"})
     with pytest.raises(NotFound) as raised:
-        adapter().update_runner(5, {"paused": True})
-    assert raised.value.url == URL and raised.value.exit_status == 1
-    assert f"GitLab at {URL} answered 404" in str(raised.value)
+        adapter(scripted).update_runner(5, {"paused": True})
+    assert raised.value.url == scripted.url and raised.value.exit_status == 1
+    assert f"GitLab at {scripted.url} answered 404" in str(raised.value)
 
 
 @pytest.mark.parametrize(("value", "seconds"), [("0", 0), ("-1", 0), ("nan", None), ("soon", None)])
@@ -278,32 +285,32 @@ def test_a_useless_retry_after_reads_as_none_or_zero(value, seconds):
 
 # One value for each reading above: the wait that follows depends only on that.
 @pytest.mark.parametrize("value", ["0", "nan"])
-def test_a_useless_retry_after_still_waits_a_second(requests_mock, value):
-    requests_mock.delete(
-        API + "/runners/5",
+def test_a_useless_retry_after_still_waits_a_second(scripted, value):
+    scripted.delete(
+        "/runners/5",
         [{"status_code": 429, "headers": {"Retry-After": value}}, {"status_code": 204}],
     )
     started = time.monotonic()
-    assert adapter().delete_runner(5) is True
+    assert adapter(scripted).delete_runner(5) is True
     assert time.monotonic() - started >= 1
     assert retry_after({"Retry-After": value}) in (None, 0)
 
 
-def test_an_oversized_answer_is_refused(requests_mock):
-    requests_mock.get(API + "/runners/5", content=b"[" + b" " * (5 * 2**20) + b"]")
+def test_an_oversized_answer_is_refused(scripted):
+    scripted.get("/runners/5", content=b"[" + b" " * (5 * 2**20) + b"]")
     with pytest.raises(Unavailable, match="larger than 4 MiB"):
-        adapter(deadline=0.5).get_runner(5)
+        adapter(scripted, deadline=0.5).get_runner(5)
 
 
-def test_error_bodies_are_scrubbed_and_kept_on_one_line(requests_mock):
+def test_error_bodies_are_scrubbed_and_kept_on_one_line(scripted):
     secret = Secret("glpat-echoed-back-secret-value")
-    requests_mock.put(
-        API + "/runners/5",
+    scripted.put(
+        "/runners/5",
         status_code=422,
         json={"message": f"bad request\nPRIVATE-TOKEN: {secret.reveal()}"},
     )
     with pytest.raises(Rejected) as raised:
-        adapter().update_runner(5, {})
+        adapter(scripted).update_runner(5, {})
     assert secret.reveal() not in str(raised.value) and "\n" not in str(raised.value)
 
 

@@ -64,7 +64,12 @@ def test_record_is_written_only_into_an_existing_state_folder(tmp_path):
     assert run.exit_status == 2 and not (tmp_path / ".register-runner").exists()
     (tmp_path / ".register-runner").mkdir()
     health.record_run(
-        tmp_path, "main", exit_status=0, runners=[], warnings=["w", "w"], access_tokens={}
+        tmp_path,
+        "main",
+        exit_status=0,
+        runners=[],
+        warnings=["w", "w"],
+        access_tokens=health.AccessTokens({}, {}),
     )
     again = health.read_last_run(tmp_path, "main")
     assert again is not None and again.exit_status == 0 and again.warnings == ["w"]

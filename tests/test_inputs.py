@@ -259,10 +259,11 @@ def test_globals_keep_everything_but_client_configs(tmp_path):
         '[session_server]\nlisten_address = "[::]:8093"\n\n' + CLIENT
     )
     loaded = load(tmp_path, {"x.toml": 'executor = "shell"\n'}, template)
-    assert loaded.globals.unwrap() == {
+    assert loaded.globals.content == {
         "concurrent": 4,
         "log_level": "info",
         "session_server": {"listen_address": "[::]:8093"},
     }
-    assert "# fleet-wide settings" in tomlkit.dumps(loaded.globals)
-    assert "glpat-inline" not in tomlkit.dumps(loaded.globals)
+    assert "# fleet-wide settings" in tomlkit.dumps(loaded.globals.document)
+    assert "glpat-inline" not in tomlkit.dumps(loaded.globals.document)
+    assert tomlkit.parse(tomlkit.dumps(loaded.globals.document)).unwrap() == loaded.globals.content

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 import tomlkit
 
 from register_runner.errors import InputError
+from register_runner.inputs import Globals
 from register_runner.output import (
     Credentials,
     ExistingConfig,
@@ -18,8 +20,14 @@ from register_runner.output import (
     write_config,
 )
 from register_runner.secret import Secret
+from register_runner.tomlfile import read_toml
 
 T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
+
+
+def template(text: str = "") -> Globals:
+    path = Path("config.template.main.toml")
+    return Globals(path, text, read_toml(path, text))
 
 
 def entry(token="glrt-old", obtained=T0):
@@ -34,16 +42,16 @@ def entry(token="glrt-old", obtained=T0):
 
 
 def test_render_keeps_template_comments_and_writes_datetimes():
-    globals_ = tomlkit.parse("# keep me\nconcurrent = 2\n")
+    globals_ = template("# keep me\nconcurrent = 2\n")
     text = render(globals_, [entry()])
     assert text.startswith("# keep me\nconcurrent = 2\n")
     assert "token_obtained_at = 2025-01-01T00:00:00Z" in text
     assert "token_expires_at = 0001-01-01T00:00:00Z" in text
     assert "[runners.docker]" in text
-    assert "[[runners]]" not in tomlkit.dumps(globals_)
+    assert "[[runners]]" not in tomlkit.dumps(globals_.document)
 
 
-EMPTY = tomlkit.document()
+EMPTY = template()
 
 
 def test_not_rewritten_when_only_the_formatting_differs(tmp_path):
@@ -57,10 +65,10 @@ def test_not_rewritten_when_only_the_formatting_differs(tmp_path):
 
 def test_rotation_during_the_run_is_taken_over(tmp_path):
     path = tmp_path / "config.main.toml"
-    path.write_text(render(tomlkit.document(), [entry()]))
+    path.write_text(render(EMPTY, [entry()]))
     existing = read_config(path)
     # gitlab-runner rotates the token after we read the file; runners are keyed by (url, id).
-    path.write_text(render(tomlkit.document(), [entry("glrt-new", T0.replace(year=2026))]))
+    path.write_text(render(EMPTY, [entry("glrt-new", T0.replace(year=2026))]))
     seen = []
 
     def build(rotated):
@@ -79,7 +87,7 @@ def test_written_0600_with_a_backup(tmp_path):
     path = tmp_path / "config.main.toml"
     path.write_text("concurrent = 1\n")
     os.chmod(path, 0o644)
-    two = tomlkit.parse("concurrent = 2\n")
+    two = template("concurrent = 2\n")
     assert write_config(read_config(path), two, lambda rotated: [])
     assert path.stat().st_mode & 0o777 == 0o600
     backup = tmp_path / "config.main.toml.bak"
@@ -97,7 +105,7 @@ def test_symlink_at_the_output_is_refused(tmp_path):
 
 def test_fresh_file(tmp_path):
     path = tmp_path / "config.main.toml"
-    one = tomlkit.parse("concurrent = 1\n")
+    one = template("concurrent = 1\n")
     assert write_config(ExistingConfig(path), one, lambda rotated: [])
     assert path.read_text() == "concurrent = 1\n"
     assert not (tmp_path / "config.main.toml.bak").exists()

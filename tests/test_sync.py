@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import stat
 
@@ -11,7 +12,7 @@ from conftest import GROUP_ID, PROJECT_ID
 
 from register_runner.testing.prefix import make_prefix
 
-# Read once per sync for the access token's own expiry (health.py).
+# The access token's own expiry, read once a day per token (health.py).
 TOKEN_SELF = "/personal_access_tokens/self"
 SHELL = 'executor = "shell"\ntags = ["linux", "shell"]\n'
 DOCKER = """executor = "docker"
@@ -80,9 +81,40 @@ def test_second_sync_makes_no_mutating_call_and_leaves_the_file_untouched(gitlab
 
     assert result.returncode == 0, result.stderr
     assert gitlab.mutating_requests() == []
-    # Plus the access token's own expiry, read once per sync (health.py).
-    assert [r.path for r in gitlab.requests] == ["/runners/verify"] * 3 + [TOKEN_SELF]
+    # The access token's expiry was read by the first sync: it is good for a day.
+    assert [r.path for r in gitlab.requests] == ["/runners/verify"] * 3
     assert (prefix.output.read_bytes(), prefix.output.stat().st_mtime_ns) == before
+
+
+def test_the_access_tokens_expiry_is_asked_once_a_day_and_for_a_new_token(gitlab, prefix, cli):
+    def asked() -> int:
+        count = sum(r.path == TOKEN_SELF for r in gitlab.requests)
+        gitlab.clear_requests()
+        return count
+
+    gitlab.fail_next(status=401, path=r"^/personal_access_tokens/self$")
+    assert cli(prefix).returncode == 0
+    assert asked() == 1  # rejected: nothing learned, so asked again next time
+    assert cli(prefix).returncode == 0
+    assert asked() == 1
+    assert cli(prefix).returncode == 0
+    assert asked() == 0  # known for this token, for a day
+
+    record_path = prefix.root / ".register-runner" / "main.last-run.json"
+    record = json.loads(record_path.read_text())
+    (check,) = record["access_token_checks"].values()
+    check["time"] = "2000-01-01T00:00:00Z"
+    record_path.write_text(json.dumps(record))
+    assert cli(prefix).returncode == 0
+    assert asked() == 1  # a day later
+
+    new_token = gitlab.add_access_token(
+        scopes=("create_runner", "manage_runner", "read_api"), admin=True
+    )
+    (prefix.root / "secrets" / "gitlab.pat").write_text(new_token + "\n")
+    assert cli(prefix).returncode == 0
+    assert asked() == 1  # another token
+    assert new_token not in record_path.read_text()
 
 
 def test_verify_sends_the_host_system_id(gitlab, prefix, cli):
@@ -90,8 +122,8 @@ def test_verify_sends_the_host_system_id(gitlab, prefix, cli):
     system_id = (prefix.root / ".runner_system_id").read_text().strip()
     gitlab.clear_requests()
     assert cli(prefix).returncode == 0
-    verify, token_self = gitlab.requests
-    assert verify.form["system_id"] == system_id and token_self.path == TOKEN_SELF
+    (verify,) = gitlab.requests
+    assert verify.form["system_id"] == system_id
     (runner,) = gitlab.runners()
     assert system_id in runner.managers
 

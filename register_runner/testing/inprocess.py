@@ -1,5 +1,6 @@
 """The real command line in the test process: ``cli.main(argv)`` as a child would run it,
-without the ~0.3 s of interpreter start and imports a child costs.
+without the ~0.3 s of interpreter start and imports a child costs (nor ``cli.run``'s
+garbage-collector settings, which belong to a process of its own).
 
 What a child gets fresh is made fresh here and put back afterwards: the environment,
 stdin/stdout/stderr, the warning filters, the logging set-up, PYTHONPATH, and the
@@ -87,12 +88,14 @@ def _fresh_package_state() -> Iterator[None]:
     secrets known to the scrubber, and the logging the CLI configures (the root logger
     too: in a child, other libraries' warnings reach stderr through logging's last
     resort, not pytest's capture)."""
-    recorded, table_asked, known = health._recorded, report.TABLE_ASKED, set(secret._known)
+    recorded, table_asked = health._recorded, report.TABLE_ASKED
+    known, by_length = dict(secret._known), secret._by_length
     ours, root = logging.getLogger("register_runner"), logging.getLogger()
     ours_was = (ours.handlers[:], ours.level, ours.propagate)
     root_was = (root.handlers[:], root.level)
     health._recorded, report.TABLE_ASKED = None, False
     secret._known.clear()
+    secret._by_length = ()
     ours.handlers[:], ours.level, ours.propagate = [], logging.NOTSET, True
     root.handlers[:], root.level = [], logging.WARNING
     try:
@@ -101,6 +104,7 @@ def _fresh_package_state() -> Iterator[None]:
         health._recorded, report.TABLE_ASKED = recorded, table_asked
         secret._known.clear()
         secret._known.update(known)
+        secret._by_length = by_length
         ours.handlers[:], ours.level, ours.propagate = ours_was
         root.handlers[:], root.level = root_was
 

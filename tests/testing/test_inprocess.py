@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from register_runner import health, report
+from register_runner import health, report, secret
 from register_runner.testing import inprocess
 from register_runner.testing.prefix import CHILD_VARIABLE, run_cli
 
@@ -37,6 +37,7 @@ def test_a_run_leaves_the_test_process_as_it_found_it(prefix):
         sys.path[:],
         (ours.handlers[:], ours.level, ours.propagate),
         (report.TABLE_ASKED, health._recorded),
+        (dict(secret._known), secret._by_length),
     )
     folder = prefix.root / "credentials"
 
@@ -50,6 +51,7 @@ def test_a_run_leaves_the_test_process_as_it_found_it(prefix):
         sys.path[:],
         (ours.handlers[:], ours.level, ours.propagate),
         (report.TABLE_ASKED, health._recorded),
+        (dict(secret._known), secret._by_length),  # the run read the access token
     )
     assert after == before
 
@@ -57,7 +59,9 @@ def test_a_run_leaves_the_test_process_as_it_found_it(prefix):
 def test_a_run_does_not_take_the_test_processs_record_for_its_own(prefix, monkeypatch):
     # A library test in this process recorded a run; then a run that fails before it
     # has a state folder reports its own exit status in the metrics.
-    health.record_run(prefix.root, "main", exit_status=0, runners=[], warnings=[], access_tokens={})
+    health.record_run(
+        prefix.root, "main", exit_status=0, runners=[], warnings=[], access_tokens=None
+    )
     missing, metrics = prefix.root / "missing", prefix.root / "rr.prom"
 
     failed = run_cli(["sync", "--prefix", str(missing), "--metrics-file", str(metrics)])
