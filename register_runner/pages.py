@@ -15,15 +15,7 @@ import requests.adapters
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from .transport import (
-    MAX_ANSWER_BYTES,
-    Deadline,
-    DeadlinePassed,
-    Oversize,
-    Redirect,
-    host_port,
-    origin_of,
-)
+from .transport import CHUNK, Deadline, DeadlinePassed, Redirect, host_port, origin_of, read_capped
 
 _active = threading.local()  # the deadline of the request this thread is making
 
@@ -120,7 +112,11 @@ class GuardedSession(requests.Session):
                 if 300 <= response.status_code < 400:
                     location = response.headers.get("Location") or ""
                     raise Redirect(response.status_code, host_port(urljoin(url, location)))
-                response._content = self._read(response)
+                response._content = read_capped(
+                    response.headers.get("Content-Length", ""),
+                    response.iter_content(CHUNK),
+                    self.deadline,
+                )
             finally:
                 response.close()
         except (requests.RequestException, OSError):
@@ -132,16 +128,3 @@ class GuardedSession(requests.Session):
         if self.deadline.passed():
             raise DeadlinePassed()  # a shut-down socket may look like a short, complete answer
         return response
-
-    def _read(self, response: requests.Response) -> bytes:
-        length = response.headers.get("Content-Length", "")
-        if length.isdigit() and int(length) > MAX_ANSWER_BYTES:
-            raise Oversize()
-        body = bytearray()
-        for chunk in response.iter_content(64 * 1024):
-            body += chunk
-            if len(body) > MAX_ANSWER_BYTES:
-                raise Oversize()
-            if self.deadline.passed():
-                raise DeadlinePassed()
-        return bytes(body)

@@ -27,6 +27,7 @@ import socket
 import threading
 import time
 import weakref
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Optional, Union
 from urllib.parse import unquote, urlencode, urljoin, urlsplit
@@ -235,20 +236,28 @@ class Channel:
         if 300 <= response.status < 400:
             location = response.getheader("Location") or ""
             raise Redirect(response.status, host_port(urljoin(url, location)))
-        length = response.getheader("Content-Length") or ""
-        if length.isdigit() and int(length) > MAX_ANSWER_BYTES:
+        body = read_capped(
+            response.getheader("Content-Length") or "",
+            iter(lambda: response.read(CHUNK), b""),
+            self.deadline,
+        )
+        return Answer(response.status, response.headers, body)
+
+
+def read_capped(length: str, chunks: Iterable[bytes], deadline: Deadline) -> bytes:
+    """An answer's body, read in full: Oversize past MAX_ANSWER_BYTES (``length``, its
+    Content-Length, may say so before any is read), DeadlinePassed once the deadline
+    has."""
+    if length.isdigit() and int(length) > MAX_ANSWER_BYTES:
+        raise Oversize()
+    body = bytearray()
+    for chunk in chunks:
+        body += chunk
+        if len(body) > MAX_ANSWER_BYTES:
             raise Oversize()
-        body = bytearray()
-        while True:
-            chunk = response.read(CHUNK)
-            if not chunk:
-                break
-            body += chunk
-            if len(body) > MAX_ANSWER_BYTES:
-                raise Oversize()
-            if self.deadline.passed():
-                raise DeadlinePassed()
-        return Answer(response.status, response.headers, bytes(body))
+        if deadline.passed():
+            raise DeadlinePassed()
+    return bytes(body)
 
 
 def _idle(sock: socket.socket) -> bool:
@@ -337,8 +346,12 @@ def network_failure(
     chain = tls.causes(error)
     names = {type(cause).__name__ for cause in chain}
     if connected is None:
-        connected = not names & {"NewConnectionError", "NameResolutionError", "ConnectTimeout"}
-        connected = connected and "ConnectTimeoutError" not in names
+        connected = not names & {
+            "NewConnectionError",
+            "NameResolutionError",
+            "ConnectTimeout",
+            "ConnectTimeoutError",
+        }
     if "NameResolutionError" in names or any(isinstance(c, socket.gaierror) for c in chain):
         return f"cannot connect: host {host} does not resolve", False, True
     if any(isinstance(cause, ConnectionRefusedError) for cause in chain):
