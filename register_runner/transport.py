@@ -278,8 +278,9 @@ class Proxy:
 
 
 def environment_proxy(origin: str) -> Optional[Proxy]:
-    """The proxy that HTTPS_PROXY/HTTP_PROXY/ALL_PROXY (and NO_PROXY) name for ``origin``, read once
-    per run; credentials in its url are sent to the proxy only."""
+    """The proxy that HTTPS_PROXY/HTTP_PROXY/ALL_PROXY (and NO_PROXY) name for ``origin``,
+    read once per channel, not per request; credentials in its url are sent to the proxy
+    only."""
     if not any(name.lower().endswith("_proxy") for name in os.environ):
         return None  # the common case, without importing urllib.request
     import urllib.request
