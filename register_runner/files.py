@@ -60,6 +60,8 @@ def filesystem_error(path: Path, error: OSError) -> Error:
 def name_problem(name: str) -> Optional[str]:
     """Why a file name cannot stand for a runner: names go into GitLab, the config and
     log lines, so they must be text and must not hold control characters."""
+    if name.isascii() and name.isprintable():
+        return None  # nearly every name: no need to look at each character
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:

@@ -29,6 +29,20 @@ class State:
     # stem → the credentials file written for a runner that is not gitlab-runner: removed
     # with its runner, also once its executor file (which named it) is gone.
     credentials_files: dict[str, str] = field(default_factory=dict)
+    # What the file holds, as loaded or last saved: saving an unchanged state neither
+    # encodes nor reads it again (a run saves several times). The values are frozen and
+    # never changed in place, so copies of the containers are a faithful record.
+    _on_disk: Optional[tuple] = field(default=None, init=False, repr=False, compare=False)
+
+    def _value(self) -> tuple:
+        return (
+            self.system_id,
+            dict(self.runners),
+            dict(self.pending_creates),
+            list(self.pending_deletes),
+            dict(self.unwritten),
+            dict(self.credentials_files),
+        )
 
 
 def state_path(prefix: Path, instance: str) -> Path:
@@ -42,7 +56,7 @@ def load(prefix: Path, instance: str) -> State:
         return State()
     try:
         raw = json.loads(data)
-        return State(
+        loaded = State(
             system_id=typed(raw.get("system_id"), (str, type(None))),
             runners={
                 typed(stem, str): StoredRunner.from_json(r)
@@ -69,9 +83,14 @@ def load(prefix: Path, instance: str) -> State:
             f"{path}: register-runner's state is damaged ({type(error).__name__}); move it "
             "away to start over (its runners are then recreated, the old ones left in GitLab)"
         ) from None
+    loaded._on_disk = loaded._value()
+    return loaded
 
 
 def save(prefix: Path, instance: str, state: State) -> None:
+    value = state._value()
+    if value == state._on_disk:
+        return
     raw: dict[str, Any] = {
         "version": VERSION,
         "system_id": state.system_id,
@@ -88,3 +107,4 @@ def save(prefix: Path, instance: str, state: State) -> None:
     if read_regular(path) != data:
         state_dir(prefix, create=True)
         atomic_write(path, data)
+    state._on_disk = value
