@@ -53,18 +53,22 @@ log = logging.getLogger("register_runner")
 
 def run() -> NoReturn:
     """The process's entry point (the console script, ``python -m register_runner``, the
-    zipapp): ``main()`` without the cycle collector. A run lives seconds, at most its
-    ``--deadline``, and makes little cyclic garbage (reference counting frees the rest),
-    while the collector scanned the imports' objects again and again: for a steady sync
-    of 200 runners ~30 ms of a 0.6 s run, stalling every worker. ``main()`` itself,
-    called in-process, leaves the collector alone."""
-    gc.disable()
-    code = main()
+    zipapp): ``main()``, with the cycle collector told what a run is."""
+    code = main(own_process=True)
     gc.freeze()  # nothing is scanned at exit either
     sys.exit(code)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Optional[Sequence[str]] = None, *, own_process: bool = False) -> int:
+    """``own_process``: the process is this run's alone (``run()``). What the imports make
+    then lives as long as the process, yet the collector scanned it again and again: for
+    a steady sync of 200 runners ~20 ms of collections stalling every worker, and ~50 ms
+    at exit. So the collector is off until the command is imported; then everything made
+    so far is frozen (never scanned) and the collector runs, less often than by default:
+    a run that retries for minutes still frees its cyclic garbage. Called in-process,
+    ``main()`` leaves the collector alone."""
+    if own_process:
+        gc.disable()
     parser = build_parser()
     arguments = command_first(parser, list(sys.argv[1:] if argv is None else argv))
     status = _Status(as_json="--json" in arguments)
@@ -79,6 +83,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             # What systemd sets for the unit; *_credential settings read it.
             os.environ["CREDENTIALS_DIRECTORY"] = str(args.credentials_directory)
         module = importlib.import_module(f".commands.{COMMANDS[args.command]}", __package__)
+        if own_process:
+            gc.freeze()
+            gc.set_threshold(20_000, 10, 10)
+            gc.enable()
         status.code = module.run(args)
     if args is not None and hasattr(args, "prefix"):
         with error_handler(status):

@@ -33,6 +33,36 @@ def test_fast_commands_do_not_import_the_http_stack(tmp_path, args):
     assert result.stdout.rstrip().endswith("LOADED []"), result.stdout + result.stderr
 
 
+def test_a_process_of_its_own_freezes_the_imports_and_keeps_collecting(tmp_path):
+    """run() turns the cycle collector off for the imports only: a run that retries for
+    minutes must still free its cyclic garbage."""
+    code = (
+        "import gc, sys\n"
+        "from register_runner import cli\n"
+        f"code = cli.main(['system-id', '--prefix', {str(tmp_path)!r}], own_process=True)\n"
+        "print('STATE', code, gc.isenabled(), gc.get_freeze_count() > 1000)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert "STATE 0 True True" in result.stdout, result.stdout + result.stderr
+
+
+def test_main_in_process_leaves_the_collector_alone(tmp_path):
+    import gc
+
+    from register_runner import cli
+
+    frozen = gc.get_freeze_count()
+    gc.disable()
+    try:
+        assert cli.main(["system-id", "--prefix", str(tmp_path)]) == 0
+        assert not gc.isenabled()
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.enable()
+
+
 def test_journald_format_under_systemd(gitlab, prefix):
     result = run_cli(["sync", "--prefix", str(prefix.root)], env={"JOURNAL_STREAM": "8:1234"})
     assert result.returncode == 0
