@@ -92,7 +92,7 @@ class Outcome:
 
 def apply(workspace: Workspace, plan: Plan, observed: Observed) -> Outcome:
     outcome = Outcome()
-    executors = {e.stem: e for e in workspace.executors}
+    executors = workspace.executors_by_stem
     st = workspace.state
     creates = plan.of_kind(Kind.CREATE, Kind.RECREATE)
     for action in creates:

@@ -84,7 +84,7 @@ def read_file(path: Path) -> Optional[FileCredentials]:
 def _paths(workspace: Workspace, stem: str) -> list[Path]:
     """Where a stem's credentials may be: the file its executor names, and the one this
     tool last wrote for it (the executor file moved it, or stopped naming one)."""
-    executor = next((e for e in workspace.executors if e.stem == stem), None)
+    executor = workspace.executors_by_stem.get(stem)
     found = [executor.credentials_file] if is_custom(executor) else []
     stored = workspace.state.credentials_files.get(stem)
     return [Path(p) for p in dict.fromkeys([*found, stored]) if p]

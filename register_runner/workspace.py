@@ -5,6 +5,7 @@ network; ``observe`` asks GitLab about the tokens."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 from collections.abc import Iterable, Iterator, Mapping
@@ -85,6 +86,10 @@ class Workspace:
     @property
     def executors(self) -> tuple[Executor, ...]:
         return self.inputs.executors
+
+    @functools.cached_property
+    def executors_by_stem(self) -> dict[str, Executor]:
+        return {e.stem: e for e in self.executors}
 
     @property
     def output(self) -> Path:

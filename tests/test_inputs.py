@@ -8,6 +8,7 @@ import pytest
 import tomlkit
 
 from register_runner import inputs
+from register_runner.errors import InputError
 from register_runner.inputs import Identity
 from register_runner.model import Scope
 
@@ -167,6 +168,18 @@ def test_executor_files_sorted_hidden_and_other_files_ignored(tmp_path):
     )
     assert [e.stem for e in loaded.executors] == ["a", "b"]
     assert loaded.executor_dir == tmp_path / "main"
+
+
+def test_a_file_longer_than_one_read_is_read_whole(tmp_path):
+    padding = "#" * (inputs.FIRST_READ + 100) + "\n"
+    executor = one(tmp_path, padding + 'executor = "shell"\nname = "last line"\n')
+    assert executor.name == "last line"
+
+
+def test_a_file_over_the_size_cap_is_refused_naming_it(tmp_path):
+    padding = ("#" * 1023 + "\n") * (inputs.MAX_FILE_BYTES // 1024)
+    with pytest.raises(InputError, match=r"x\.toml: larger than 1048576 bytes"):
+        one(tmp_path, padding + 'executor = "shell"\n')
 
 
 def test_no_executor_folder_means_no_executors(tmp_path):
