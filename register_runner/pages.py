@@ -112,6 +112,10 @@ class GuardedSession(requests.Session):
                 if 300 <= response.status_code < 400:
                     location = response.headers.get("Location") or ""
                     raise Redirect(response.status_code, host_port(urljoin(url, location)))
+                following = urljoin(url, response.links.get("next", {}).get("url", ""))
+                if origin_of(following) != self.origin:
+                    # Refused here, before python-gitlab reads the link (and warns raw).
+                    raise Redirect(None, host_port(following))
                 response._content = read_capped(
                     response.headers.get("Content-Length", ""),
                     response.iter_content(CHUNK),
