@@ -96,6 +96,7 @@ class Calls:
         self.url = client.url
         self.connection = connection
         self._local = threading.local()
+        self._proxy = transport.environment_proxy(self.url)
         self._context_lock = threading.Lock()
         self._ssl_context: Any = None
         self._unreachable: Optional[str] = None
@@ -359,7 +360,11 @@ class Calls:
         channel = getattr(self._local, "channel", None)
         if channel is None:
             channel = transport.Channel(
-                self.url, self.connection.deadline, self.connection.timeout, self._context()
+                self.url,
+                self.connection.deadline,
+                self.connection.timeout,
+                self._context(),
+                proxy=self._proxy,
             )
             self._local.channel = channel
         return channel

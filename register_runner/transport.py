@@ -127,17 +127,24 @@ class Answer:
 
 
 class Channel:
-    """One worker's keep-alive HTTP/1.1 connection to the one origin (through the proxy
-    the environment names for it, if any). Not thread-safe: one per worker thread."""
+    """One worker's keep-alive HTTP/1.1 connection to the one origin, through ``proxy``
+    (``environment_proxy``'s, read once for all workers). Not thread-safe: one per worker
+    thread."""
 
     def __init__(
-        self, origin: str, deadline: Deadline, timeout: float, ssl_context: Any = None
+        self,
+        origin: str,
+        deadline: Deadline,
+        timeout: float,
+        ssl_context: Any = None,
+        *,
+        proxy: Optional[Proxy],
     ) -> None:
         self.origin = origin_of(origin)
         self.deadline = deadline
         self.timeout = timeout
         self.ssl_context = ssl_context
-        self.proxy = environment_proxy(origin)
+        self.proxy = proxy
         self._connection: Optional[http.client.HTTPConnection] = None
 
     def request(
@@ -279,8 +286,8 @@ class Proxy:
 
 def environment_proxy(origin: str) -> Optional[Proxy]:
     """The proxy that HTTPS_PROXY/HTTP_PROXY/ALL_PROXY (and NO_PROXY) name for ``origin``,
-    read once per channel, not per request; credentials in its url are sent to the proxy
-    only."""
+    read once per GitLab of a run, not per worker or request; credentials in its url are
+    sent to the proxy only."""
     if not any(name.lower().endswith("_proxy") for name in os.environ):
         return None  # the common case, without importing urllib.request
     import urllib.request

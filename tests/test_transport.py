@@ -30,7 +30,9 @@ HEADERS = {"Content-Type": "application/json"}
 
 
 def channel(url: str, context=None) -> Channel:
-    return Channel(url, Deadline(10), timeout=5.0, ssl_context=context)
+    return Channel(
+        url, Deadline(10), timeout=5.0, ssl_context=context, proxy=environment_proxy(url)
+    )
 
 
 @contextlib.contextmanager
