@@ -4,6 +4,7 @@ clear line for each way TLS fails."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import ssl
 import subprocess
@@ -271,26 +272,40 @@ def test_a_tls_file_others_can_write_is_refused(pki, tmp_path):
 
 
 def test_the_deadline_watchdog_also_ends_a_tls_read(pki, tmp_path):
-    """A TLS front that accepts the handshake and never answers."""
+    """A TLS front that accepts the handshake, then trickles an answer that never ends:
+    each byte comes well within --timeout, so only the deadline's watchdog, which shuts
+    the socket under the blocked read, ends the call."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(str(pki["server"][0]), str(pki["server"][1]))
     import socket
+    import time
 
     listener = socket.create_server(("127.0.0.1", 0))
-    held = []
+    stop = threading.Event()
+
+    def trickle(conn):
+        with contextlib.suppress(OSError), context.wrap_socket(conn, server_side=True) as tls:
+            tls.recv(65536)  # the request
+            tls.sendall(b"HTTP/1.1 200 OK\r\nX-Trickle: ")
+            while not stop.wait(0.05):
+                tls.sendall(b"x")
 
     def serve():
-        try:
+        with contextlib.suppress(OSError):
             while True:
                 conn, _ = listener.accept()
-                held.append(context.wrap_socket(conn, server_side=True))
-        except OSError:
-            pass
+                threading.Thread(target=trickle, args=(conn,), daemon=True).start()
 
     threading.Thread(target=serve, daemon=True).start()
     extra = f'tls_ca_file = "{pki["site"][0]}"\n'
     url = f"https://127.0.0.1:{listener.getsockname()[1]}"
     prefix = make_prefix(tmp_path / "p", url, "glpat-tls-test-token-01", client_extra=extra)
-    result = sync(prefix, None, "--timeout", "30", deadline="1")
-    listener.close()
+    threading.Timer(15, stop.set).start()  # without the watchdog: a failure, not a hang
+    started = time.monotonic()
+    try:
+        result = sync(prefix, None, "--timeout", "30", deadline="1")
+    finally:
+        stop.set()
+        listener.close()
+    assert time.monotonic() - started < 8
     assert result.returncode == 3 and "deadline" in result.stderr, result.stderr
