@@ -68,9 +68,14 @@ class Deadline:
             if not self.passed():
                 self._sockets.add(sock)
                 if self._timer is None:
-                    self._timer = threading.Timer(self.remaining(), self._expire)
+                    # The timer holds the deadline weakly, and ends with it: a run done
+                    # in-process (the Python API) leaves no thread asleep until its deadline.
+                    self._timer = threading.Timer(
+                        self.remaining(), _expire, args=(weakref.ref(self),)
+                    )
                     self._timer.daemon = True
                     self._timer.start()
+                    weakref.finalize(self, self._timer.cancel)
                 return
         _shut(sock)
 
@@ -80,6 +85,12 @@ class Deadline:
             self._sockets.clear()
         for sock in sockets:
             _shut(sock)
+
+
+def _expire(deadline: weakref.ref[Deadline]) -> None:
+    alive = deadline()
+    if alive is not None:
+        alive._expire()
 
 
 def _shut(sock: socket.socket) -> None:

@@ -5,6 +5,7 @@ sockets on 127.0.0.1."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import select
 import socket
 import ssl
@@ -58,6 +59,27 @@ def closing_server():
         yield f"http://127.0.0.1:{listener.getsockname()[1]}", served, closed
     finally:
         listener.close()
+
+
+def test_a_deadline_dropped_before_it_passes_leaves_no_timer_asleep():
+    deadline = Deadline(60)
+    watched, other = socket.socketpair()
+    with watched, other:
+        deadline.watch(watched)
+        timer = deadline._timer
+        del deadline
+        gc.collect()
+        timer.join(5)
+        assert not timer.is_alive()
+
+
+def test_the_watchdog_shuts_what_it_watches_when_the_deadline_passes():
+    deadline = Deadline(0.2)
+    watched, other = socket.socketpair()
+    with watched, other:
+        watched.settimeout(5)  # without the watchdog: a timeout, not a hang
+        deadline.watch(watched)
+        assert watched.recv(1) == b""  # shut down under the blocked read
 
 
 def test_a_kept_alive_connection_gitlab_closed_is_replaced_before_a_post():
