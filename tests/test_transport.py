@@ -5,6 +5,7 @@ sockets on 127.0.0.1."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
 import select
 import socket
@@ -108,6 +109,114 @@ def test_a_url_on_another_origin_is_refused_before_connecting():
     with pytest.raises(Redirect) as raised:
         channel("http://127.0.0.1:9").request("GET", "http://evil.test/api/v4/x", headers={})
     assert raised.value.target == "http://evil.test:80"
+
+
+def _wrapped(name: str, cause: BaseException) -> BaseException:
+    """An error of requests' or urllib3's, known by its class name, wrapping ``cause``."""
+    error = type(name, (Exception,), {})("wrapped")
+    error.__cause__ = cause
+    return error
+
+
+H = "gitlab.example"
+NO_ROUTE = OSError(errno.EHOSTUNREACH, "No route to host")
+CLOSED = f"{H}:443 closed the connection before answering in full"
+
+
+@pytest.mark.parametrize(
+    ("error", "url", "connected", "expected"),
+    [
+        (
+            socket.gaierror(-2, "Name or service not known"),
+            f"https://{H}",
+            False,
+            (f"cannot connect: host {H} does not resolve", False, True),
+        ),
+        (
+            _wrapped("NameResolutionError", OSError("x")),
+            f"https://{H}",
+            None,
+            (f"cannot connect: host {H} does not resolve", False, True),
+        ),
+        (
+            ConnectionRefusedError(111, "refused"),
+            f"http://{H}",
+            False,
+            (f"cannot connect: connection refused by {H}:80", False, True),
+        ),
+        (
+            socket.timeout("timed out"),
+            f"https://{H}:8443",
+            False,
+            (f"cannot connect: no connection to {H}:8443 within 2.5 s", False, False),
+        ),
+        (
+            _wrapped("ConnectTimeout", OSError("x")),
+            f"https://{H}",
+            None,
+            (f"cannot connect: no connection to {H}:443 within 2.5 s", False, False),
+        ),
+        (
+            _wrapped("NewConnectionError", NO_ROUTE),
+            f"https://{H}",
+            None,
+            (f"cannot connect to {H}:443: no route to host", False, True),
+        ),
+        (
+            NO_ROUTE,
+            f"https://{H}",
+            False,
+            (f"cannot connect to {H}:443: no route to host", False, True),
+        ),
+        (
+            OSError("no strerror"),
+            f"https://{H}",
+            False,
+            (f"cannot connect to {H}:443: failed", False, True),
+        ),
+        # A connection stood: the request may have reached GitLab.
+        (
+            socket.timeout("timed out"),
+            f"https://{H}",
+            True,
+            (f"no answer from {H}:443 within 2.5 s", True, False),
+        ),
+        (
+            _wrapped("ReadTimeout", OSError("x")),
+            f"https://{H}",
+            None,
+            (f"no answer from {H}:443 within 2.5 s", True, False),
+        ),
+        (
+            ConnectionResetError(104, "reset"),
+            f"http://{H}",
+            True,
+            (f"{H}:80 closed the connection before answering in full", True, False),
+        ),
+        (
+            _wrapped("ProtocolError", ConnectionResetError(104, "reset")),
+            f"https://{H}",
+            None,
+            (
+                CLOSED + " (if a TLS front requires a client certificate: set tls_cert_file and "
+                "tls_key_file)",
+                True,
+                False,
+            ),
+        ),
+    ],
+)
+def test_each_network_failure_says_what_and_whether_gitlab_may_have_it(
+    error, url, connected, expected
+):
+    assert network_failure(error, url, 2.5, connected) == expected
+
+
+def test_a_tls_failure_is_named_as_such_and_not_sent():
+    error = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    error.verify_code, error.verify_message = 18, "self-signed certificate"
+    reason, sent, unreachable = network_failure(error, f"https://{H}", 2.5, True)
+    assert reason.startswith("TLS: ") and (sent, unreachable) == (False, False)
 
 
 def test_a_refused_connection_is_not_a_sent_request():
