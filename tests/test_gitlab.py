@@ -207,7 +207,7 @@ def test_list_follows_pagination(requests_mock):
 # -- a hostile network: redirects, misclassified answers, the deadline -------------------
 
 
-@pytest.mark.parametrize("status", [301, 302, 307, 308])
+@pytest.mark.parametrize("status", [300, 301, 302, 307, 308])
 def test_a_redirect_is_refused_and_not_followed(scripted, status):
     scripted.post(
         "/user/runners", status_code=status, headers={"Location": "http://evil.test:81/x"}

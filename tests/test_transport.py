@@ -23,6 +23,7 @@ from register_runner.transport import (
     Channel,
     Deadline,
     NetworkError,
+    Proxy,
     Redirect,
     environment_proxy,
     network_failure,
@@ -60,6 +61,65 @@ def closing_server():
         yield f"http://127.0.0.1:{listener.getsockname()[1]}", served, closed
     finally:
         listener.close()
+
+
+@contextlib.contextmanager
+def raw_server(*answers: bytes):
+    """Answers the n-th connection's first request with ``answers[n]`` (nothing: a hang-up
+    without an answer) and closes it; keeps each request line."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    served: list[bytes] = []
+
+    def serve():
+        with contextlib.suppress(OSError):
+            for answer in answers:
+                conn, _ = listener.accept()
+                with conn:
+                    served.append(conn.recv(65536).split(b"\r\n", 1)[0])
+                    conn.sendall(answer)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield listener.getsockname()[1], served
+    finally:
+        listener.close()
+
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+
+
+def test_after_a_failed_call_the_next_one_gets_a_new_connection():
+    with raw_server(b"", OK) as (port, served):
+        url = f"http://127.0.0.1:{port}"
+        path = channel(url)
+        with pytest.raises(NetworkError) as raised:
+            path.request("POST", url + "/api/v4/user/runners", body=b"{}", headers={})
+        assert raised.value.connected is True  # it may have reached GitLab
+        assert path.request("GET", url + "/api/v4/version", headers={}).status == 200
+    assert served == [b"POST /api/v4/user/runners HTTP/1.1", b"GET /api/v4/version HTTP/1.1"]
+
+
+def test_a_plain_http_proxy_gets_the_absolute_url_with_an_ipv6_host_bracketed():
+    with raw_server(OK) as (port, served):
+        origin = "http://[fd00::1]:8080"
+        path = Channel(origin, Deadline(10), 5.0, proxy=Proxy("127.0.0.1", port, {"X-Proxy": "1"}))
+        assert path.request("GET", origin + "/api/v4/version", headers={}).status == 200
+    assert served == [b"GET http://[fd00::1]:8080/api/v4/version HTTP/1.1"]
+
+
+def test_a_deadline_counts_from_its_start():
+    deadline = Deadline(10)
+    assert 0 <= deadline.elapsed() < 5 and 5 < deadline.remaining() <= 10
+
+
+def test_a_socket_watched_after_the_deadline_is_shut_at_once():
+    deadline = Deadline(0)
+    watched, other = socket.socketpair()
+    with watched, other:
+        watched.settimeout(5)
+        deadline.watch(watched)
+        assert watched.recv(1) == b""
+    deadline.watch(watched)  # closed by now: nothing to shut, and no error
 
 
 def test_a_deadline_dropped_before_it_passes_leaves_no_timer_asleep():
