@@ -10,7 +10,10 @@ import gc
 import select
 import socket
 import ssl
+import subprocess
+import sys
 import threading
+import time
 
 import pytest
 
@@ -20,11 +23,15 @@ from register_runner.testing.prefix import make_prefix, run_cli
 from register_runner.testing.scripted import Scripted
 from register_runner.testing.tls import make_ca, make_cert
 from register_runner.transport import (
+    CHUNK,
+    MAX_ANSWER_BYTES,
     Channel,
     Deadline,
     NetworkError,
+    Oversize,
     Proxy,
     Redirect,
+    cleartext,
     environment_proxy,
     network_failure,
 )
@@ -105,6 +112,80 @@ def test_a_plain_http_proxy_gets_the_absolute_url_with_an_ipv6_host_bracketed():
         path = Channel(origin, Deadline(10), 5.0, proxy=Proxy("127.0.0.1", port, {"X-Proxy": "1"}))
         assert path.request("GET", origin + "/api/v4/version", headers={}).status == 200
     assert served == [b"GET http://[fd00::1]:8080/api/v4/version HTTP/1.1"]
+
+
+@pytest.mark.parametrize(
+    ("url", "warned"),
+    [
+        ("http://gitlab.example", True),
+        ("http://10.0.0.5:8080", True),
+        ("http://[fd00::1]", True),
+        ("http://localhost:3000", False),
+        ("http://gitlab.localhost", False),
+        ("http://127.0.0.1:9", False),
+        ("http://127.0.5.1", False),
+        ("http://[::1]:8080", False),
+        ("https://gitlab.example", False),
+        ("https://10.0.0.5", False),
+    ],
+)
+def test_cleartext_is_plain_http_to_another_host(url, warned):
+    """Tokens in the clear over the network are warned about; to this host they are not."""
+    assert cleartext(url) is warned
+
+
+def test_each_call_has_its_timeout_not_only_the_deadline():
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never answers
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        path = Channel(url, Deadline(30), timeout=0.5, proxy=None)
+        started = time.monotonic()
+        with pytest.raises(NetworkError):
+            path.request("GET", url + "/api/v4/version", headers={})
+    assert time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize("size", [MAX_ANSWER_BYTES, MAX_ANSWER_BYTES + 1])
+def test_an_answer_is_read_whole_up_to_the_cap(size):
+    body = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    head = f"HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n\r\n".encode()
+    with raw_server(head + body) as (port, _):
+        url = f"http://127.0.0.1:{port}"
+        if size > MAX_ANSWER_BYTES:
+            with pytest.raises(Oversize):
+                channel(url).request("GET", url + "/api/v4/runners", headers={})
+        else:
+            assert channel(url).request("GET", url + "/api/v4/runners", headers={}).body == body
+
+
+def test_an_answer_without_a_length_is_capped_as_it_arrives():
+    head = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n"
+    with raw_server(head + b"x" * (MAX_ANSWER_BYTES + CHUNK)) as (port, _):
+        url = f"http://127.0.0.1:{port}"
+        with pytest.raises(Oversize):
+            channel(url).request("GET", url + "/api/v4/runners", headers={})
+
+
+def test_a_relative_redirect_names_gitlabs_own_host():
+    answer = b"HTTP/1.1 302 Found\r\nLocation: /users/sign_in\r\nContent-Length: 0\r\n\r\n"
+    with raw_server(answer) as (port, _):
+        url = f"http://127.0.0.1:{port}"
+        with pytest.raises(Redirect) as raised:
+            channel(url).request("GET", url + "/api/v4/runners", headers={})
+    assert raised.value.target == f"http://127.0.0.1:{port}"
+
+
+def test_the_watchdog_does_not_hold_the_process_open():
+    """The timer sleeps until the deadline: a process whose run is done must not wait."""
+    code = (
+        "import socket\n"
+        "from register_runner.transport import Deadline\n"
+        "a, b = socket.socketpair()\n"
+        "deadline = Deadline(120)\n"
+        "deadline.watch(a)\n"
+    )
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    assert time.monotonic() - started < 30
 
 
 def test_a_deadline_counts_from_its_start():
