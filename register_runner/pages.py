@@ -93,8 +93,7 @@ class GuardedSession(requests.Session):
         self.trust_env = False
 
     def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-        if origin_of(url) != self.origin:
-            raise Redirect(None, host_port(url))
+        self._refuse_elsewhere(url)
         remaining = self.deadline.remaining()
         if remaining <= 0:
             raise DeadlinePassed()
@@ -112,10 +111,8 @@ class GuardedSession(requests.Session):
                 if 300 <= response.status_code < 400:
                     location = response.headers.get("Location") or ""
                     raise Redirect(response.status_code, host_port(urljoin(url, location)))
-                following = urljoin(url, response.links.get("next", {}).get("url", ""))
-                if origin_of(following) != self.origin:
-                    # Refused here, before python-gitlab reads the link (and warns raw).
-                    raise Redirect(None, host_port(following))
+                # Refused here, before python-gitlab reads the link (and warns raw).
+                self._refuse_elsewhere(urljoin(url, response.links.get("next", {}).get("url", "")))
                 response._content = read_capped(
                     response.headers.get("Content-Length", ""),
                     response.iter_content(CHUNK),
@@ -132,3 +129,7 @@ class GuardedSession(requests.Session):
         if self.deadline.passed():
             raise DeadlinePassed()  # a shut-down socket may look like a short, complete answer
         return response
+
+    def _refuse_elsewhere(self, url: str) -> None:
+        if origin_of(url) != self.origin:
+            raise Redirect(None, host_port(url))

@@ -46,36 +46,14 @@ def channel(url: str, context=None) -> Channel:
 
 
 @contextlib.contextmanager
-def closing_server():
-    """Answers each request with 200 and closes the connection without saying so first
-    (no ``Connection: close``), as a front whose keep-alive timeout passed does; each
-    close is counted in ``closed`` once done."""
+def raw_server(*answers: bytes):
+    """Answers the n-th connection's first request with ``answers[n]`` (nothing: a hang-up
+    without an answer) and closes it without saying so first (no ``Connection: close``),
+    as a front whose keep-alive timeout passed does. Keeps each request line; each close
+    is counted in ``closed`` once done."""
     listener = socket.create_server(("127.0.0.1", 0))
     served: list[bytes] = []
     closed = threading.Semaphore(0)
-
-    def serve():
-        with contextlib.suppress(OSError):
-            while True:
-                conn, _ = listener.accept()
-                with conn:
-                    served.append(conn.recv(65536).split(b"\r\n", 1)[0])
-                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
-                closed.release()
-
-    threading.Thread(target=serve, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}", served, closed
-    finally:
-        listener.close()
-
-
-@contextlib.contextmanager
-def raw_server(*answers: bytes):
-    """Answers the n-th connection's first request with ``answers[n]`` (nothing: a hang-up
-    without an answer) and closes it; keeps each request line."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    served: list[bytes] = []
 
     def serve():
         with contextlib.suppress(OSError):
@@ -84,10 +62,11 @@ def raw_server(*answers: bytes):
                 with conn:
                     served.append(conn.recv(65536).split(b"\r\n", 1)[0])
                     conn.sendall(answer)
+                closed.release()
 
     threading.Thread(target=serve, daemon=True).start()
     try:
-        yield listener.getsockname()[1], served
+        yield listener.getsockname()[1], served, closed
     finally:
         listener.close()
 
@@ -96,7 +75,7 @@ OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
 
 
 def test_after_a_failed_call_the_next_one_gets_a_new_connection():
-    with raw_server(b"", OK) as (port, served):
+    with raw_server(b"", OK) as (port, served, _):
         url = f"http://127.0.0.1:{port}"
         path = channel(url)
         with pytest.raises(NetworkError) as raised:
@@ -107,7 +86,7 @@ def test_after_a_failed_call_the_next_one_gets_a_new_connection():
 
 
 def test_a_plain_http_proxy_gets_the_absolute_url_with_an_ipv6_host_bracketed():
-    with raw_server(OK) as (port, served):
+    with raw_server(OK) as (port, served, _):
         origin = "http://[fd00::1]:8080"
         path = Channel(origin, Deadline(10), 5.0, proxy=Proxy("127.0.0.1", port, {"X-Proxy": "1"}))
         assert path.request("GET", origin + "/api/v4/version", headers={}).status == 200
@@ -148,7 +127,7 @@ def test_each_call_has_its_timeout_not_only_the_deadline():
 def test_an_answer_is_read_whole_up_to_the_cap(size):
     body = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
     head = f"HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n\r\n".encode()
-    with raw_server(head + body) as (port, _):
+    with raw_server(head + body) as (port, _, _):
         url = f"http://127.0.0.1:{port}"
         if size > MAX_ANSWER_BYTES:
             with pytest.raises(Oversize):
@@ -159,7 +138,7 @@ def test_an_answer_is_read_whole_up_to_the_cap(size):
 
 def test_an_answer_without_a_length_is_capped_as_it_arrives():
     head = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n"
-    with raw_server(head + b"x" * (MAX_ANSWER_BYTES + CHUNK)) as (port, _):
+    with raw_server(head + b"x" * (MAX_ANSWER_BYTES + CHUNK)) as (port, _, _):
         url = f"http://127.0.0.1:{port}"
         with pytest.raises(Oversize):
             channel(url).request("GET", url + "/api/v4/runners", headers={})
@@ -167,7 +146,7 @@ def test_an_answer_without_a_length_is_capped_as_it_arrives():
 
 def test_a_relative_redirect_names_gitlabs_own_host():
     answer = b"HTTP/1.1 302 Found\r\nLocation: /users/sign_in\r\nContent-Length: 0\r\n\r\n"
-    with raw_server(answer) as (port, _):
+    with raw_server(answer) as (port, _, _):
         url = f"http://127.0.0.1:{port}"
         with pytest.raises(Redirect) as raised:
             channel(url).request("GET", url + "/api/v4/runners", headers={})
@@ -225,7 +204,8 @@ def test_the_watchdog_shuts_what_it_watches_when_the_deadline_passes():
 
 
 def test_a_kept_alive_connection_gitlab_closed_is_replaced_before_a_post():
-    with closing_server() as (url, served, closed):
+    with raw_server(OK, OK, OK) as (port, served, closed):
+        url = f"http://127.0.0.1:{port}"
         path = channel(url)
         for _ in range(3):
             answer = path.request("POST", url + "/api/v4/user/runners", body=b"{}", headers={})
