@@ -11,6 +11,7 @@ bodies, headers) over real HTTP; whole GitLab behaviour is fake_gitlab's.
 
 from __future__ import annotations
 
+import contextlib
 import json as json_module
 import threading
 from collections.abc import Mapping, Sequence
@@ -170,9 +171,11 @@ def _handler(server: Scripted) -> type:
             for name, value in headers.items():
                 self.send_header(name, value)
             self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-            self.wfile.flush()
+            # A client that stops reading (the size cap, a deadline) is no server error.
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                self.end_headers()
+                self.wfile.write(data)
+                self.wfile.flush()
 
         def log_message(self, format: str, *args: Any) -> None:
             pass  # the test reads request_history, not a log
