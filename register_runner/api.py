@@ -65,14 +65,14 @@ def sync(
     started = time.monotonic()
     opts = Options(prefix=Path(prefix), instance=instance, **options)
     check_prefix(opts)
-    with exclusive_lock(lock_path(opts), lock_timeout):
-        workspace = load(opts, os.environ if environ is None else environ)
+    environ = os.environ if environ is None else environ
+    with exclusive_lock(lock_path(opts), lock_timeout), load(opts, environ) as workspace:
         recover(workspace)
         observed, plan_ = _plan(workspace)
         workspace.keep_parsed()
         outcome = apply(workspace, plan_, observed)
-    status = _sync_status(workspace, plan_, observed, outcome)
-    _record(workspace, plan_, observed, outcome, status)
+        status = _sync_status(workspace, plan_, observed, outcome)
+        _record(workspace, plan_, observed, outcome, status)
     return _applied("sync", status, workspace, outcome, started)
 
 
@@ -90,13 +90,16 @@ def plan(
     started = time.monotonic()
     opts = Options(prefix=Path(prefix), instance=instance, **options)
     check_prefix(opts)
-    workspace = load(opts, os.environ if environ is None else environ, read_only=True)
-    observed, plan_ = _plan(workspace)
-    if observed.unresolved:
-        workspace.warn(
-            f"an earlier run may have created {len(observed.unresolved)} runner(s) without "
-            f"learning it ({', '.join(sorted(observed.unresolved))}); sync looks for them first"
-        )
+    with load(opts, os.environ if environ is None else environ, read_only=True) as workspace:
+        observed, plan_ = _plan(workspace)
+        if observed.unresolved:
+            workspace.warn(
+                f"an earlier run may have created {len(observed.unresolved)} runner(s) "
+                f"without learning it ({', '.join(sorted(observed.unresolved))}); sync "
+                "looks for them first"
+            )
+        # The leftovers' lists are the last calls; the connections are closed after them.
+        leftovers = migrate.plan_leftovers(workspace, observed.runners)
     # Runners that are not gitlab-runner change their credentials files, not the config.
     custom = custom_runners.custom_stems(workspace)
     config_actions = [a for a in plan_.actions if a.stem not in custom]
@@ -116,7 +119,7 @@ def plan(
         for a in plan_.actions
     ]
     actions += files
-    actions += migrate.plan_leftovers(workspace, observed.runners)
+    actions += leftovers
     write = "kept (held)" if plan_.held else "changes" if config_changes else "unchanged"
     actions.append(
         ActionResult("write" if config_changes else "keep", "(config)", None, "planned", write)
@@ -159,8 +162,8 @@ def act_on_runners(
     command = "unregister" if kind is Kind.DELETE else "reset-token"
     opts = Options(prefix=Path(prefix), instance=instance, **options)
     check_prefix(opts)
-    with exclusive_lock(lock_path(opts), lock_timeout):
-        workspace = load(opts, os.environ if environ is None else environ)
+    environ = os.environ if environ is None else environ
+    with exclusive_lock(lock_path(opts), lock_timeout), load(opts, environ) as workspace:
         known = known_runners(workspace)
         plan_ = select(kind, command, known, workspace.executors, names, instance)
         outcome = apply(workspace, plan_, Observed(dict(known)))

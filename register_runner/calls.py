@@ -96,6 +96,10 @@ class Calls:
         self.url = client.url
         self.connection = connection
         self._local = threading.local()
+        # Every worker's channel and session, so that close() reaches those of threads
+        # that have ended: a socket left to the collector is a ResourceWarning.
+        self._opened: list[Any] = []
+        self._opened_lock = threading.Lock()
         self._proxy = transport.environment_proxy(self.url)
         self._context_lock = threading.Lock()
         self._ssl_context: Any = None
@@ -366,7 +370,7 @@ class Calls:
                 self._context(),
                 proxy=self._proxy,
             )
-            self._local.channel = channel
+            self._local.channel = self._opening(channel)
         return channel
 
     def _session(self) -> Any:
@@ -379,8 +383,22 @@ class Calls:
                 self.url, self.connection.deadline, self.connection.timeout, self._context()
             )
             session.hooks["response"].append(self._remember)
-            self._local.session = session
+            self._local.session = self._opening(session)
         return session
+
+    def _opening(self, channel_or_session: Any) -> Any:
+        with self._opened_lock:
+            self._opened.append(channel_or_session)
+        return channel_or_session
+
+    def close(self) -> None:
+        """Close every worker's connections. Only between calls: a worker that calls
+        again opens new ones."""
+        with self._opened_lock:
+            opened, self._opened = self._opened, []
+        for channel_or_session in opened:
+            channel_or_session.close()
+        self._local = threading.local()
 
     def _context(self) -> Any:
         if not self.url.startswith("https://"):

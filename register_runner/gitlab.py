@@ -74,11 +74,22 @@ class Pool:
             return self._clients[config.url]
 
     def map(self, work: Callable[[T], R], items: Iterable[T]) -> list[R]:
+        """Not reentrant: once the workers are done, their connections are closed."""
         items = list(items)
         if len(items) <= 1 or self.jobs <= 1:
             return [work(item) for item in items]
-        with ThreadPoolExecutor(max_workers=min(self.jobs, len(items))) as pool:
-            return list(pool.map(work, items))
+        try:
+            with ThreadPoolExecutor(max_workers=min(self.jobs, len(items))) as pool:
+                return list(pool.map(work, items))
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Close every client's connections (a later call opens new ones)."""
+        with self._lock:
+            clients = list(self._clients.values())
+        for client in clients:
+            client.close()
 
 
 class GitLab(Calls):

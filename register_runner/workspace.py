@@ -83,6 +83,17 @@ class Workspace:
     # the zipapp, whose imports are slow): the pool is made once, under this lock.
     _pool_lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the run's connections to GitLab: a library caller's process goes on."""
+        if self._pool is not None:
+            self._pool.close()
+
     @property
     def executors(self) -> tuple[Executor, ...]:
         return self.inputs.executors

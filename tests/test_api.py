@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import warnings
+
 import pytest
 
 import register_runner
@@ -62,3 +65,19 @@ def test_bad_input_raises_input_error_with_exit_status_2(gitlab, make):
 def test_unknown_option_is_a_type_error(make):
     with pytest.raises(TypeError):
         register_runner.plan(prefix=make().root, no_such_option=True)
+
+
+def test_a_run_leaves_no_connection_open(gitlab, make):
+    """A library call closes what it opened: every worker's kept-alive connection and
+    every list's session (a leaked socket is a ResourceWarning when it is collected)."""
+    prefix = make(executors={"a": SHELL, "b": SHELL, "c": SHELL})
+    prefix.write_executor("gone", SHELL)
+    register_runner.sync(prefix=prefix.root)
+    prefix.remove_executor("gone")  # the next run lists runners to delete one
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        for run in (register_runner.plan, register_runner.sync, register_runner.sync):
+            assert run(prefix=prefix.root).exit_status == 0
+        gc.collect()
+    assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
+    assert {r.method for r in gitlab.requests} >= {"GET", "POST", "DELETE"}

@@ -31,8 +31,10 @@ MARKER = "[register-runner "
 def run(args: argparse.Namespace) -> int:
     options = Options.from_args(args)
     check_prefix(options)
-    with exclusive_lock(lock_path(options), args.lock_timeout):
-        workspace = load(options, os.environ, read_only=not args.yes)
+    with (
+        exclusive_lock(lock_path(options), args.lock_timeout),
+        load(options, os.environ, read_only=not args.yes) as workspace,
+    ):
         rows, status = prune(workspace, delete=args.yes)
     report.emit(
         args.json,

@@ -113,7 +113,10 @@ def verify_tokens(options: Options, checks: list, system_id: Optional[str], as_j
         verdict, issued = pool.client(client).verify(token, system_id)
         return verdict, issued.id if issued else None
 
-    results = pool.map(check, checks)
+    try:
+        results = pool.map(check, checks)
+    finally:
+        pool.close()
     rows = [
         {
             "action": "verify",
