@@ -3,6 +3,7 @@ and failures of the network layer (DNS, TLS)."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -21,8 +22,8 @@ SHELL = 'executor = "shell"\ntags = ["linux"]\n'
 def test_fast_commands_do_not_import_the_http_stack(tmp_path, args):
     args = [a.replace("{p}", str(tmp_path)) for a in args]
     code = (
-        "import sys, runpy; sys.argv = ['register-runner'] + ARGS\n"
-        "try:\n    runpy.run_module('register_runner', run_name='__main__')\n"
+        "import sys\nfrom register_runner import cli\n"
+        "try:\n    cli.main(ARGS)\n"
         "except SystemExit:\n    pass\n"
         "print('\\nLOADED', sorted(m for m in sys.modules if m.split('.')[0] in "
         "('gitlab', 'requests', 'urllib3')))"
@@ -304,3 +305,64 @@ def test_plan_shows_how_the_config_changes_with_tokens_masked(gitlab, prefix, cl
     assert "+limit = 3" in result.stdout.replace("  ", "")
     assert token not in result.stdout + result.stderr
     assert json.loads(cli(prefix, "plan", "--json").stdout)["actions"][-1]["diff"]
+
+
+def test_a_process_of_its_own_exits_with_its_output_whole(gitlab, prefix, cli):
+    """run() ends with os._exit, past the interpreter's teardown: what was printed still
+    arrives whole, the exit status is main()'s, and output that cannot be written is
+    still an error (Python's own: 120), not a success."""
+    from register_runner import cli as cli_module
+
+    command = [sys.executable, "-m", "register_runner"]
+    helped = subprocess.run([*command, "--help"], capture_output=True, text=True, timeout=60)
+    assert helped.returncode == 0
+    assert helped.stdout == cli_module.build_parser().format_help()
+
+    assert cli(prefix).returncode == 0
+    status = [*command, "status", "--json", "--prefix", str(prefix.root)]
+    shown = subprocess.run(status, capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0
+    assert json.loads(shown.stdout)["last_run"]["exit_status"] == 0  # the whole document
+
+    bad = subprocess.run([*command, "sync", "--jobs", "0"], capture_output=True, timeout=60)
+    assert bad.returncode == 2 and b"--jobs" in bad.stderr
+
+    def closed_stdout(arguments: list[str]) -> tuple[int, str]:
+        child = subprocess.Popen(arguments, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        child.stdout.close()  # long before it prints: its output finds no reader
+        _, stderr = child.communicate(timeout=60)
+        return child.returncode, stderr.decode()
+
+    for arguments in (status, status[:-3] + status[-2:]):  # the JSON, the table
+        code, stderr = closed_stdout(arguments)
+        assert code == 1 and "Traceback" not in stderr, stderr
+        assert stderr.strip().endswith("closed before everything was written to it")
+
+
+class _Exited(Exception):
+    pass
+
+
+@pytest.mark.parametrize("flush_fails", [False, True])
+def test_run_flushes_then_exits_without_teardown(monkeypatch, flush_fails):
+    """What run() does after main(): flush, then os._exit with main()'s status; when the
+    flush fails, sys.exit instead, so that Python reports it and exits 120."""
+    from register_runner import cli
+
+    class Stream(io.StringIO):
+        def flush(self) -> None:
+            self.flushed = True
+            if flush_fails:
+                raise BrokenPipeError(32, "Broken pipe")
+
+    stdout = Stream()
+    monkeypatch.setattr(sys, "stdout", stdout)
+    monkeypatch.setattr(cli, "main", lambda own_process: 3 if own_process else -1)
+
+    def exit_now(code: int) -> None:
+        raise _Exited(code)
+
+    monkeypatch.setattr(os, "_exit", exit_now)
+    with pytest.raises(SystemExit if flush_fails else _Exited) as exited:
+        cli.run()
+    assert exited.value.args == (3,) and stdout.flushed
