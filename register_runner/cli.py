@@ -16,9 +16,9 @@ import logging
 import os
 import sys
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import NoReturn, Optional
+from typing import Any, NoReturn, Optional
 
 from . import __version__, report
 from .errors import InputError, RegisterRunnerError
@@ -26,18 +26,6 @@ from .secret import scrub
 
 PROG = "register-runner"
 DEFAULT_PREFIX = "/etc/gitlab-runner"
-# The command words and the module under commands/ that runs each.
-COMMANDS = {
-    "sync": "sync",
-    "plan": "plan",
-    "status": "status",
-    "verify": "verify",
-    "system-id": "system_id",
-    "unregister": "unregister",
-    "reset-token": "reset_token",
-    "prune-legacy": "prune_legacy",
-    "demo": "demo",
-}
 # Commands whose outcome `status` and the metrics report.
 RECORDED = ("sync", "unregister", "reset-token")
 SYSLOG_PRIORITY = {
@@ -77,8 +65,8 @@ def main(argv: Optional[Sequence[str]] = None, *, own_process: bool = False) -> 
     ``main()`` leaves the collector alone."""
     if own_process:
         gc.disable()
-    parser = build_parser()
-    arguments = command_first(parser, list(sys.argv[1:] if argv is None else argv))
+    arguments = command_first(list(sys.argv[1:] if argv is None else argv))
+    parser = build_parser(arguments[0] if arguments and arguments[0] in COMMANDS else None)
     status = _Status(as_json="--json" in arguments)
     args = None
     with error_handler(status):
@@ -90,7 +78,7 @@ def main(argv: Optional[Sequence[str]] = None, *, own_process: bool = False) -> 
         if getattr(args, "credentials_directory", None) is not None:
             # What systemd sets for the unit; *_credential settings read it.
             os.environ["CREDENTIALS_DIRECTORY"] = str(args.credentials_directory)
-        module = importlib.import_module(f".commands.{COMMANDS[args.command]}", __package__)
+        module = importlib.import_module(f".commands.{args.command.replace('-', '_')}", __package__)
         if own_process:
             gc.freeze()
             gc.set_threshold(20_000, 10, 10)
@@ -102,10 +90,9 @@ def main(argv: Optional[Sequence[str]] = None, *, own_process: bool = False) -> 
     return status.code
 
 
-def command_first(parser: argparse.ArgumentParser, arguments: list[str]) -> list[str]:
+def command_first(arguments: list[str]) -> list[str]:
     """The command word first, so that global options may come before it
     (``register-runner -v plan``); ``sync`` when there is none."""
-    takes_value = _options_with_values(parser)
     index = 0
     while index < len(arguments):
         word = arguments[index]
@@ -114,21 +101,20 @@ def command_first(parser: argparse.ArgumentParser, arguments: list[str]) -> list
         if not word.startswith("-") or word == "--":
             # Not a command: let argparse name it ("invalid choice").
             return arguments
-        index += 2 if word in takes_value else 1
+        index += 2 if word in OPTIONS_WITH_VALUES else 1
     if any(word in ("-h", "--help", "--version") for word in arguments):
         return arguments
     return ["sync", *arguments]
 
 
-def _options_with_values(parser: argparse.ArgumentParser) -> set[str]:
-    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return {
-        option
-        for command in subparsers.choices.values()
-        for action in command._actions
-        if action.nargs != 0
-        for option in action.option_strings
-    }
+# The options that take a value, of every command (one --prefix's value may be "plan"):
+# what command_first skips, without building every parser (a test checks the list).
+OPTIONS_WITH_VALUES = frozenset(
+    {"-p", "--prefix", "--instance", "--service-instance", "--metrics-file", "--keep"}
+    | {"--credentials-directory", "--deadline", "--timeout", "--jobs", "--capture-tags"}
+    | {"--tag-schema", "--max-deletions", "--lock-timeout", "--runner", "--url", "--token"}
+    | {"--token-file", "--system-id", "--tls-ca-file"}
+)
 
 
 def _record(args: argparse.Namespace, status: _Status) -> None:
@@ -154,7 +140,9 @@ def _record(args: argparse.Namespace, status: _Status) -> None:
 # Once per process (parsing leaves the parser as it was): the tests run main() hundreds of
 # times in one process, and building it is a third of a short run's time there.
 @functools.cache
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
+    """The whole command line, or with ``only`` that command's: a run builds the one it
+    runs (a tenth of the ~13 ms that every command's parser takes)."""
     parser = _Parser(
         prog=PROG,
         description="Keep this host's GitLab runners registered and config.<instance>.toml "
@@ -165,29 +153,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (help_text, *options) in COMMANDS.items():
+        if only in (None, name):
+            command = commands.add_parser(name, help=help_text)
+            for add in options:
+                add(command)
+    return parser
 
-    common = _Parser(add_help=False)
-    common.add_argument(
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "-v", "--verbose", action="store_true", help="log every API call (tokens masked)"
     )
-    common.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
-    common.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
-    common.add_argument(
+    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    parser.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    parser.add_argument(
         "--table",
         action="store_true",
         help="print the table on stdout under systemd too (by default only to a terminal "
         "there: stdout is the journal)",
     )
 
-    prefix = _Parser(add_help=False)
-    prefix.add_argument(
+
+def _prefix(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "-p",
         "--prefix",
         type=Path,
         default=Path(DEFAULT_PREFIX),
         help=f"configuration folder (default {DEFAULT_PREFIX})",
     )
-    prefix.add_argument(
+    parser.add_argument(
         "--instance",
         "--service-instance",
         dest="instance",
@@ -195,42 +191,43 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="config.template.NAME.toml and NAME/ (default main)",
     )
-    prefix.add_argument(
+    parser.add_argument(
         "--metrics-file",
         type=Path,
         metavar="PATH",
         help="write the last run's metrics there for node_exporter's textfile collector "
         "(on every exit, atomically)",
     )
-    prefix.add_argument(
+    parser.add_argument(
         "--credentials-directory",
         type=Path,
         metavar="DIR",
         help="where *_credential settings are read from (default $CREDENTIALS_DIRECTORY, "
         "else the LoadCredential= source named in the systemd units)",
     )
-    prefix.add_argument(
+    parser.add_argument(
         "--insecure-permissions",
         action="store_true",
         help="accept a prefix writable by group or others (development only)",
     )
 
-    network = _Parser(add_help=False)
-    network.add_argument(
+
+def _network(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "--deadline",
         type=_seconds,
         default=30.0,
         metavar="S",
         help="overall time for GitLab calls, retries included (default 30)",
     )
-    network.add_argument(
+    parser.add_argument(
         "--timeout",
         type=_seconds,
         default=10.0,
         metavar="S",
         help="time for one HTTP request (default 10)",
     )
-    network.add_argument(
+    parser.add_argument(
         "--jobs",
         type=_positive,
         default=None,
@@ -238,37 +235,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="API calls at once (default: one per runner, up to 64)",
     )
 
-    changes = _Parser(add_help=False)
-    changes.add_argument(
+
+def _changes(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "--force",
         action="store_true",
         help="override the guards: empty executor folder, mass-invalid tokens, --max-deletions",
     )
-    changes.add_argument(
+    parser.add_argument(
         "--capture-tags",
         metavar="NAME",
         help="a module on PYTHONPATH (as in LLNL's gitlab-runner-auth) or a .py file whose "
         "capture_tags() returns tags or properties for the runners",
     )
-    changes.add_argument(
+    parser.add_argument(
         "--tag-schema",
         type=Path,
         metavar="FILE",
         help="a JSON schema each runner's tag list must match, checked before any API call",
     )
-    changes.add_argument(
+    parser.add_argument(
         "--refresh",
         action="store_true",
         help="read each runner's attributes from GitLab and correct changes made there "
         "(default: compare with what register-runner last applied; one API call less)",
     )
-    changes.add_argument(
+    parser.add_argument(
         "--no-prune",
         dest="prune",
         action="store_false",
         help="only add and update; delete no runner",
     )
-    changes.add_argument(
+    parser.add_argument(
         "--max-deletions",
         type=_count,
         default=None,
@@ -276,49 +274,40 @@ def build_parser() -> argparse.ArgumentParser:
         help="refuse to delete more runners in one run (default: half of them, at least 1)",
     )
 
-    locked = _Parser(add_help=False)
-    locked.add_argument(
+
+def _locked(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "--lock-timeout",
         type=_seconds,
         default=60.0,
         metavar="S",
         help="wait this long for another run on the prefix (default 60)",
     )
-    locked.add_argument(
+    parser.add_argument(
         "--strict",
         action="store_true",
         help="exit 3 on any GitLab failure instead of keeping the last config",
     )
 
-    commands.add_parser(
-        "sync",
-        parents=[common, prefix, network, changes, locked],
-        help="converge GitLab and the config with the inputs (the default)",
+
+def _selection(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--runner",
+        action="append",
+        metavar="NAME",
+        help="only this executor (file stem); repeatable",
     )
-    plan = commands.add_parser(
-        "plan",
-        parents=[common, prefix, network, changes],
-        help="show what sync would do; change nothing",
-    )
-    plan.add_argument(
+
+
+def _plan(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "--detailed-exitcode", action="store_true", help="exit 4 when changes are pending"
     )
 
-    commands.add_parser(
-        "status",
-        parents=[common, prefix],
-        help="what the last run did (from the state; no API call); exits with its status, "
-        "3 when none is recorded",
-    )
 
-    verify = commands.add_parser(
-        "verify",
-        parents=[common, prefix, network],
-        help="check one runner token (--url with --token/--token-file), or every token in "
-        "the generated config",
-    )
-    verify.add_argument("--url", help="GitLab URL of the token to check")
-    token = verify.add_mutually_exclusive_group()
+def _verify(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", help="GitLab URL of the token to check")
+    token = parser.add_mutually_exclusive_group()
     token.add_argument(
         "--token",
         help="the runner token, or - to read it from stdin (a file or stdin keeps it out of ps)",
@@ -326,53 +315,66 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument(
         "--token-file", type=Path, metavar="PATH", help="read the runner token from this file"
     )
-    verify.add_argument("--system-id", help="system ID to verify with (default: the prefix's)")
-    verify.add_argument("--tls-ca-file", metavar="PATH", help="CA bundle for --url")
+    parser.add_argument("--system-id", help="system ID to verify with (default: the prefix's)")
+    parser.add_argument("--tls-ca-file", metavar="PATH", help="CA bundle for --url")
 
-    commands.add_parser(
-        "system-id",
-        parents=[common, prefix],
-        help="print this host's system ID (creating it if missing)",
-    )
 
-    selection = _Parser(add_help=False)
-    selection.add_argument(
-        "--runner",
-        action="append",
-        metavar="NAME",
-        help="only this executor (file stem); repeatable",
-    )
-    commands.add_parser(
-        "unregister",
-        parents=[common, prefix, network, locked, selection],
-        help="delete this host's runners of the instance from GitLab and from the config",
-    )
-    commands.add_parser(
-        "reset-token",
-        parents=[common, prefix, network, locked, selection],
-        help="rotate runner tokens now and save them in the config",
-    )
+def _prune_legacy(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--yes", action="store_true", help="delete them (default: only list)")
 
-    prune = commands.add_parser(
-        "prune-legacy",
-        parents=[common, prefix, network, locked],
-        help="list (--yes: delete) the runners gitlab-runner-auth left in GitLab for this "
-        "host and instance",
-    )
-    prune.add_argument("--yes", action="store_true", help="delete them (default: only list)")
 
-    demo = commands.add_parser(
-        "demo",
-        parents=[common],
-        help="try it: plan and sync an example prefix against a built-in fake GitLab",
-    )
-    demo.add_argument(
+def _demo(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "--keep",
         type=Path,
         metavar="DIR",
         help="build the demo prefix in DIR (must not exist) and keep it",
     )
-    return parser
+
+
+# The command words (each run by the module of its name under commands/, "-" read as
+# "_"), each with its help line and the options it takes, in the order --help shows them.
+COMMANDS: dict[str, tuple[Any, ...]] = {
+    "sync": (
+        "converge GitLab and the config with the inputs (the default)",
+        *(_common, _prefix, _network, _changes, _locked),
+    ),
+    "plan": (
+        "show what sync would do; change nothing",
+        *(_common, _prefix, _network, _changes, _plan),
+    ),
+    "status": (
+        "what the last run did (from the state; no API call); exits with its status, "
+        "3 when none is recorded",
+        *(_common, _prefix),
+    ),
+    "verify": (
+        "check one runner token (--url with --token/--token-file), or every token in "
+        "the generated config",
+        *(_common, _prefix, _network, _verify),
+    ),
+    "system-id": (
+        "print this host's system ID (creating it if missing)",
+        *(_common, _prefix),
+    ),
+    "unregister": (
+        "delete this host's runners of the instance from GitLab and from the config",
+        *(_common, _prefix, _network, _locked, _selection),
+    ),
+    "reset-token": (
+        "rotate runner tokens now and save them in the config",
+        *(_common, _prefix, _network, _locked, _selection),
+    ),
+    "prune-legacy": (
+        "list (--yes: delete) the runners gitlab-runner-auth left in GitLab for this "
+        "host and instance",
+        *(_common, _prefix, _network, _locked, _prune_legacy),
+    ),
+    "demo": (
+        "try it: plan and sync an example prefix against a built-in fake GitLab",
+        *(_common, _demo),
+    ),
+}
 
 
 def _seconds(text: str) -> float:
@@ -411,8 +413,31 @@ class _Parser(argparse.ArgumentParser):
     """Usage errors go through the error handler: one line (with a priority under
     systemd), exit 2, and the error object under --json."""
 
+    _for_output = False
+
     def error(self, message: str) -> NoReturn:
         raise InputError(f"{message} (see {self.prog} --help)")
+
+    def format_usage(self) -> str:
+        return self._formatted(super().format_usage)
+
+    def format_help(self) -> str:
+        return self._formatted(super().format_help)
+
+    def _formatted(self, text: Callable[[], str]) -> str:
+        self._for_output = True
+        try:
+            return text()
+        finally:
+            self._for_output = False
+
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        # argparse makes a formatter for each option it adds, to check its metavar. Only
+        # text that is shown needs the terminal's width, and asking for it imports shutil
+        # (with zlib, bz2 and lzma): ~5 ms of every start.
+        if self._for_output:
+            return super()._get_formatter()
+        return self.formatter_class(prog=self.prog, width=80)
 
 
 @contextlib.contextmanager

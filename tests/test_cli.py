@@ -3,6 +3,7 @@ and failures of the network layer (DNS, TLS)."""
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import os
@@ -366,3 +367,51 @@ def test_run_flushes_then_exits_without_teardown(monkeypatch, flush_fails):
     with pytest.raises(SystemExit if flush_fails else _Exited) as exited:
         cli.run()
     assert exited.value.args == (3,) and stdout.flushed
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+
+def test_the_options_command_first_skips_are_every_option_that_takes_a_value():
+    from register_runner import cli
+
+    taking_values = {
+        option
+        for command in _subparsers(cli.build_parser()).values()
+        for action in command._actions
+        if action.nargs != 0
+        for option in action.option_strings
+    }
+    assert taking_values == cli.OPTIONS_WITH_VALUES
+
+
+@pytest.mark.parametrize("command", ["sync", "plan", "verify", "unregister", "demo"])
+def test_a_run_builds_only_its_commands_parser_and_it_is_the_same(command):
+    from register_runner import cli
+
+    only = cli.build_parser(command)
+    assert list(_subparsers(only)) == [command]
+    whole = _subparsers(cli.build_parser())[command]
+    assert _subparsers(only)[command].format_help() == whole.format_help()
+    arguments = [command, "-q", "--prefix", "/p"] if command != "demo" else [command, "-q"]
+    assert only.parse_args(arguments) == cli.build_parser().parse_args(arguments)
+
+
+def test_building_the_parser_asks_no_terminal_width_but_help_does():
+    """argparse makes a formatter for each option it adds; asking each for the terminal's
+    width imported shutil (with zlib, bz2 and lzma) into every run."""
+    code = (
+        "import sys\nfrom register_runner import cli\n"
+        "cli.build_parser('sync'), cli.build_parser()\n"
+        "print('shutil' in sys.modules)\n"
+        "cli.build_parser().parse_args(['sync', '--help'])"
+    )
+    environment = dict(os.environ, COLUMNS="60")
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=environment
+    )
+    first, *help_lines = result.stdout.splitlines()
+    assert first == "False", result.stderr
+    assert "--deadline S" in result.stdout
+    assert max(map(len, help_lines)) <= 60 < len(" ".join(help_lines))
