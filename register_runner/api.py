@@ -69,8 +69,8 @@ def sync(
     with exclusive_lock(lock_path(opts), lock_timeout), load(opts, environ) as workspace:
         recover(workspace)
         observed, plan_ = _plan(workspace)
-        workspace.keep_parsed()
         outcome = apply(workspace, plan_, observed)
+        workspace.keep_parsed()  # with the config this run wrote
         status = _sync_status(workspace, plan_, observed, outcome)
         _record(workspace, plan_, observed, outcome, status)
     return _applied("sync", status, workspace, outcome, started)

@@ -343,7 +343,9 @@ def _write(
         outcome.entries = len(entries)
         return entries
 
-    outcome.wrote = write_config(workspace.config, workspace.inputs.globals, build)
+    outcome.wrote = write_config(
+        workspace.config, workspace.inputs.globals, build, workspace.parsed
+    )
     if outcome.wrote:
         log.info("event=write path=%s runners=%s", workspace.output, outcome.entries)
 

@@ -27,6 +27,7 @@ from .tomlfile import read_toml
 
 if TYPE_CHECKING:
     from .inputs import Globals
+    from .parsed import ParsedFiles
 
 TOKEN_FIELDS = ("token", "token_obtained_at", "token_expires_at")
 WRITE_ATTEMPTS = 5
@@ -55,7 +56,8 @@ class ExistingConfig:
         }
 
 
-def read_config(path: Path) -> ExistingConfig:
+def read_config(path: Path, parsed: Optional[ParsedFiles] = None) -> ExistingConfig:
+    """The config as it is on disk; ``parsed`` remembers what was made of it."""
     raw = read_regular(path)
     if raw is None:
         return ExistingConfig(path)
@@ -63,7 +65,7 @@ def read_config(path: Path) -> ExistingConfig:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise InputError(f"{path}: not valid UTF-8") from None
-    content = read_toml(path, text)
+    content = parsed.parse(path, text) if parsed is not None else read_toml(path, text)
     runners = content.get("runners", [])
     if not isinstance(runners, list) or not all(isinstance(r, dict) for r in runners):
         raise InputError(f"{path}: runners is not a list of [[runners]] tables")
@@ -219,9 +221,10 @@ def write_config(
     existing: ExistingConfig,
     globals_: Globals,
     build: Callable[[Mapping[RunnerKey, Credentials]], list[dict[str, Any]]],
+    parsed: Optional[ParsedFiles] = None,
 ) -> bool:
     """Write the globals and the [[runners]] entries ``build`` returns, unless the content
-    would not change.
+    would not change; ``parsed`` learns what was written.
 
     gitlab-runner may rotate a token and rewrite the file while this run works: the file
     is read again just before it is replaced, and a token that changed meanwhile is taken
@@ -241,7 +244,10 @@ def write_config(
             return False
         if current is not None:
             atomic_write(existing.path.with_name(existing.path.name + ".bak"), current)
-        atomic_write(existing.path, render(globals_, entries).encode())
+        text = render(globals_, entries)
+        atomic_write(existing.path, text.encode())
+        if parsed is not None:
+            parsed.replaced(existing.path, text)
         return True
     raise InputError(
         f"{existing.path}: kept changing while register-runner tried to write "

@@ -199,7 +199,7 @@ def load(options: Options, environ: Mapping[str, str], *, read_only: bool = Fals
         )
         if not read_only:
             system_id.save()
-    config = read_config(output_path(prefix, options.instance))
+    config = read_config(output_path(prefix, options.instance), parsed)
     foreign = loaded_state.system_id not in (None, identity.system_id)
     workspace = Workspace(options, identity, loaded, loaded_state, config, foreign, parsed)
     for warning in loaded.warnings:  # service helper: unknown executor keys (inputs.py)
