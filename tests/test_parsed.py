@@ -158,6 +158,8 @@ def test_a_document_with_a_string_not_in_its_text_as_is_is_parsed_every_time(
         {"x": 1},
         {"o": {"a": {"s": [0, 1]}}, "a": []},
         {"o": {"d": {"d": "2024-13-01"}}},
+        {"o": [1]},
+        {"a": 5},
     ],
 )
 def test_a_damaged_skeleton_is_parsed_again(tmp_path, counted, damage):
@@ -171,6 +173,21 @@ def test_a_damaged_skeleton_is_parsed_again(tmp_path, counted, damage):
     counted()
     assert ParsedFiles(tmp_path / "parsed.json").parse(file, SHELL) == tomllib.loads(SHELL)
     assert counted() == 1
+
+
+@pytest.mark.parametrize("before", [SHELL, 'path = "C:\\\\temp"\n'], ids=["kept", "escaped"])
+def test_a_file_this_run_replaced_is_remembered_as_it_is_now(tmp_path, counted, before):
+    file = tmp_path / "config.toml"
+    remembered = ParsedFiles(tmp_path / "parsed.json")
+    remembered.parse(file, before)
+    for text in ('concurrent = 1\n[[runners]]\nname = "a"\n', "concurrent = 2\n"):
+        remembered.replaced(file, text)
+    remembered.save()
+    counted()
+    again = ParsedFiles(tmp_path / "parsed.json")
+    assert again.parse(file, "concurrent = 2\n") == {"concurrent": 2}
+    assert counted() == 0
+    assert len(json.loads((tmp_path / "parsed.json").read_text())["documents"]) == 1
 
 
 def test_what_a_caller_changes_is_not_remembered(tmp_path):
