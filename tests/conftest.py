@@ -20,7 +20,7 @@ PROJECT_ID = 7
 ALL_SCOPES = ("create_runner", "manage_runner", "read_api")
 
 
-@pytest.hookimpl(trylast=True)  # after the cache plugin's: config.cache
+@pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
     _keep_bytecode(config)
     if getattr(config.option, "dist", "no") == "load":
@@ -36,23 +36,20 @@ def _keep_bytecode(config: pytest.Config) -> None:
     the asserts of a plugin's modules): each pytest-xdist worker spends about 4 s of CPU
     on it before its first test, the main process 2 s on hypothesis's summary at the end.
     From here on, this process, the workers (they start later) and the CLI's child
-    processes keep their bytecode in pytest's cache folder instead (.pytest_cache, kept
-    from run to run), as an installed package has its .pyc files. Nothing a test checks
-    changes."""
-    cache = getattr(config, "cache", None)  # None with -p no:cacheprovider
-    if cache is None or os.environ.get("PYTHONPYCACHEPREFIX"):
+    processes write and read bytecode as Python does by default, in __pycache__ folders
+    (ignored by git), and use what pip compiled when it installed the dependencies. (A
+    PYTHONPYCACHEPREFIX folder would ignore that: on a fresh clone each of the four
+    workers compiled hypothesis and pytest for itself, 71 s for the suite instead of 64.)
+    Nothing a test checks changes."""
+    if os.environ.get("PYTHONPYCACHEPREFIX") or not os.environ.pop("PYTHONDONTWRITEBYTECODE", ""):
         return
-    if os.environ.pop("PYTHONDONTWRITEBYTECODE", None):
-        folder = str(cache.mkdir("pycache"))
-        os.environ["PYTHONPYCACHEPREFIX"] = sys.pycache_prefix = folder
-        sys.dont_write_bytecode = False
-        config.add_cleanup(_write_no_bytecode_again)
+    sys.dont_write_bytecode = False
+    config.add_cleanup(_write_no_bytecode_again)
 
 
 def _write_no_bytecode_again() -> None:
     os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
-    del os.environ["PYTHONPYCACHEPREFIX"]
-    sys.pycache_prefix, sys.dont_write_bytecode = None, True
+    sys.dont_write_bytecode = True
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -64,24 +61,6 @@ def pytest_xdist_auto_num_workers(config: pytest.Config):
     if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
         return None
     return 2 * len(os.sched_getaffinity(0))
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _children_keep_their_bytecode(tmp_path_factory):
-    """Without pytest's cache folder (-p no:cacheprovider), the same for this session's
-    child processes (start_cli, run_cli(child=True), every run with
-    REGISTER_RUNNER_TEST_CHILD=1): each would compile the package again (about 0.15 s a
-    start), so they share a bytecode cache in this session's temporary folder."""
-    if not os.environ.get("PYTHONDONTWRITEBYTECODE") or os.environ.get("PYTHONPYCACHEPREFIX"):
-        yield
-        return
-    os.environ["PYTHONPYCACHEPREFIX"] = str(tmp_path_factory.getbasetemp() / "pycache")
-    del os.environ["PYTHONDONTWRITEBYTECODE"]
-    try:
-        yield
-    finally:
-        os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
-        del os.environ["PYTHONPYCACHEPREFIX"]
 
 
 @pytest.fixture
