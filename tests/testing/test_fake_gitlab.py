@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -703,6 +704,22 @@ def test_down_and_up_on_the_same_port(gl, api, admin):
     assert gl.port == port
     assert api.get("/version", admin).status_code == 200
     assert api.post("/runners/verify", json={"token": r.token}).status_code == 200
+
+
+def test_a_fake_that_is_down_keeps_its_port():
+    """No other server (another test's fake, in another pytest-xdist worker) is given the
+    port meanwhile, to be sent this one's requests: the kernel hands out no port that a
+    socket is bound to, listening or not."""
+    with FakeGitLab() as fake:
+        fake.down()
+        other = socket.socket()
+        with pytest.raises(OSError, match="in use"):
+            other.bind(("127.0.0.1", fake.port))
+        other.close()
+        fake.up()
+    other = socket.socket()
+    other.bind(("127.0.0.1", fake.port))  # stopped: the port is free
+    other.close()
 
 
 def test_block_after_changes_state_before_answering(gl, admin):

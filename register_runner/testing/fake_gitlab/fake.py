@@ -49,6 +49,7 @@ class FakeGitLab(_Faults, _Routes):
         self.runner_details_token = False
         self._endless_pagination = False
         self._endless_origin: Optional[str] = None
+        self._port_holder: Optional[socket.socket] = None  # while down
 
         self._lock = threading.Lock()
         self._runners: dict[int, _RunnerState] = {}
@@ -101,6 +102,7 @@ class FakeGitLab(_Faults, _Routes):
     def stop(self) -> None:
         """Stop serving, drop every connection and let held requests go."""
         self.down()
+        self._release_port()
         with self._lock:
             blocks = list(self._blocks)
         for block in blocks:
@@ -114,7 +116,9 @@ class FakeGitLab(_Faults, _Routes):
         self.stop()
 
     def down(self) -> None:
-        """Close the listening socket and every open connection (connection refused)."""
+        """Close the listening socket and every open connection (connection refused). The
+        port stays bound, not listening: another server (another test's fake, under
+        pytest-xdist) is not given it meanwhile, and sent this one's requests."""
         server, thread = self._server, self._thread
         if server is None:
             return
@@ -122,6 +126,9 @@ class FakeGitLab(_Faults, _Routes):
         self._server = self._thread = None
         server.shutdown()
         server.server_close()
+        self._port_holder = socket.socket(server.address_family, socket.SOCK_STREAM)
+        self._port_holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._port_holder.bind((self.host, self.port))
         with self._conn_lock:
             conns = list(self._conns)
         for conn in conns:
@@ -134,6 +141,7 @@ class FakeGitLab(_Faults, _Routes):
         """Listen again (on the same port after :meth:`down`)."""
         if self._server is not None:
             return
+        self._release_port()
         context = self.tls.context() if self.tls is not None else None
         server = _Server((self.host, self.port), _Handler)
         server.fake = self
@@ -149,6 +157,11 @@ class FakeGitLab(_Faults, _Routes):
         )
         self._server, self._thread = server, thread
         thread.start()
+
+    def _release_port(self) -> None:
+        if self._port_holder is not None:
+            self._port_holder.close()
+            self._port_holder = None
 
     def _track(self, conn: Any, add: bool) -> None:
         with self._conn_lock:
