@@ -244,10 +244,11 @@ def test_an_html_login_page_is_transient_not_an_answer(scripted):
     page = "<html><body>Sign in</body></html>"
     scripted.get("/runners/5", text=page, headers={"Content-Type": "text/html"})
     scripted.post("/runners/verify", text=page, headers={"Content-Type": "text/html"})
-    # Retried until the deadline, which must leave a loaded machine time for the first
-    # answer: the reason given is the last answer's (0.5 s failed once under -n 4).
-    with pytest.raises(Unavailable, match="HTML page"):
+    # Retried until the deadline. The reason given is the last try's: the HTML page, or
+    # the deadline when it cut short a retry already sent (seen in CI).
+    with pytest.raises(Unavailable, match=r"HTML page|no complete answer within the 1 s"):
         adapter(scripted, deadline=1.0).get_runner(5)
+    assert scripted.call_count >= 1
     assert adapter(scripted, deadline=1.0).verify(Secret("glrt-x"), None)[0] is Verdict.UNKNOWN
 
 
