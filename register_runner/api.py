@@ -18,11 +18,13 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from . import custom_runners, health, migrate, report
+from . import custom_runners, health, migrate, report, stale
 from .apply import Outcome, apply
+from .errors import InputError
 from .files import exclusive_lock
 from .model import ActionResult, Kind, Observed, Plan
 from .observe import known_runners, observe, recover
@@ -143,6 +145,85 @@ def plan(
         workspace.identity.system_id,
         round(time.monotonic() - started, 3),
         diff,
+    )
+
+
+@dataclass(frozen=True)
+class GcResult:
+    """What ``gc`` found (and, with ``yes``, deleted): one ``delete`` action per dead
+    runner, ``result`` "would delete", "done", "already gone" or "failed"."""
+
+    exit_status: int  # what the CLI exits with
+    changed: bool  # runners were deleted, or (dry run) would be
+    actions: tuple[ActionResult, ...]
+    warnings: tuple[str, ...]
+    dry_run: bool
+    older_than: timedelta
+    seconds: float = 0.0
+    command: str = "gc"
+
+    @property
+    def deleted(self) -> int:
+        return sum(1 for action in self.actions if action.result == "done")
+
+
+def gc(
+    prefix: Union[str, Path] = DEFAULT_PREFIX,
+    instance: str = "main",
+    *,
+    older_than: timedelta = timedelta(days=30),
+    yes: bool = False,
+    max_deletions: Optional[int] = None,
+    detailed_exitcode: bool = False,
+    deadline: float = 30.0,
+    timeout: float = 10.0,
+    jobs: Optional[int] = None,
+    insecure_permissions: bool = False,
+    lock_timeout: float = 60.0,
+    environ: Optional[Mapping[str, str]] = None,
+) -> GcResult:
+    """The runners carrying this tool's marker, in every GitLab of the template, that have
+    not contacted GitLab for longer than ``older_than`` (or never did, and were created
+    longer ago), except this host's own; deleted with ``yes``. Needs read_api (instance
+    runners: an admin's token); deleting needs manage_runner. ``exit_status``: 0, 4 with
+    ``detailed_exitcode`` when runners would be deleted, 1 when GitLab refused (a
+    missing scope), 3 when it failed."""
+    started = time.monotonic()
+    if older_than < stale.MIN_AGE:
+        raise InputError(
+            f"--older-than {older_than}: at least {stale.MIN_AGE} (GitLab records a "
+            "runner's contacts only every hour or so)"
+        )
+    opts = Options(
+        prefix=Path(prefix),
+        instance=instance,
+        deadline=deadline,
+        timeout=timeout,
+        jobs=jobs,
+        insecure_permissions=insecure_permissions,
+        max_deletions=max_deletions,
+    )
+    check_prefix(opts)
+    environ = os.environ if environ is None else environ
+    lock = exclusive_lock(lock_path(opts), lock_timeout)
+    with lock, load(opts, environ, read_only=not yes) as workspace:
+        rows, errors = stale.collect(
+            workspace, older_than=older_than, delete=yes, max_deletions=max_deletions, now=now_utc()
+        )
+    for error in errors:
+        workspace.warn(str(error))
+    status = stale.exit_status(errors)
+    changed = any(row.result in ("done", "would delete") for row in rows)
+    if status == 0 and detailed_exitcode and changed and not yes:
+        status = CHANGES_PENDING
+    return GcResult(
+        status,
+        changed,
+        tuple(rows),
+        tuple(workspace.warnings),
+        not yes,
+        older_than,
+        round(time.monotonic() - started, 3),
     )
 
 

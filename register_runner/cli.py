@@ -14,9 +14,11 @@ import importlib
 import json
 import logging
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, NoReturn, Optional
 
@@ -113,7 +115,7 @@ OPTIONS_WITH_VALUES = frozenset(
     {"-p", "--prefix", "--instance", "--service-instance", "--metrics-file", "--keep"}
     | {"--credentials-directory", "--deadline", "--timeout", "--jobs", "--capture-tags"}
     | {"--tag-schema", "--max-deletions", "--lock-timeout", "--runner", "--url", "--token"}
-    | {"--token-file", "--system-id", "--tls-ca-file"}
+    | {"--token-file", "--system-id", "--tls-ca-file", "--older-than"}
 )
 
 
@@ -323,6 +325,31 @@ def _prune_legacy(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--yes", action="store_true", help="delete them (default: only list)")
 
 
+def _gc(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--older-than",
+        type=_age,
+        default=timedelta(days=30),
+        metavar="AGE",
+        help="runners silent for longer than this: 30d (the default), 12h, 90m, 2w",
+    )
+    parser.add_argument("--yes", action="store_true", help="delete them (default: only list)")
+    parser.add_argument(
+        "--max-deletions",
+        type=_count,
+        default=None,
+        metavar="N",
+        help="refuse to delete more runners in one run (default 20)",
+    )
+    parser.add_argument(
+        "--lock-timeout",
+        type=_seconds,
+        default=60.0,
+        metavar="S",
+        help="wait this long for another run on the prefix (default 60)",
+    )
+
+
 def _demo(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--keep",
@@ -370,6 +397,11 @@ COMMANDS: dict[str, tuple[Any, ...]] = {
         "host and instance",
         *(_common, _prefix, _network, _locked, _prune_legacy),
     ),
+    "gc": (
+        "list (--yes: delete) the runners of dead or re-imaged hosts: this tool's, silent "
+        "for longer than --older-than, in every GitLab of the template",
+        *(_common, _prefix, _network, _plan, _gc),
+    ),
     "demo": (
         "try it: plan and sync an example prefix against a built-in fake GitLab",
         *(_common, _demo),
@@ -382,6 +414,16 @@ def _seconds(text: str) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError("must not be negative")
     return value
+
+
+_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _age(text: str) -> timedelta:
+    match = re.fullmatch(r"(\d+)([smhdw])", text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError("a number and a unit: 30d, 12h, 90m, 2w")
+    return timedelta(seconds=int(match[1]) * _AGE_UNITS[match[2]])
 
 
 def _positive(text: str) -> int:
@@ -477,7 +519,8 @@ def _fail(status: _Status, code: int, message: str) -> None:
     else:
         print(f"{PROG}: error: {message}", file=sys.stderr)
     if status.as_json:
-        print(json.dumps({"exit_status": code, "error": message}), flush=True)
+        document = {"schema": report.JSON_SCHEMA, "exit_status": code, "error": message}
+        print(json.dumps(document), flush=True)
 
 
 def quote(text: str) -> str:

@@ -63,6 +63,15 @@ class Scope:
         )
 
 
+# How every marker this tool writes begins, whatever its version, host or prefix.
+MARKER_START = "[register-runner "
+
+
+def carries_marker(note: Any) -> bool:
+    """Whether a runner's maintenance note holds a marker of this tool (any host's)."""
+    return isinstance(note, str) and MARKER_START in note
+
+
 @dataclass(frozen=True)
 class Identity:
     """Who this host is, for default names and the marker stored in GitLab."""
@@ -76,7 +85,7 @@ class Identity:
 
     def marker(self, stem: str) -> str:
         return (
-            f"[register-runner host={self.host} instance={self.instance} "
+            f"{MARKER_START}host={self.host} instance={self.instance} "
             f"executor={stem} system_id={self.system_id}]"
         )
 

@@ -17,6 +17,10 @@ from typing import Any
 
 from .secret import mask, scrub
 
+# The version of what --json prints (keys and types of the summary and of every row):
+# raised only when a key changes meaning or goes, never when one is added.
+JSON_SCHEMA = 1
+
 # A token in a config: gitlab-runner's `token = "…"`, in any TOML string quoting.
 _TOKEN_LINE = re.compile(r"""^(\s*"?token"?\s*=\s*)(["'])(.*?)(\2)""")
 
@@ -69,7 +73,8 @@ def emit(
 ) -> None:
     # Secrets are masked where they enter; scrubbing what is printed is the second line.
     if as_json:
-        document = dict(summary, actions=list(rows), warnings=list(warnings))
+        document = {"schema": JSON_SCHEMA, **summary, "actions": list(rows)}
+        document["warnings"] = list(warnings)
         sys.stdout.write(scrub(json.dumps(document, indent=2, default=str)) + "\n")
     elif table_wanted():
         print(scrub(table(rows)))

@@ -197,6 +197,7 @@ def test_json_error_object_names_the_bad_file(gitlab, prefix, cli):
     result = cli(prefix, "sync", "--json")
     assert result.returncode == 2
     assert json.loads(result.stdout) == {
+        "schema": 1,
         "exit_status": 2,
         "error": f"{prefix.executor_dir / 'broken.toml'}:1:12: invalid TOML: unexpected end of "
         "file: the [ here is never closed",

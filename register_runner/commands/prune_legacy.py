@@ -22,10 +22,9 @@ from .. import report
 from ..errors import RefusedError, RegisterRunnerError, TransientError
 from ..files import exclusive_lock
 from ..migrate import find_leftovers, is_legacy_description, known_ids
+from ..model import carries_marker
 from ..tags import legacy_hostname
 from ..workspace import Options, Workspace, check_prefix, load, lock_path
-
-MARKER = "[register-runner "
 
 
 def run(args: argparse.Namespace) -> int:
@@ -123,7 +122,7 @@ def _not_provably_ours(
         return "GitLab no longer has it"
     if not is_legacy_description(details.get("description"), host, workspace.identity.instance):
         return f"its description is now {details.get('description')!r}"
-    if MARKER in str(details.get("maintenance_note") or ""):
+    if carries_marker(details.get("maintenance_note")):
         return "it carries a register-runner marker"
     if (url, runner_id) in known:
         return "this host uses it"
