@@ -151,7 +151,7 @@ def plan(
 @dataclass(frozen=True)
 class GcResult:
     """What ``gc`` found (and, with ``yes``, deleted): one ``delete`` action per dead
-    runner, ``result`` "would delete", "done", "already gone" or "failed"."""
+    runner, ``result`` "planned", "done", "already gone" or "failed"."""
 
     exit_status: int  # what the CLI exits with
     changed: bool  # runners were deleted, or (dry run) would be
@@ -213,7 +213,7 @@ def gc(
     for error in errors:
         workspace.warn(str(error))
     status = stale.exit_status(errors)
-    changed = any(row.result in ("done", "would delete") for row in rows)
+    changed = any(row.result in ("done", "planned") for row in rows)
     if status == 0 and detailed_exitcode and changed and not yes:
         status = CHANGES_PENDING
     return GcResult(

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Optional
 
-from .answers import AccessDenied
+from .answers import AccessDenied, message
 from .errors import InputError, RegisterRunnerError, TransientError
 from .migrate import known_ids, scopes
 from .model import ActionResult, Scope, carries_marker
@@ -95,7 +95,7 @@ def collect(
             raise InputError(f"refusing to delete: {message}")
         workspace.warn(f"gc --yes would refuse: {message}")
     if not delete:
-        return [_row(d, now, "would delete") for d in dead], errors
+        return [_row(d, now, "planned") for d in dead], errors
     results = workspace.concurrently(lambda d: _delete(workspace, d), dead)
     rows = []
     for candidate, outcome in zip(dead, results):
@@ -164,7 +164,9 @@ def _dead(
             return None
     elif created is None or created >= cutoff:
         return None
-    return Dead(url, runner_id, str(details.get("description") or ""), contacted, created)
+    # GitLab's text, made one printable line: no description can forge a log line.
+    description = message(details.get("description") or "")
+    return Dead(url, runner_id, description, contacted, created)
 
 
 def _time(value: Any) -> Optional[datetime]:

@@ -9,7 +9,7 @@ import time
 from datetime import timedelta
 
 import pytest
-from conftest import ALL_SCOPES
+from conftest import ALL_SCOPES, GROUP_ID
 
 import register_runner
 from register_runner.hostid import hostname
@@ -77,7 +77,7 @@ def test_gc_lists_and_with_yes_deletes_dead_and_reimaged_hosts_runners_only(
     document = json.loads(planned.stdout)
     assert document["schema"] == 1 and document["dry_run"] is True
     assert listed(planned) == dead
-    assert {row["result"] for row in document["actions"]} == {"would delete"}
+    assert {row["result"] for row in document["actions"]} == {"planned"}
     never = [row for row in document["actions"] if "never contacted" in row["reason"]]
     assert len(never) == 1 and "40 days ago" in never[0]["reason"]
     assert gitlab.mutating_requests() == []
@@ -165,3 +165,24 @@ def test_python_api(gitlab, prefix, fleet):
     assert result.exit_status == 0 and result.changed and not result.dry_run
     assert {a.id for a in result.actions} == fleet["reimaged"] | fleet["dead"]
     assert result.deleted == 4 and {a.result for a in result.actions} == {"done"}
+
+
+def test_group_runners_are_listed_through_the_group_and_printed_as_a_table(gitlab, make, cli):
+    note = Identity("node17", "main", "s_00000000dead").marker("shell")
+    dead = gitlab.add_runner(
+        "group_type", group_id=GROUP_ID, description="node17\nforged", maintenance_note=note
+    )
+    gitlab.age_runner(dead.id, 40)
+    other = gitlab.add_runner("group_type", group_id=GROUP_ID + 1, maintenance_note=note)
+    gitlab.age_runner(other.id, 40)
+    owner = gitlab.add_access_token(scopes=ALL_SCOPES, groups=(GROUP_ID,))
+    prefix = make(
+        access_token=owner, client_extra=f'runner_type = "group_type"\ngroup_id = {GROUP_ID}\n'
+    )
+    result = cli(prefix, "gc")
+    assert result.returncode == 0, result.stderr
+    (line,) = [line for line in result.stdout.splitlines() if str(dead.id) in line]
+    assert line.split()[:3] == ["delete", "node17", "forged"] and "forged" in line
+    assert "never contacted GitLab; created" in line and "40 days ago" in line
+    lists = {q.path for q in gitlab.requests if q.method == "GET" and q.path.endswith("runners")}
+    assert lists == {f"/groups/{GROUP_ID}/runners"}
