@@ -26,7 +26,7 @@ from . import custom_runners, health, migrate, report, stale
 from .apply import Outcome, apply
 from .errors import InputError
 from .files import exclusive_lock
-from .model import ActionResult, Kind, Observed, Plan
+from .model import CONFIG_ROW, ActionResult, Kind, Observed, Plan
 from .observe import known_runners, observe, recover
 from .output import content_of, entries_as_observed, render
 from .reconcile import check_not_emptied, reconcile, select
@@ -75,7 +75,14 @@ def sync(
         workspace.keep_parsed()  # with the config this run wrote
         status = _sync_status(workspace, plan_, observed, outcome)
         _record(workspace, plan_, observed, outcome, status)
-    return _applied("sync", status, workspace, outcome, started)
+    if outcome.wrote:
+        written = ("write", "done", "written")
+    elif plan_.held or outcome.failing or observed.failing:
+        written = ("keep", "kept", "kept (held)" if plan_.held else "kept (GitLab failing)")
+    else:
+        written = ("keep", "kept", "unchanged")
+    config_row = ActionResult(written[0], CONFIG_ROW, None, written[1], written[2])
+    return _applied("sync", status, workspace, outcome, started, config_row)
 
 
 def plan(
@@ -124,7 +131,7 @@ def plan(
     actions += leftovers
     write = "kept (held)" if plan_.held else "changes" if config_changes else "unchanged"
     actions.append(
-        ActionResult("write" if config_changes else "keep", "(config)", None, "planned", write)
+        ActionResult("write" if config_changes else "keep", CONFIG_ROW, None, "planned", write)
     )
     diff = ""
     if config_changes and not any(a.kind in TOKEN_CHANGES for a in config_actions):
@@ -253,13 +260,18 @@ def act_on_runners(
 
 
 def _applied(
-    command: str, status: int, workspace: Workspace, outcome: Outcome, started: float
+    command: str,
+    status: int,
+    workspace: Workspace,
+    outcome: Outcome,
+    started: float,
+    *extra: ActionResult,
 ) -> Result:
     return Result(
         command,
         status,
         outcome.changed,
-        tuple(outcome.records),
+        (*outcome.records, *extra),
         tuple(workspace.warnings),
         workspace.output,
         outcome.wrote,

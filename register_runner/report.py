@@ -15,6 +15,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .model import CONFIG_ROW
 from .secret import mask, scrub
 
 # The version of what --json prints (keys and types of the summary and of every row):
@@ -82,19 +83,23 @@ def emit(
 
 
 def emit_result(as_json: bool, result: Any) -> None:
-    """Print an ``api.Result``: the table, or the JSON summary."""
+    """Print an ``api.Result``: the table, or the JSON summary. The config row carries
+    the config diff (plan only, tokens masked; None when there is none)."""
     summary: dict[str, Any] = {
         "command": result.command,
         "exit_status": result.exit_status,
         "changed": result.changed,
         "config": str(result.config),
+        "config_written": result.config_written,
         "system_id": result.system_id,
+        "seconds": result.seconds,
     }
-    if result.command != "plan":
-        summary.update(config_written=result.config_written, seconds=result.seconds)
     rows = [a.as_row() for a in result.actions]
-    if result.config_diff:
-        rows[-1].update(reason=f"{rows[-1]['reason']} (diff below)", diff=result.config_diff)
+    for row in rows:
+        if row["runner"] == CONFIG_ROW:
+            row["diff"] = result.config_diff or None
+            if result.config_diff:
+                row["reason"] = f"{row['reason']} (diff below)"
     emit(as_json, summary, rows, result.warnings)
 
 
