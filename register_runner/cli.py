@@ -244,18 +244,7 @@ def _changes(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="override the guards: empty executor folder, mass-invalid tokens, --max-deletions",
     )
-    parser.add_argument(
-        "--capture-tags",
-        metavar="NAME",
-        help="a module on PYTHONPATH (as in LLNL's gitlab-runner-auth) or a .py file whose "
-        "capture_tags() returns tags or properties for the runners",
-    )
-    parser.add_argument(
-        "--tag-schema",
-        type=Path,
-        metavar="FILE",
-        help="a JSON schema each runner's tag list must match, checked before any API call",
-    )
+    _tags(parser)
     parser.add_argument(
         "--refresh",
         action="store_true",
@@ -274,6 +263,21 @@ def _changes(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="N",
         help="refuse to delete more runners in one run (default: half of them, at least 1)",
+    )
+
+
+def _tags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--capture-tags",
+        metavar="NAME",
+        help="a module on PYTHONPATH (as in LLNL's gitlab-runner-auth) or a .py file whose "
+        "capture_tags() returns tags or properties for the runners",
+    )
+    parser.add_argument(
+        "--tag-schema",
+        type=Path,
+        metavar="FILE",
+        help="a JSON schema each runner's tag list must match, checked before any API call",
     )
 
 
@@ -395,7 +399,7 @@ COMMANDS: dict[str, tuple[Any, ...]] = {
     "prune-legacy": (
         "list (--yes: delete) the runners gitlab-runner-auth left in GitLab for this "
         "host and instance",
-        *(_common, _prefix, _network, _locked, _prune_legacy),
+        *(_common, _prefix, _network, _locked, _tags, _prune_legacy),
     ),
     "gc": (
         "list (--yes: delete) the runners of dead or re-imaged hosts: this tool's, silent "

@@ -107,8 +107,8 @@ def attribute_changes(
 
 
 def _normalised(value: Any) -> Any:
-    # GitLab does not keep tag order.
-    return sorted(value) if isinstance(value, (list, tuple)) else value
+    # GitLab keeps a runner's tags as a set: neither order nor repeats are a change.
+    return sorted(set(value)) if isinstance(value, (list, tuple)) else value
 
 
 def rotation_due(state: RunnerState, now: datetime) -> bool:
