@@ -111,7 +111,7 @@ def _listed(
     workspace: Workspace, older_than: timedelta, errors: list[RegisterRunnerError]
 ) -> list[tuple[str, int]]:
     """(url, id) of the runners GitLab lists as silent, but none this host uses."""
-    known = known_ids(workspace)
+    skip = known_ids(workspace)
     found: list[tuple[str, int]] = []
     for url, scope in scopes(workspace):
         for status in statuses(older_than):
@@ -124,9 +124,10 @@ def _listed(
                 errors.append(error)
                 break
             for runner in runners:
-                key = (url, runner.get("id"))
-                if isinstance(key[1], int) and key not in known and key not in found:
-                    found.append(key)  # type: ignore[arg-type]
+                runner_id = runner.get("id")
+                if isinstance(runner_id, int) and (url, runner_id) not in skip:
+                    skip.add((url, runner_id))
+                    found.append((url, runner_id))
     return found
 
 

@@ -186,3 +186,19 @@ def test_group_runners_are_listed_through_the_group_and_printed_as_a_table(gitla
     assert "never contacted GitLab; created" in line and "40 days ago" in line
     lists = {q.path for q in gitlab.requests if q.method == "GET" and q.path.endswith("runners")}
     assert lists == {f"/groups/{GROUP_ID}/runners"}
+
+
+def test_a_rate_limited_gitlab_is_waited_for_and_a_failing_one_is_exit_3(
+    gitlab, prefix, cli, fleet
+):
+    gitlab.fail_next(status=429, method="GET", path=r"^/runners/\d+$", retry_after="1")
+    waited = gc(cli, prefix)
+    assert waited.returncode == 0, waited.stderr
+    assert listed(waited) == fleet["reimaged"] | fleet["dead"]
+    assert [q.status for q in gitlab.requests].count(429) == 1
+
+    gitlab.fail_next(count=100, status=503, method="GET", path=r"^/runners/all$")
+    failing = cli(prefix, "gc", "--yes", "--deadline", "1")
+    assert failing.returncode == 3
+    assert "list runners" in failing.stderr and "GitLab answered 503" in failing.stderr
+    assert gitlab.mutating_requests() == []

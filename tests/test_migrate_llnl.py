@@ -255,10 +255,12 @@ def test_plan_lists_gitlab_runner_auth_leftovers_and_prune_legacy_deletes_exactl
     assert gitlab.mutating_requests() == []
 
 
+@pytest.mark.parametrize("patched", [False, True], ids=["stock GitLab", "runner_details patch"])
 def test_rolling_back_to_gitlab_runner_auth_and_forward_again_adopts_its_new_runners(
-    llnl_python, gitlab, pat, tmp_path
+    llnl_python, gitlab, pat, tmp_path, patched
 ):
-    site = Site(tmp_path, gitlab, pat, CAPTURE_UNFINDABLE)
+    gitlab.runner_details_token = patched
+    site = Site(tmp_path, gitlab, pat, CAPTURE if patched else CAPTURE_UNFINDABLE)
     site.gitlab_runner_auth(llnl_python)
     site.migrate_template()
     forward = site.register_runner()
@@ -266,14 +268,15 @@ def test_rolling_back_to_gitlab_runner_auth_and_forward_again_adopts_its_new_run
     first = {entry["id"] for entry in site.prefix.runners()}
     assert len(first) == 2
 
-    # The rollback: the old ExecStartPre again. Against a GitLab without its patch it
-    # does not find the runners it had, registers new ones, and writes the config anew
-    # (with the template's [register_runner] table in it).
+    # The rollback: the old ExecStartPre again. Against a stock GitLab it does not find
+    # the runners it had; with its patch it finds them by their tags, does not know their
+    # new description and deletes them. Either way it registers new ones and writes the
+    # config anew, with the template's [register_runner] table in it.
     site.gitlab_runner_auth(llnl_python)
     theirs = tokens(site.prefix)
     assert "register_runner" in site.prefix.output_document()
     their_tags = {r.token: set(r.tag_list) for r in gitlab.runners()}
-    assert len(gitlab.runners()) == 4
+    assert len(gitlab.runners()) == 2 if patched else 4
 
     gitlab.clear_requests()
     plan = site.register_runner("plan", "--json")
