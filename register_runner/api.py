@@ -75,13 +75,7 @@ def sync(
         workspace.keep_parsed()  # with the config this run wrote
         status = _sync_status(workspace, plan_, observed, outcome)
         _record(workspace, plan_, observed, outcome, status)
-    if outcome.wrote:
-        written = ("write", "done", "written")
-    elif plan_.held or outcome.failing or observed.failing:
-        written = ("keep", "kept", "kept (held)" if plan_.held else "kept (GitLab failing)")
-    else:
-        written = ("keep", "kept", "unchanged")
-    config_row = ActionResult(written[0], CONFIG_ROW, None, written[1], written[2])
+    config_row = _config_row(plan_, observed, outcome)
     return _applied("sync", status, workspace, outcome, started, config_row)
 
 
@@ -167,7 +161,6 @@ class GcResult:
     dry_run: bool
     older_than: timedelta
     seconds: float = 0.0
-    command: str = "gc"
 
     @property
     def deleted(self) -> int:
@@ -278,6 +271,19 @@ def _applied(
         workspace.identity.system_id,
         round(time.monotonic() - started, 3),
     )
+
+
+def _config_row(plan_: Plan, observed: Observed, outcome: Outcome) -> ActionResult:
+    """Sync's row for the config, as plan has one: what became of it."""
+    if outcome.wrote:
+        return ActionResult("write", CONFIG_ROW, None, "done", "written")
+    if plan_.held:
+        reason = "kept (held)"
+    elif outcome.failing or observed.failing:
+        reason = "kept (GitLab failing)"
+    else:
+        reason = "unchanged"
+    return ActionResult("keep", CONFIG_ROW, None, "kept", reason)
 
 
 def _plan(workspace: Workspace) -> tuple[Observed, Plan]:

@@ -335,7 +335,7 @@ def _gc(parser: argparse.ArgumentParser) -> None:
         type=_age,
         default=timedelta(days=30),
         metavar="AGE",
-        help="runners silent for longer than this: 30d (the default), 12h, 90m, 2w",
+        help="runners silent for longer than this: 30d (the default), 12h, 2w; at least 2h",
     )
     parser.add_argument("--yes", action="store_true", help="delete them (default: only list)")
     parser.add_argument(
