@@ -90,10 +90,10 @@ def emit_result(as_json: bool, result: Any) -> None:
         "exit_status": result.exit_status,
         "changed": result.changed,
         "config": str(result.config),
-        "config_written": result.config_written,
         "system_id": result.system_id,
-        "seconds": result.seconds,
     }
+    if result.command != "plan":  # plan's output depends on its inputs alone
+        summary.update(config_written=result.config_written, seconds=result.seconds)
     rows = [a.as_row() for a in result.actions]
     for row in rows:
         if row["runner"] == CONFIG_ROW:
