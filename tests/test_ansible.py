@@ -74,7 +74,7 @@ class Play:
             pytest.fail(f"ansible-playbook printed no JSON document:\n{self.output}")
         tasks = {t["task"]["name"]: t["hosts"]["localhost"] for t in document["tasks"]}
         self.result: dict[str, Any] = tasks[TASK]
-        self.handler_ran = HANDLER in tasks
+        self.handler_ran = HANDLER in tasks and not tasks[HANDLER].get("skipped")
         self.stats = document["stats"]["localhost"]
 
 
@@ -168,6 +168,15 @@ def test_check_diff_shows_a_tag_change_and_changes_nothing(tmp_path, gitlab, mak
     assert sorted(runner.tag_list) == ["linux"]
     assert gitlab.mutating_requests() == []
 
+    # Applied, the tags change in GitLab; the config does not, nor is gitlab-runner
+    # restarted.
+    config = prefix.output.read_bytes(), prefix.output.stat().st_mtime_ns
+    apply = play(tmp_path, gitlab, prefix)
+    assert apply.result["changed"] is True and apply.result["config_written"] is False
+    assert not apply.handler_ran
+    assert sorted(gitlab.runner(runner.id).tag_list) == ["docker", "linux"]
+    assert (prefix.output.read_bytes(), prefix.output.stat().st_mtime_ns) == config
+
 
 def test_apply_diff_shows_the_config_diff_with_tokens_masked(tmp_path, gitlab, make):
     prefix = make()
@@ -197,6 +206,16 @@ def test_a_broken_executor_file_fails_the_task_naming_the_file(tmp_path, gitlab,
     assert not run.handler_ran
     assert len(gitlab.runners()) == 1
     assert prefix.snapshot() == before
+
+
+def test_an_option_out_of_bounds_fails_naming_it(tmp_path, gitlab, make):
+    prefix = make()
+
+    run = play(tmp_path, gitlab, prefix, rr_deadline=-1)
+
+    assert run.returncode == 2, run.output
+    assert run.result["msg"] == "deadline: must not be negative (got -1.0)"
+    assert gitlab.requests == [] and not prefix.output.exists()
 
 
 def test_a_rejected_access_token_fails_the_task(tmp_path, gitlab, make, pat):

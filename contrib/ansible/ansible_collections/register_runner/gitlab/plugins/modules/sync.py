@@ -152,11 +152,14 @@ EXAMPLES = r"""
     msg: "GitLab failing on {{ inventory_hostname }}: the last good config was kept"
   when: not runners.healthy
 
-# handlers:
+# handlers: gitlab-runner reads a rewritten config by itself; a restart applies at once
+# what it reads only at start (listen_address, session_server). Not when only GitLab
+# changed (tags, say): the config is the same.
 - name: Restart gitlab-runner
   ansible.builtin.service:
     name: gitlab-runner
     state: restarted
+  when: runners.config_written
 """
 
 RETURN = r"""
@@ -198,8 +201,8 @@ actions:
           old: [linux]
           new: [linux, shell]
 warnings:
-  description: The run's warnings (also shown as Ansible warnings).
-  returned: always
+  description: The run's warnings, shown as Ansible warnings.
+  returned: when there are any
   type: list
   elements: str
 config:
@@ -226,6 +229,7 @@ import json  # noqa: E402 (Ansible reads the blocks above without running the mo
 import logging  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
+import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
@@ -244,6 +248,8 @@ RUN_OPTIONS = (
     "capture_tags",
     "tag_schema",
 )
+# The bounds the command line's parser puts on the same options.
+AT_LEAST = dict(deadline=0, timeout=0, lock_timeout=0, jobs=1, max_deletions=0)
 # Actions after which a runner has no token GitLab accepts yet (only in check mode).
 NEEDS_TOKEN = ("create", "recreate")
 
@@ -332,7 +338,7 @@ def check_mode_healthy(result):
     return result.exit_status == 0 and not any(a.kind in NEEDS_TOKEN for a in result.actions)
 
 
-def sync_healthy(rr, result):
+def sync_healthy():
     """What ``register-runner status`` would say after this run: exit 0 and every runner
     last verified valid (GitLab down leaves the verdicts unknown)."""
     from register_runner import health
@@ -341,6 +347,15 @@ def sync_healthy(rr, result):
     if run is None:
         return False
     return run.exit_status == 0 and all(r.get("verdict") == "valid" for r in run.runners)
+
+
+def out_of_bounds(params):
+    """The one line naming an option whose value the command line would refuse, or None."""
+    for name, least in AT_LEAST.items():
+        if params[name] is not None and params[name] < least:
+            bound = "must not be negative" if least == 0 else f"must be at least {least}"
+            return f"{name}: {bound} (got {params[name]})"
+    return None
 
 
 def run(module, rr):
@@ -357,7 +372,7 @@ def run(module, rr):
         result = rr.sync(prefix, instance, lock_timeout=params["lock_timeout"], **options)
     healthy = getattr(result, "healthy", None)
     if healthy is None:
-        healthy = check_mode_healthy(result) if module.check_mode else sync_healthy(rr, result)
+        healthy = check_mode_healthy(result) if module.check_mode else sync_healthy()
     returned = dict(
         changed=bool(result.changed),
         healthy=bool(healthy),
@@ -400,6 +415,9 @@ def main():
         )
     from register_runner.secret import scrub
 
+    problem = out_of_bounds(module.params)
+    if problem:
+        module.fail_json(msg=problem, changed=False, healthy=False, exit_status=2)
     # What the command line logs, the module returns: without a handler of its own, the
     # package's warnings would reach the module's stderr too, through logging's last resort.
     logging.getLogger("register_runner").addHandler(logging.NullHandler())
@@ -410,6 +428,16 @@ def main():
         returned = dict(changed=False, healthy=False, exit_status=error.exit_status)
         key = "msg" if error.exit_status in (1, 2) else "warnings"
         returned[key] = str(error) if key == "msg" else [str(error)]
+    except Exception as error:
+        # A bug: one line, as the command line says it, and the traceback masked too
+        # (Ansible shows it with -vvv).
+        module.fail_json(
+            msg=scrub(f"internal error: {type(error).__name__}: {error} (please report it)"),
+            exception=scrub(traceback.format_exc()),
+            changed=False,
+            healthy=False,
+            exit_status=1,
+        )
     # Tokens are masked where register-runner reads them; this is the second line.
     returned = json.loads(scrub(json.dumps(returned, default=str)))
     warnings = returned.pop("warnings", [])
