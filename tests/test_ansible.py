@@ -249,11 +249,24 @@ def test_gitlab_down_keeps_the_config_and_says_so(tmp_path, gitlab, make):
     assert (prefix.output.read_bytes(), prefix.output.stat().st_mtime_ns) == config
 
 
-def test_ansible_doc_renders_the_modules_documentation(tmp_path):
+def test_the_built_collection_installs_and_ansible_doc_renders_it(tmp_path):
+    """As an operator installs it: ansible-galaxy collection build, then install."""
+    galaxy, env = ansible_tool("ansible-galaxy"), ansible_env(tmp_path)
+    source = COLLECTIONS / "ansible_collections" / "register_runner" / "gitlab"
+    build = [galaxy, "collection", "build", str(source), "--output-path", str(tmp_path)]
+    built = subprocess.run(build, capture_output=True, text=True, env=env, timeout=60)
+    assert built.returncode == 0, built.stdout + built.stderr
+    [tarball] = tmp_path.glob("register_runner-gitlab-*.tar.gz")
+    installed = tmp_path / "collections"
+    env["ANSIBLE_COLLECTIONS_PATH"] = str(installed)  # not the checkout's
+    install = [galaxy, "collection", "install", str(tarball), "-p", str(installed)]
+    done = subprocess.run(install, capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+
     command = [ansible_tool("ansible-doc"), "register_runner.gitlab.sync"]
-    env = ansible_env(tmp_path)
     text = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
     assert text.returncode == 0, text.stderr
+    assert str(installed) in text.stdout
     assert "check_mode" in text.stdout and "EXAMPLES" in text.stdout
     rendered = subprocess.run([*command, "--json"], capture_output=True, text=True, env=env)
     doc = json.loads(rendered.stdout)["register_runner.gitlab.sync"]
