@@ -370,9 +370,12 @@ def run(module, rr):
         result = rr.plan(prefix, instance, **options)
     else:
         result = rr.sync(prefix, instance, lock_timeout=params["lock_timeout"], **options)
-    healthy = getattr(result, "healthy", None)
-    if healthy is None:
-        healthy = check_mode_healthy(result) if module.check_mode else sync_healthy()
+    if module.check_mode:
+        healthy = check_mode_healthy(result)
+    else:
+        # Result.healthy where the package has it (a release before it: from the record).
+        healthy = getattr(result, "healthy", None)
+        healthy = sync_healthy() if healthy is None else healthy
     returned = dict(
         changed=bool(result.changed),
         healthy=bool(healthy),
