@@ -228,7 +228,7 @@ def test_a_rejected_access_token_fails_the_task(tmp_path, gitlab, make, pat):
 
     assert run.returncode == 2, run.output
     assert run.result["failed"] is True and run.result["exit_status"] == 1
-    assert "access token was rejected (401)" in run.result["msg"]
+    assert "the access token was rejected (401" in run.result["msg"], run.result["msg"]
 
 
 def test_gitlab_down_keeps_the_config_and_says_so(tmp_path, gitlab, make):

@@ -321,15 +321,30 @@ def attribute_diffs(result):
     return diffs
 
 
-def refusal(result):
+class Errors(logging.Handler):
+    """The error lines the package logs (``event=refused …``): what the command line
+    prints when a run exits 1. Being a handler, it also keeps the package's log off the
+    module's stderr (logging's last resort)."""
+
+    def __init__(self):
+        super().__init__(logging.ERROR)
+        self.lines = []
+
+    def emit(self, record):
+        line = record.getMessage()
+        prefix = "event=refused "
+        self.lines.append(line[len(prefix) :] if line.startswith(prefix) else line)
+
+
+def refusal(result, errors):
     """The one line that says why a run exited 1 or 2."""
-    lines = [
+    lines = errors or [
         f"{a.kind} {a.runner}: {a.error}"
         for a in result.actions
         if a.error and a.result not in ("waiting", "kept")
     ]
     lines = lines or list(result.warnings[-1:])
-    return "; ".join(lines) or f"register-runner exited {result.exit_status}"
+    return "; ".join(dict.fromkeys(lines)) or f"register-runner exited {result.exit_status}"
 
 
 def check_mode_healthy(result):
@@ -358,7 +373,7 @@ def out_of_bounds(params):
     return None
 
 
-def run(module, rr):
+def run(module, rr, errors):
     params = module.params
     options = {name: params[name] for name in RUN_OPTIONS}
     if options["tag_schema"] is not None:
@@ -387,7 +402,7 @@ def run(module, rr):
         system_id=result.system_id,
     )
     if result.exit_status in (1, 2):
-        returned["msg"] = refusal(result)
+        returned["msg"] = refusal(result, errors.lines)
     if module._diff:
         from register_runner import report
 
@@ -421,11 +436,10 @@ def main():
     problem = out_of_bounds(module.params)
     if problem:
         module.fail_json(msg=problem, changed=False, healthy=False, exit_status=2)
-    # What the command line logs, the module returns: without a handler of its own, the
-    # package's warnings would reach the module's stderr too, through logging's last resort.
-    logging.getLogger("register_runner").addHandler(logging.NullHandler())
+    errors = Errors()
+    logging.getLogger("register_runner").addHandler(errors)
     try:
-        returned = run(module, rr)
+        returned = run(module, rr, errors)
     except rr.Error as error:
         # Bad input, or a refusal or busy lock before anything ran: one line, nothing done.
         returned = dict(changed=False, healthy=False, exit_status=error.exit_status)
