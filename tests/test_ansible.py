@@ -248,6 +248,11 @@ def test_gitlab_down_keeps_the_config_and_says_so(tmp_path, gitlab, make):
     assert not run.handler_ran
     assert (prefix.output.read_bytes(), prefix.output.stat().st_mtime_ns) == config
 
+    check = play(tmp_path, gitlab, prefix, "--check", rr_deadline=5)
+    assert check.returncode == 0, check.output
+    assert check.result["healthy"] is False and check.result["exit_status"] == 3
+    assert any("GitLab unreachable" in w for w in check.result["warnings"]), check.result
+
 
 def test_the_built_collection_installs_and_ansible_doc_renders_it(tmp_path):
     """As an operator installs it: ansible-galaxy collection build, then install."""
