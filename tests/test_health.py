@@ -43,7 +43,8 @@ def test_metrics_have_every_family_with_help_type_and_instance():
     assert samples["register_runner_last_run_exit_code"][0][1] == 1
     assert samples["register_runner_last_run_timestamp_seconds"][0][1] == run.time.timestamp()
     states = {labels["state"]: value for labels, value in samples["register_runner_runners"]}
-    assert states == {"valid": 1, "invalid": 1, "unknown": 0}
+    assert states == {"valid": 1, "invalid": 1, "unknown": 0, "held": 0}
+    assert samples["register_runner_healthy"] == [({"instance": "gpu"}, 0)]
     (expiring,) = samples["register_runner_token_expires_timestamp_seconds"]
     assert expiring[0]["runner"] == "a"
     assert expiring[1] == datetime(2030, 2, 1, tzinfo=timezone.utc).timestamp()
@@ -53,8 +54,10 @@ def test_metrics_have_every_family_with_help_type_and_instance():
 
 def test_metrics_without_a_recorded_run_still_count_runners():
     families = list(text_string_to_metric_families(health.render_metrics("main", None)))
-    counts = {s.labels["state"]: s.value for f in families for s in f.samples}
-    assert counts == {"valid": 0, "invalid": 0, "unknown": 0}
+    samples = [s for f in families for s in f.samples]
+    counts = {s.labels["state"]: s.value for s in samples if s.name == "register_runner_runners"}
+    assert counts == {"valid": 0, "invalid": 0, "unknown": 0, "held": 0}
+    assert [s.value for s in samples if s.name == "register_runner_healthy"] == [0]
 
 
 def test_record_is_written_only_into_an_existing_state_folder(tmp_path):
@@ -69,7 +72,7 @@ def test_record_is_written_only_into_an_existing_state_folder(tmp_path):
         exit_status=0,
         runners=[],
         warnings=["w", "w"],
-        access_tokens=health.AccessTokens({}, {}),
+        access_tokens={},
     )
     again = health.read_last_run(tmp_path, "main")
     assert again is not None and again.exit_status == 0 and again.warnings == ["w"]
