@@ -408,8 +408,6 @@ def test_plan_and_sync_agree(gitlab, make, cli):
     planned = cli(prefix, "plan", "--json")
     synced = cli(prefix, "sync", "--json")
 
-    import json
-
     plan_actions = {(a["action"], a["runner"]) for a in json.loads(planned.stdout)["actions"]}
     done = {(a["action"], a["runner"]) for a in json.loads(synced.stdout)["actions"]}
     assert plan_actions - {("write", "(config)")} == done
