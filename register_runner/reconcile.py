@@ -178,12 +178,15 @@ def _held(actions: list[Action], observed: Observed) -> Plan | None:
         )
     elif unreadable:
         warning = ""
-        refusals = (
-            f"held by the mass-invalid guard: {rejection} and the access token may not "
-            f"read these runners ({', '.join(unreadable)}) to tell whether GitLab lost "
-            f"them; {kept_part}. Give it the {READ_SCOPES} scope, or run sync --force if "
-            "the runners really are gone",
-        )
+        # A rejected access token reads nothing: its own refusal says what to do.
+        rejected_tokens = {url for url, t in observed.access_tokens.items() if t.rejected}
+        if any(observed.runners[stem].url not in rejected_tokens for stem in unreadable):
+            refusals = (
+                f"held by the mass-invalid guard: {rejection} and the access token may not "
+                f"read these runners ({', '.join(unreadable)}) to tell whether GitLab lost "
+                f"them; {kept_part}. Give it the {READ_SCOPES} scope, or run sync --force "
+                "if the runners really are gone",
+            )
     elif unknown:
         warning = (
             f"held by the mass-invalid guard: {rejection} and GitLab did not answer about "

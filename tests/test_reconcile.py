@@ -343,3 +343,15 @@ def test_nothing_that_needs_a_rejected_access_token_is_planned():
     assert plan.blocked == {URL}
     (refusal,) = plan.refusals
     assert refusal.startswith(f"{URL}: the access token was rejected (401")
+
+
+def test_a_rejected_access_token_is_the_one_refusal_when_the_guard_cannot_read():
+    observed = Observed(
+        {s: runner(s, i, Verdict.INVALID) for i, s in enumerate("ab", 1)},
+        evidence={"a": Evidence.UNREADABLE, "b": Evidence.UNREADABLE},
+        access_tokens={URL: AccessTokenCheck(False, rejected=True)},
+    )
+    plan = reconcile([executor("a"), executor("b")], observed, now=NOW)
+    assert plan.held and not plan.mutates
+    (refusal,) = plan.refusals
+    assert "rejected (401" in refusal
