@@ -112,8 +112,10 @@ def _runner(stem: str, stored: StoredRunner, credentials: Optional[Credentials])
 def observe(
     workspace: Workspace, runners: Mapping[str, RunnerState], *, refresh: bool = False
 ) -> Observed:
-    """Verify every token not yet checked with the host's system ID, concurrently.
-    ``refresh``: also read each runner's attributes from GitLab, so that a change made
+    """Verify every token not yet checked with the host's system ID, and ask GitLab about
+    each access token, concurrently. When the mass-invalid guard would hold (and no
+    ``--force``), read the runners whose tokens were rejected: the evidence that settles
+    it. ``refresh``: also read each runner's attributes from GitLab, so that a change made
     there by hand is seen as drift (otherwise drift is judged against what this tool last
     applied)."""
     urls = {e.stem: e.url for e in workspace.executors}
