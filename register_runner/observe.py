@@ -155,9 +155,7 @@ def observe(
         if notice:
             workspace.warn(notice)
     if not workspace.options.force and mass_invalid(observed.runners.values()):
-        rejected = [r for r in observed.runners.values() if r.verdict is Verdict.INVALID]
-        said = workspace.concurrently(lambda r: _evidence(workspace, r), rejected)
-        observed.evidence = {r.stem: e for r, e in zip(rejected, said)}
+        observed.evidence = _guard_evidence(workspace, observed)
     unknown = sorted(stem for stem, r in checked.items() if r.verdict is Verdict.UNKNOWN)
     if unknown:
         reasons = sorted({workspace.api(checked[stem].url).last_failure for stem in unknown})
@@ -177,6 +175,17 @@ def _access_token(workspace: Workspace, url: str) -> AccessTokenCheck:
     except RegisterRunnerError as error:
         log.debug("event=access_token_expiry_unknown url=%s reason=%s", url, error)
         return AccessTokenCheck(False)
+
+
+def _guard_evidence(workspace: Workspace, observed: Observed) -> dict[str, Evidence]:
+    """What GitLab says of each runner whose token it rejected; not asked with an access
+    token GitLab has just rejected too (that answer is known)."""
+    refused = {url for url, token in observed.access_tokens.items() if token.rejected}
+    rejected = [r for r in observed.runners.values() if r.verdict is Verdict.INVALID]
+    asked = [r for r in rejected if r.url not in refused]
+    answers = workspace.concurrently(lambda r: _evidence(workspace, r), asked)
+    said = {r.stem: answer for r, answer in zip(asked, answers)}
+    return {r.stem: said.get(r.stem, Evidence.UNREADABLE) for r in rejected}
 
 
 def _evidence(workspace: Workspace, runner: RunnerState) -> Evidence:

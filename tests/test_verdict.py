@@ -166,3 +166,25 @@ def test_gitlab_unreachable_is_not_known_healthy(gitlab, prefix, cli, tmp_path):
     assert result.returncode == 0, result.stderr  # the runner starts with the last config
     code, report = health(prefix, cli, metrics_file)
     assert code == 3 and verdicts(report) == {"shell": "unknown"}
+
+
+def test_a_revoked_access_token_is_the_one_cause_named_when_every_token_is_refused(
+    gitlab, make, pat, cli
+):
+    prefix = make(executors={"a": SHELL, "b": SHELL})
+    assert cli(prefix).returncode == 0
+    for runner in gitlab.runners():
+        gitlab.revoke_runner_token(runner.id)
+    gitlab.revoke_access_token(pat)
+    gitlab.clear_requests()
+
+    result = cli(prefix)
+
+    assert result.returncode == 1, result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if "ERROR" in line]
+    assert "the access token was rejected (401" in line
+    # Nothing more is asked with a token GitLab has just refused.
+    assert [q.path for q in gitlab.requests if q.method == "GET"] == [
+        "/personal_access_tokens/self"
+    ]
+    assert gitlab.mutating_requests() == []
