@@ -220,7 +220,10 @@ def runner_rows(
             # A runner that is not gitlab-runner: its token is in its credentials file.
             credentials = custom_runners.stored_credentials(st, stem, stored[stem].url, runner_id)
         verdict = verdicts.get(stem) or before.get((stem, runner_id))
-        if runner_id is None or (verdict is None and credentials is None):
+        # No runner yet because GitLab failed is not known bad: only this run's verdict
+        # says so (a previous run's "unknown" is about a runner no longer there).
+        waiting = runner_id is None and verdicts.get(stem) == "unknown"
+        if (runner_id is None and not waiting) or (verdict is None and credentials is None):
             verdict = "invalid"
         rows.append(
             {
@@ -237,14 +240,18 @@ def runner_rows(
 
 def sync_verdicts(observed: Any, plan: Any, outcome: Any) -> dict[str, str]:
     """Each runner's verdict after a sync: "valid" for a token just issued (create,
-    recreate, rotate), "held" for a rejected token the mass-invalid guard kept, else what
-    verifying it said."""
+    recreate, rotate), "held" for a rejected token the mass-invalid guard kept, "unknown"
+    for a runner not created because GitLab failed, else what verifying it said."""
     verdicts = {stem: runner.verdict.value for stem, runner in observed.runners.items()}
     if plan.held:
         verdicts.update((stem, "held") for stem, v in verdicts.items() if v == "invalid")
     for record in outcome.records:
         if record.token and record.result == "done":
             verdicts[record.runner] = "valid"
+        elif record.kind in ("create", "wait") and record.result == "waiting":
+            # Not created because GitLab failed (or an earlier create is not settled yet):
+            # whether it will run is not known, which is not a person's to fix.
+            verdicts.setdefault(record.runner, "unknown")
     return verdicts
 
 

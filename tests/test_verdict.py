@@ -188,3 +188,19 @@ def test_a_revoked_access_token_is_the_one_cause_named_when_every_token_is_refus
         "/personal_access_tokens/self"
     ]
     assert gitlab.mutating_requests() == []
+
+
+def test_a_fresh_host_gitlab_could_not_serve_yet_is_not_known_rather_than_broken(
+    gitlab, prefix, cli, tmp_path
+):
+    metrics_file = tmp_path / "rr.prom"
+    gitlab.down()
+
+    result = cli(prefix, "sync", "--deadline", "1", "--metrics-file", str(metrics_file))
+
+    assert result.returncode == 3, result.stderr  # nothing good to keep: try again later
+    code, report = health(prefix, cli, metrics_file)
+    assert code == 3 and verdicts(report) == {"shell": "unknown"}
+    gitlab.up()
+    assert cli(prefix, "sync", "--metrics-file", str(metrics_file)).returncode == 0
+    assert health(prefix, cli, metrics_file)[0] == 0
