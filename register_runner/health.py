@@ -118,16 +118,17 @@ def record_run(
 ) -> Run:
     """Write the last-run record (only into an existing state folder) and return it.
     ``runners`` None: not known this run; the previous record's are kept, with the
-    verdict "unknown". An access token's expiry GitLab did not answer about (or
-    ``access_tokens`` None) is the previous record's."""
+    verdict "unknown". ``access_tokens`` None (not asked this run): the previous record's
+    expiries and rejections; an expiry GitLab did not answer about is the previous one."""
     global _recorded
     previous = read_last_run(prefix, instance)
     if runners is None:
         runners = [dict(r, verdict="unknown") for r in (previous.runners if previous else [])]
     before = dict(previous.access_tokens) if previous else {}
-    tokens, rejected = dict(before), []
+    tokens = dict(before)
+    rejected = list(previous.rejected_access_tokens) if previous else []
     if access_tokens is not None:
-        tokens = {url: before.get(url) for url in access_tokens}
+        tokens, rejected = {url: before.get(url) for url in access_tokens}, []
         for url, check in access_tokens.items():
             if check.rejected:
                 rejected.append(url)

@@ -98,3 +98,33 @@ def test_command_word_may_follow_global_options():
     assert command_first(["--prefix=/p", "-q"]) == ["sync", "--prefix=/p", "-q"]
     assert command_first(["--version"]) == ["--version"]
     assert command_first(["frobnicate"]) == ["frobnicate"]
+
+
+def test_status_of_is_the_one_verdict_and_a_run_that_did_not_ask_keeps_a_rejection(tmp_path):
+    from register_runner.model import AccessTokenCheck
+
+    (tmp_path / ".register-runner").mkdir()
+    url = "https://gitlab.example.com"
+    valid = [{"runner": "a", "id": 1, "verdict": "valid", "token_expires_at": None}]
+
+    def record(exit_status, runners=valid, access_tokens=None):
+        return health.record_run(
+            tmp_path,
+            "main",
+            exit_status=exit_status,
+            runners=runners,
+            warnings=[],
+            access_tokens=access_tokens,
+        )
+
+    assert health.status_of(None) == 3
+    assert health.status_of(record(0, access_tokens={url: AccessTokenCheck(True)})) == 0
+    assert health.status_of(record(0, [dict(valid[0], verdict="held")])) == 1
+    assert health.status_of(record(0, [dict(valid[0], verdict="unknown")])) == 3
+    assert health.status_of(record(3)) == 3
+    assert health.status_of(record(2)) == 1
+    rejected = record(1, access_tokens={url: AccessTokenCheck(False, rejected=True)})
+    assert rejected.rejected_access_tokens == [url] and health.status_of(rejected) == 1
+    # A busy lock's run asked nothing: the token is still the one GitLab rejected.
+    assert health.status_of(record(3, runners=None)) == 1
+    assert health.status_of(record(0, access_tokens={url: AccessTokenCheck(True)})) == 0
