@@ -353,17 +353,6 @@ def check_mode_healthy(result):
     return result.exit_status == 0 and not any(a.kind in NEEDS_TOKEN for a in result.actions)
 
 
-def sync_healthy():
-    """What ``register-runner status`` would say after this run: exit 0 and every runner
-    last verified valid (GitLab down leaves the verdicts unknown)."""
-    from register_runner import health
-
-    run = health.recorded()
-    if run is None:
-        return False
-    return run.exit_status == 0 and all(r.get("verdict") == "valid" for r in run.runners)
-
-
 def out_of_bounds(params):
     """The one line naming an option whose value the command line would refuse, or None."""
     for name, least in AT_LEAST.items():
@@ -385,12 +374,7 @@ def run(module, rr, errors):
         result = rr.plan(prefix, instance, **options)
     else:
         result = rr.sync(prefix, instance, lock_timeout=params["lock_timeout"], **options)
-    if module.check_mode:
-        healthy = check_mode_healthy(result)
-    else:
-        # Result.healthy where the package has it (a release before it: from the record).
-        healthy = getattr(result, "healthy", None)
-        healthy = sync_healthy() if healthy is None else healthy
+    healthy = check_mode_healthy(result) if module.check_mode else result.healthy
     returned = dict(
         changed=bool(result.changed),
         healthy=bool(healthy),
