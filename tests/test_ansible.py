@@ -19,8 +19,10 @@ from typing import Any
 
 import pytest
 
+from register_runner.files import exclusive_lock
 from register_runner.testing.fake_gitlab import FakeGitLab
 from register_runner.testing.prefix import Prefix
+from register_runner.workspace import Options, lock_path
 
 ROOT = Path(__file__).resolve().parent.parent
 COLLECTIONS = ROOT / "contrib" / "ansible"
@@ -252,6 +254,23 @@ def test_gitlab_down_keeps_the_config_and_says_so(tmp_path, gitlab, make):
     assert check.returncode == 0, check.output
     assert check.result["healthy"] is False and check.result["exit_status"] == 3
     assert any("GitLab unreachable" in w for w in check.result["warnings"]), check.result
+
+
+def test_a_busy_lock_is_ok_unhealthy_and_warned(tmp_path, gitlab, make):
+    """Another run (the systemd timer's) holds the prefix past lock_timeout: exit 3, which
+    is not the task's failure, and said."""
+    prefix = make()
+    assert play(tmp_path, gitlab, prefix).result["changed"] is True
+    gitlab.clear_requests()
+
+    with exclusive_lock(lock_path(Options(prefix.root)), 0):
+        run = play(tmp_path, gitlab, prefix, rr_lock_timeout=0)
+
+    assert run.returncode == 0, run.output
+    assert run.result["changed"] is False and run.result["healthy"] is False
+    assert run.result["exit_status"] == 3
+    assert any("lock" in w for w in run.result["warnings"]), run.result
+    assert gitlab.requests == []
 
 
 def test_the_built_collection_installs_and_ansible_doc_renders_it(tmp_path):
