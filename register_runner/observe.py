@@ -13,7 +13,7 @@ from dataclasses import replace
 from typing import Any, Optional
 
 from . import custom_runners, migrate, state
-from .errors import RegisterRunnerError, TransientError
+from .errors import RefusedError, RegisterRunnerError, TransientError
 from .model import (
     REGISTRATION_ATTRIBUTES,
     Credentials,
@@ -185,6 +185,9 @@ def recover(workspace: Workspace) -> None:
         groups.setdefault((entry.url, entry.scope), []).append(entry)
     for (url, scope), entries in sorted(groups.items(), key=lambda g: (g[0][0], str(g[0][1]))):
         if url not in workspace.inputs.clients:
+            continue
+        if workspace.inputs.clients[url].access_token is None:
+            _unresolved(workspace, entries, RefusedError(f"{url}: no access token to list runners"))
             continue
         api = workspace.api(url)
         try:

@@ -111,15 +111,6 @@ def test_429_longer_than_the_deadline_gives_up_in_time(gitlab, prefix, cli):
     assert gitlab.runners() == []
 
 
-def test_503_on_create_is_retried(gitlab, prefix, cli):
-    gitlab.fail_next(count=2, status=503, path=r"^/user/runners$")
-    result = cli(prefix)
-    assert result.returncode == 0, result.stderr
-    assert len(gitlab.runners()) == 1
-    creates = [q.status for q in gitlab.requests if q.path == "/user/runners"]
-    assert creates == [503, 503, 201]
-
-
 def test_ambiguous_504_on_create_is_not_retried_and_recovered_next_run(gitlab, prefix, cli):
     # A gateway timeout may hide a runner that was created: retrying could make a twin.
     block = gitlab.block(method="POST", path=r"^/user/runners$", when="after")
