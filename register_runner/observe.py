@@ -25,6 +25,7 @@ from .model import (
     StoredRunner,
     UnwrittenToken,
     Verdict,
+    earlier_marker,
 )
 from .output import credentials_of
 from .timeutil import now_utc
@@ -159,10 +160,18 @@ def _in_gitlab(workspace: Workspace, runner: RunnerState) -> Mapping[str, Any]:
     return {key: details.get(key) for key in REGISTRATION_ATTRIBUTES if key in details}
 
 
-def owned(details: Optional[Mapping[str, Any]], marker: str) -> bool:
+def owned(details: Optional[Mapping[str, Any]], marker: str, *, earlier: bool = True) -> bool:
     """Whether GitLab's details of a runner carry this host's marker for that executor:
-    the proof of ownership a delete by id needs."""
-    return details is not None and marker in str(details.get("maintenance_note") or "")
+    the proof of ownership a delete by id needs.
+
+    ``earlier``: the marker without the prefix key, as releases before it wrote it, counts
+    too: the runners an existing host already has carry it. Only for a runner this prefix
+    knows by its id (state, config, journal); a runner found by listing must carry the
+    key, or it may be another prefix's of the same instance name."""
+    if details is None:
+        return False
+    note = str(details.get("maintenance_note") or "")
+    return marker in note or (earlier and earlier_marker(marker) in note)
 
 
 def recover(workspace: Workspace) -> None:
@@ -215,7 +224,8 @@ def recover(workspace: Workspace) -> None:
 def _resolve(workspace: Workspace, api: Any, entry: PendingCreate, candidates: list[int]) -> None:
     """Adopt the first of ``candidates`` that carries the marker, delete the others that
     do; the ones that do not are someone else's and are left alone."""
-    ours = [i for i in candidates if owned(api.get_runner(i), entry.marker)]
+    # Not known by id: only the marker this create sent proves it (no earlier form).
+    ours = [i for i in candidates if owned(api.get_runner(i), entry.marker, earlier=False)]
     st = workspace.state
     if not ours:
         return
