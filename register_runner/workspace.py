@@ -197,6 +197,7 @@ def load(options: Options, environ: Mapping[str, str], *, read_only: bool = Fals
             check_permissions=not options.insecure_permissions,
             parsed=parsed,
         )
+        identity = loaded.identity
         if not read_only:
             system_id.save()
     config = read_config(output_path(prefix, options.instance), parsed)

@@ -167,3 +167,75 @@ def test_the_same_prefix_through_a_symlink_keeps_its_marker(gitlab, pat, tmp_pat
 
     assert result.returncode == 0, result.stderr
     assert gitlab.mutating_requests() == []
+
+
+# -- [register_runner] host = "NAME" ----------------------------------------------------
+
+
+def _set_host(prefix, line):
+    """The line in the template's [register_runner] table; its line number."""
+    text = prefix.template.read_text()
+    table = f"[register_runner]\n{line}\n\n[[client_configs]]"
+    prefix.write_template(text.replace("[[client_configs]]", table, 1))
+    return text[: text.index("[[client_configs]]")].count("\n") + 2
+
+
+def test_the_templates_host_name_goes_into_the_marker_and_the_names(gitlab, prefix, cli):
+    _set_host(prefix, 'host = "web-01.fleet"')
+
+    result = cli(prefix)
+
+    assert result.returncode == 0, result.stderr
+    system_id = (prefix.root / ".runner_system_id").read_text().strip()
+    (runner,) = gitlab.runners()
+    assert runner.description == "web-01.fleet-main-shell"
+    assert prefix.runner("shell")["name"] == "web-01.fleet-main-shell"
+    assert re.fullmatch(
+        r"\[register-runner host=web-01\.fleet instance=main executor=shell "
+        rf"system_id={system_id} prefix=[0-9a-f]{{8}}\]",
+        runner.maintenance_note,
+    )
+    assert system_id.startswith(("s_", "r_"))  # the machine's, whatever the name says
+    assert "register_runner" not in prefix.output.read_text()
+
+
+def test_a_changed_host_name_renames_the_runners_in_place(gitlab, make, cli):
+    prefix = make(executors={"a": SHELL, "b": SHELL})
+    assert cli(prefix).returncode == 0
+    before = {stem: prefix.runner(stem) for stem in ("a", "b")}
+    _set_host(prefix, 'host = "web-01"')
+    gitlab.clear_requests()
+
+    renamed = cli(prefix)
+
+    # Still this host's runners (their ids and tokens are): updated, not orphaned.
+    assert renamed.returncode == 0, renamed.stderr
+    assert sorted(f"{q.method} {q.path}" for q in gitlab.mutating_requests()) == [
+        f"PUT /runners/{before['a']['id']}",
+        f"PUT /runners/{before['b']['id']}",
+    ]
+    for stem, entry in before.items():
+        runner = gitlab.runner(entry["id"])
+        assert runner.description == f"web-01-main-{stem}"
+        assert f"host=web-01 instance=main executor={stem} " in runner.maintenance_note
+        assert prefix.runner(stem)["token"] == entry["token"] == runner.token
+        assert prefix.runner(stem)["name"] == f"web-01-main-{stem}"
+    gitlab.clear_requests()
+    assert cli(prefix).returncode == 0
+    assert gitlab.mutating_requests() == []
+    # The new marker is the proof a delete by id needs.
+    gitlab.revoke_runner_token(before["b"]["id"])
+    prefix.remove_executor("b")
+    assert cli(prefix).returncode == 0
+    assert gitlab.runner(before["b"]["id"]) is None
+
+
+def test_a_host_name_that_would_break_the_marker_is_bad_input(gitlab, prefix, cli):
+    line = _set_host(prefix, 'host = "web 01]"')
+
+    result = cli(prefix)
+
+    assert result.returncode == 2
+    assert f"{prefix.template}:{line}:" in result.stderr and "'web 01]'" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert gitlab.runners() == [] and not prefix.output.exists()
