@@ -26,8 +26,12 @@ def test_gitlab_down_keeps_the_config_and_exits_0(gitlab, prefix, cli):
 
 def test_gitlab_down_with_strict_exits_3(gitlab, prefix, cli):
     assert cli(prefix).returncode == 0
+    before = prefix.snapshot()
     gitlab.down()
-    assert cli(prefix, "sync", "--deadline", "1", "--strict").returncode == 3
+    result = cli(prefix, "sync", "--deadline", "1", "--strict")
+    assert result.returncode == 3
+    assert "could not verify 1 token(s) (shell): GitLab unreachable or failing" in result.stderr
+    assert prefix.snapshot() == before
 
 
 def test_fresh_host_without_gitlab_exits_3_and_writes_nothing(gitlab, prefix, cli):

@@ -352,7 +352,15 @@ def test_a_useless_retry_after_is_no_tight_loop(tmp_path, value):
 def test_odd_server_errors_are_transient(tmp_path, status):
     with Recorder(lambda h, b: send(h, status)) as gitlab:
         prefix = make_prefix(tmp_path / "p", gitlab.url, TOKEN)
-        assert run(prefix, "sync", "--deadline", "1").returncode == 3
+        result = run(prefix, "sync", "--deadline", "1")
+    assert result.returncode == 3, result.stderr
+    assert f"create shell: {gitlab.url}: create runner: GitLab answered {status}" in result.stderr
+    creates = [r for r in gitlab.requests if r[:2] == ("POST", "/api/v4/user/runners")]
+    if status == 408:  # the request never reached GitLab: sent again until the deadline
+        assert "gave up after" in result.stderr and len(creates) >= 2
+    else:  # GitLab may have acted: never sent again in the run, journaled for the next
+        assert "looks for the runner by its marker" in result.stderr and len(creates) == 1
+    assert not prefix.output.exists()
 
 
 def test_an_html_sign_in_page_is_transient(tmp_path):
