@@ -7,7 +7,10 @@ Order matters for crash safety:
 3. the state (stem → runner id) is saved, then the config with the new tokens;
 4. runners dropped from the config are deleted, each recorded as pending until GitLab
    confirms, so a deletion that could not happen is retried, never forgotten.
-A create whose answer was lost is found on the next run by its marker (``recover``).
+A mutating call whose answer was lost, unreadable or a 5xx may have happened and is not
+sent again in the run: a create is found on the next run by its marker (``recover``), an
+update is sent again, a deletion stays pending, and a reset is settled by the old token's
+verdict (``_rotate``).
 """
 
 from __future__ import annotations

@@ -175,8 +175,8 @@ def owned(details: Optional[Mapping[str, Any]], marker: str, *, earlier: bool = 
 
 
 def recover(workspace: Workspace) -> None:
-    """Resolve creates whose outcome is unknown (the answer was lost, unreadable, or the
-    run was killed): list the runners of their scope, find the ones carrying this host's
+    """Resolve creates whose outcome is unknown (the answer was lost, unreadable or a 5xx,
+    or the run was killed): list the runners of their scope, find the ones carrying this host's
     marker for that executor, adopt one (its token is reset by id, so it is ours to use)
     and delete the others. Needs read_api to list and manage_runner to adopt.
 
