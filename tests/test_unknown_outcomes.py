@@ -216,3 +216,19 @@ def test_access_token_revoked_before_the_recovery_is_one_clear_refusal(gitlab, p
     assert f"{gitlab.url}: list runners: the access token was rejected (401)" in result.stderr
     assert len(gitlab.runners()) == 1
     assert len(_sent(gitlab, "POST", "/user/runners")) == 1
+
+
+def test_reads_keep_their_retries_while_the_create_is_settled(gitlab, prefix, cli):
+    _error_after_acting(gitlab, 502, "POST", r"^/user/runners$")
+    assert cli(prefix).returncode == 3
+    (made,) = gitlab.runners()
+    gitlab.fail_next(count=1, status=500, method="GET", path=r"^/runners/all$")
+    gitlab.fail_next(count=1, status=503, method="GET", path=rf"^/runners/{made.id}$")
+
+    result = cli(prefix)
+
+    assert result.returncode == 0, result.stderr
+    assert [q.status for q in _sent(gitlab, "GET", "/runners/all")] == [500, 200]
+    assert [q.status for q in _sent(gitlab, "GET", f"/runners/{made.id}")] == [503, 200]
+    assert [r.id for r in gitlab.runners()] == [made.id]
+    assert prefix.runner("shell")["token"] == gitlab.runner(made.id).token
