@@ -219,7 +219,7 @@ def test_access_token_revoked_before_the_recovery_is_one_clear_refusal(gitlab, p
 
 
 def test_reads_keep_their_retries_while_the_create_is_settled(gitlab, prefix, cli):
-    _error_after_acting(gitlab, 502, "POST", r"^/user/runners$")
+    _error_after_acting(gitlab, 500, "POST", r"^/user/runners$")
     assert cli(prefix).returncode == 3
     (made,) = gitlab.runners()
     gitlab.fail_next(count=1, status=500, method="GET", path=r"^/runners/all$")
