@@ -211,7 +211,7 @@ def test_access_token_revoked_before_the_recovery_is_one_clear_refusal(gitlab, p
 
     result = cli(prefix)
 
-    assert result.returncode != 0
+    assert result.returncode == 1, result.stderr  # a person must act: the token is revoked
     assert "internal error" not in result.stderr
     assert f"{gitlab.url}: list runners: the access token was rejected (401)" in result.stderr
     assert len(gitlab.runners()) == 1
