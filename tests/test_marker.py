@@ -239,3 +239,20 @@ def test_a_host_name_that_would_break_the_marker_is_bad_input(gitlab, prefix, cl
     assert f"{prefix.template}:{line}:" in result.stderr and "'web 01]'" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert gitlab.runners() == [] and not prefix.output.exists()
+
+
+def test_the_guard_knows_runners_the_last_release_marked_as_this_hosts(gitlab, make, pat, cli):
+    prefix = make(executors={"a": SHELL, "b": SHELL})
+    assert cli(prefix).returncode == 0
+    _as_the_last_release_left_it(gitlab, pat, prefix)
+    for stem in ("a", "b"):
+        gitlab.revoke_runner_token(prefix.runner(stem)["id"])  # every token 403s at once
+    before = prefix.snapshot()
+
+    held = cli(prefix)
+
+    # Still listed with this host's marker (the last release's form): GitLab-side, held.
+    assert held.returncode == 3, held.stderr
+    assert "GitLab still lists these runners" in held.stderr
+    assert gitlab.mutating_requests() == [] and len(gitlab.runners()) == 2
+    assert prefix.output.read_bytes() == before["config.main.toml"][0]
