@@ -37,7 +37,7 @@ from .model import (
     UnwrittenToken,
 )
 from .observe import owned
-from .output import observed_credentials, runner_entries, write_config
+from .output import kept_entries, observed_credentials, runner_entries, write_config
 from .timeutil import now_utc
 from .workspace import Workspace
 
@@ -141,18 +141,25 @@ def apply(workspace: Workspace, plan: Plan, observed: Observed) -> Outcome:
     _save(workspace)
 
     # A fresh host that got no runner at all has nothing worth writing.
-    if not plan.held and (runners or workspace.config.raw is not None or not workspace.executors):
+    nothing_wanted = not workspace.executors and not workspace.held
+    if not plan.held and (runners or workspace.config.raw is not None or nothing_wanted):
         _write(workspace, observed, runners, fresh, outcome)
     else:
         outcome.entries = len(workspace.config.entries)
     if plan.held:
         outcome.entries += custom_runners.in_place(workspace, observed)
     else:
-        written, in_place = custom_runners.write_files(workspace, observed, runners, fresh)
+        written, in_place, failed = custom_runners.write_files(workspace, observed, runners, fresh)
         outcome.records += written
         outcome.entries += in_place
-        if st.unwritten:
-            st.unwritten.clear()
+        for message in failed.values():
+            outcome.refuse(message)
+        # A token not written yet (a held runner's, one whose file could not be written)
+        # waits in the state for the run that writes it.
+        written_stems = [s for s in st.unwritten if s not in workspace.held and s not in failed]
+        if written_stems:
+            for stem in written_stems:
+                del st.unwritten[stem]
             _save(workspace)
     _delete_pending(workspace, plan, outcome)
     for action in plan.of_kind(Kind.KEEP, Kind.WAIT):
@@ -339,6 +346,7 @@ def _write(
             workspace.inputs.clients,
             runners,
             lambda stem: fresh.get(stem) or observed_credentials(observed, stem, rotated),
+            kept_entries(workspace.config, observed, workspace.held, rotated),
         )
         outcome.entries = len(entries)
         return entries

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Optional
 
 from . import __version__, credentials
 from . import state as state_file
-from .errors import InputError
+from .errors import InputError, RegisterRunnerError
 from .model import ActionResult, Credentials, Executor, Kind, Observed, Plan, StoredRunner
 from .secret import Secret
 from .state import State
@@ -56,8 +56,12 @@ def custom_stems(workspace: Workspace) -> set[str]:
 
 
 def read_file(path: Path) -> Optional[FileCredentials]:
-    """The credentials in ``path``; None when there is no file or it is not this tool's."""
-    raw = credentials.read(path)
+    """The credentials in ``path``; None when there is no file, it cannot be read (a FIFO,
+    a folder: an executor file naming it is held at load) or it is not this tool's."""
+    try:
+        raw = credentials.read(path)
+    except RegisterRunnerError:
+        return None
     if raw is None or not credentials.ours(raw):
         return None
     values = credentials.parse(raw)
@@ -179,22 +183,30 @@ def write_files(
     observed: Observed,
     runners: Mapping[str, StoredRunner],
     fresh: Mapping[str, Credentials],
-) -> tuple[list[ActionResult], int]:
+) -> tuple[list[ActionResult], int, dict[str, str]]:
     """Write the credentials file of every custom runner that has a runner and a token, and
     remove the files this tool wrote whose runner is gone (or moved to another file).
-    Returns what was done, and how many custom runners have their credentials in place.
-    A file is not rewritten when its values would not change; one the runner rewrote
-    while this run worked is left for the next run to take over."""
+    Returns what was done, how many custom runners have their credentials in place, and
+    the files that could not be written (stem → why): a person must act, and the token
+    waits in the state. A held runner's file is left as it is. A file is not rewritten
+    when its values would not change; one the runner rewrote while this run worked is
+    left for the next run to take over."""
     st = workspace.state
     wanted = {e.stem: e for e in workspace.executors if is_custom(e) and e.stem in runners}
     keep = {str(e.credentials_file) for e in wanted.values()}
     records = []
+    failed: dict[str, str] = {}
     for stem, file in sorted(st.credentials_files.items()):
         executor = wanted.get(stem)
-        if executor is not None and executor.credentials_file == file:
+        if stem in workspace.held or (executor is not None and executor.credentials_file == file):
             continue
         del st.credentials_files[stem]
-        if file not in keep and credentials.remove(Path(file)):
+        try:
+            removed = file not in keep and credentials.remove(Path(file))
+        except RegisterRunnerError as error:
+            failed[stem] = f"{error} (not removed)"
+            continue
+        if removed:
             log.info("event=credentials_removed runner=%s path=%s", stem, file)
             records.append(ActionResult("write", stem, None, "done", f"{file} removed"))
     in_place = 0
@@ -206,7 +218,12 @@ def write_files(
         in_place += 1
         path = Path(str(executor.credentials_file))
         values = _values(workspace, stored, token)
-        current = _current(path)
+        try:
+            current = _current(path)
+        except RegisterRunnerError as error:
+            failed[stem] = str(error)
+            in_place -= 1
+            continue
         st.credentials_files[stem] = str(path)
         if current == values:
             continue
@@ -225,11 +242,16 @@ def write_files(
         first = credentials.header(
             __version__, workspace.identity.host, workspace.identity.instance, stem
         )
-        credentials.write(path, credentials.render(first, values), executor.credentials_owner)
+        try:
+            credentials.write(path, credentials.render(first, values), executor.credentials_owner)
+        except RegisterRunnerError as error:
+            failed[stem] = f"{error} (the runner's token is kept for the next run)"
+            in_place -= 1
+            continue
         log.info("event=credentials_written runner=%s id=%s path=%s", stem, stored.id, path)
         records.append(ActionResult("write", stem, stored.id, "done", f"{path} written"))
     state_file.save(workspace.options.prefix, workspace.options.instance, st)
-    return records, in_place
+    return records, in_place, failed
 
 
 def in_place(workspace: Workspace, observed: Observed) -> int:
@@ -270,7 +292,7 @@ def planned_files(workspace: Workspace, observed: Observed, plan: Plan) -> list[
             ActionResult("write", executor.stem, runner.id if runner else None, "planned", reason)
         )
     for stem, file in sorted(workspace.state.credentials_files.items()):
-        if wanted.get(stem) != file and file not in wanted.values():
+        if stem not in workspace.held and wanted.get(stem) != file and file not in wanted.values():
             found = read_file(Path(file))
             if found is not None:
                 rows.append(ActionResult("write", stem, found.id, "planned", f"{file}: remove"))

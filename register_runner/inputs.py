@@ -72,6 +72,15 @@ class Globals:
 
 
 @dataclass(frozen=True)
+class BadFile:
+    """An executor file that is bad input: its runner (by stem) is held as it is."""
+
+    stem: str
+    path: Path
+    error: str  # the one line naming the file (and line and value)
+
+
+@dataclass(frozen=True)
 class Inputs:
     template_path: Path
     globals: Globals
@@ -80,6 +89,7 @@ class Inputs:
     executor_dir: Path
     warnings: tuple[str, ...] = ()  # for the run's warnings: nothing wrong enough to stop
     tag_policy: TagPolicy = field(default_factory=TagPolicy)
+    bad: tuple[BadFile, ...] = ()  # only with isolate: the files whose runners are held
 
 
 def template_path(prefix: Path, instance: str) -> Path:
@@ -95,9 +105,12 @@ def load(
     tag_schema_file: Optional[Path] = None,
     check_permissions: bool = True,
     parsed: Optional[ParsedFiles] = None,
+    isolate: bool = False,
 ) -> Inputs:
     """``check_permissions``: refuse secret and TLS files others may write (False for
-    --insecure-permissions). ``parsed``: executor files an earlier run parsed."""
+    --insecure-permissions). ``parsed``: executor files an earlier run parsed.
+    ``isolate``: a bad executor file is listed in ``bad`` (its runner is held, the others
+    go on) instead of raising; the host-wide input still raises."""
     parsed = parsed or ParsedFiles(None)
     path = template_path(prefix, identity.instance)
     text = read_text(path)
@@ -120,15 +133,23 @@ def load(
     )
     executor_dir = prefix / identity.instance
     warnings: list[str] = []
-    executors = tuple(
-        _executor(file, clients, identity, policy, warnings, parsed)
-        for file in executor_files(executor_dir)
-    )
-    _check_unique_names(executors)
-    credentials.check_unique((e.path, e.credentials_file) for e in executors)
+    found: list[Executor] = []
+    bad: list[BadFile] = []
+    for file in executor_files(executor_dir):
+        try:
+            _check_entry(file)
+            found.append(_executor(file, clients, identity, policy, warnings, parsed))
+        except InputError as error:
+            bad.append(BadFile(file.stem, file, str(error)))
+    executors = _unique(found, bad)
+    bad.sort(key=lambda b: b.path)
+    if bad and not isolate:
+        raise InputError(bad[0].error)
     left_out = (CLIENT_CONFIGS, tags.SETTINGS_TABLE)
     globals_ = Globals(path, text, {k: v for k, v in document.items() if k not in left_out})
-    return Inputs(path, globals_, clients, executors, executor_dir, tuple(warnings), policy)
+    return Inputs(
+        path, globals_, clients, executors, executor_dir, tuple(warnings), policy, tuple(bad)
+    )
 
 
 def _tag_policy(
@@ -207,23 +228,21 @@ def _option(
 
 
 def executor_files(folder: Path) -> list[Path]:
+    """Every executor file's path, bad ones too (``_check_entry`` tells them)."""
     if not folder.exists():
         return []
     if not folder.is_dir():
         raise InputError(f"{folder}: not a folder")
     with os.scandir(folder) as listing:
-        # The listing's file types spare a stat per file (there may be hundreds).
-        found = sorted(
-            (entry for entry in listing if _is_executor_name(entry.name)),
-            key=lambda entry: entry.name,
-        )
-    for entry in found:
-        problem = files.name_problem(entry.name)
-        if problem:
-            raise InputError(f"{folder}/{entry.name!a}: {problem}; rename the file")
-        if not entry.is_file():
-            raise InputError(f"{folder / entry.name}: not a regular file")
-    return [folder / entry.name for entry in found]
+        return sorted(folder / entry.name for entry in listing if _is_executor_name(entry.name))
+
+
+def _check_entry(path: Path) -> None:
+    problem = files.name_problem(path.name)
+    if problem:
+        raise InputError(f"{path.parent}/{path.name!a}: {problem}; rename the file")
+    if not path.is_file():
+        raise InputError(f"{path}: not a regular file")
 
 
 def _is_executor_name(name: str) -> bool:
@@ -469,12 +488,28 @@ def _typed(where: Where, key: str, value: Any, kind: type, described: str) -> An
         raise InputError(f"{where}: {key} must be {described}") from None
 
 
-def _check_unique_names(executors: tuple[Executor, ...]) -> None:
-    seen: dict[str, str] = {}
+def _unique(executors: list[Executor], bad: list[BadFile]) -> tuple[Executor, ...]:
+    """The executors, less each that takes a runner name or a credentials file an earlier
+    one (by file name) has: that one is bad input, the first keeps its runner."""
+    names: dict[str, str] = {}
+    targets: dict[str, str] = {}
+    kept = []
     for executor in executors:
-        if executor.name in seen:
-            raise InputError(
+        if executor.name in names:
+            error = (
                 f"{executor.path}: runner name {executor.name!r} is also used by "
-                f"{seen[executor.name]}"
+                f"{names[executor.name]}"
             )
-        seen[executor.name] = executor.path
+        elif executor.credentials_file is not None and executor.credentials_file in targets:
+            error = (
+                f"{executor.path}: credentials_file {executor.credentials_file} is also used "
+                f"by {targets[executor.credentials_file]}"
+            )
+        else:
+            names[executor.name] = executor.path
+            if executor.credentials_file is not None:
+                targets[executor.credentials_file] = executor.path
+            kept.append(executor)
+            continue
+        bad.append(BadFile(executor.stem, Path(executor.path), error))
+    return tuple(kept)

@@ -102,6 +102,12 @@ class Workspace:
     def executors_by_stem(self) -> dict[str, Executor]:
         return {e.stem: e for e in self.executors}
 
+    @functools.cached_property
+    def held(self) -> dict[str, str]:
+        """Stems whose executor file is bad input, with why: their runners are left as they
+        are (no API call, no deletion, their config entry and credentials file kept)."""
+        return {bad.stem: f"held: {bad.path} is bad input" for bad in self.inputs.bad}
+
     @property
     def output(self) -> Path:
         return output_path(self.options.prefix, self.options.instance)
@@ -177,10 +183,17 @@ def lock_path(options: Options) -> Path:
     return state_dir(options.prefix, create=True) / f"{options.instance}.lock"
 
 
-def load(options: Options, environ: Mapping[str, str], *, read_only: bool = False) -> Workspace:
+def load(
+    options: Options,
+    environ: Mapping[str, str],
+    *,
+    read_only: bool = False,
+    isolate: bool = False,
+) -> Workspace:
     """The prefix, once ``check_prefix`` has passed (each command checks it first, before
     it takes the lock). ``read_only``: change nothing on disk (``plan``), not even a
-    missing system ID file."""
+    missing system ID file. ``isolate``: a bad executor file holds only its runner
+    (``Workspace.held``) instead of stopping the command."""
     prefix = options.prefix
     loaded_state = state.load(prefix, options.instance)
     with _system_id_lock(prefix, read_only):
@@ -196,6 +209,7 @@ def load(options: Options, environ: Mapping[str, str], *, read_only: bool = Fals
             tag_schema_file=options.tag_schema,
             check_permissions=not options.insecure_permissions,
             parsed=parsed,
+            isolate=isolate,
         )
         if not read_only:
             system_id.save()
