@@ -143,6 +143,8 @@ def load(
             bad.append(BadFile(file.stem, file, str(error)))
     executors = _unique(found, bad)
     bad.sort(key=lambda b: b.path)
+    for entry in bad:
+        parsed.forget(entry.path)
     if bad and not isolate:
         raise InputError(bad[0].error)
     left_out = (CLIENT_CONFIGS, tags.SETTINGS_TABLE)

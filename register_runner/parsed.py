@@ -73,6 +73,13 @@ class ParsedFiles:
             self._used.pop(previous, None)
         self.parse(path, text)
 
+    def forget(self, path: Path) -> None:
+        """``path`` is bad input: it is not kept, so a run that holds it changes nothing of
+        its own on disk (and it is judged afresh next time)."""
+        digest = self._digests.pop(path, None)
+        if digest is not None:
+            self._used.pop(digest, None)
+
     def save(self) -> None:
         """Keep what this run parsed (and only that) for the next run; best effort."""
         if self.path is None or self._used == self._known:
