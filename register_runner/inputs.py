@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional, Union
 
 from . import credentials, files, tags
 from .clients import CLIENT_CONFIGS, PLACEHOLDERS, client_configs, parse_scope, parse_url
-from .errors import InputError
+from .errors import HostInputError, InputError
 from .model import ClientConfig, Executor, Identity, typed
 from .parsed import ParsedFiles
 from .tags import TagPolicy
@@ -139,8 +139,12 @@ def load(
         try:
             _check_entry(file)
             found.append(_executor(file, clients, identity, policy, warnings, parsed))
+        except HostInputError:
+            raise
         except InputError as error:
-            bad.append(BadFile(file.stem, file, str(error)))
+            # A name that is not text never had a runner: its stem only has to print safely.
+            stem = file.stem if not files.name_problem(file.name) else ascii(file.stem)
+            bad.append(BadFile(stem, file, str(error)))
     executors = _unique(found, bad)
     bad.sort(key=lambda b: b.path)
     for entry in bad:

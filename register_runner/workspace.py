@@ -106,7 +106,7 @@ class Workspace:
     def held(self) -> dict[str, str]:
         """Stems whose executor file is bad input, with why: their runners are left as they
         are (no API call, no deletion, their config entry and credentials file kept)."""
-        return {bad.stem: f"held: {bad.path} is bad input" for bad in self.inputs.bad}
+        return {bad.stem: f"held: {bad.error}" for bad in self.inputs.bad}
 
     @property
     def output(self) -> Path:
