@@ -171,8 +171,7 @@ def _current(path: Path) -> Optional[dict[str, str]]:
         return None
     if not credentials.ours(raw):
         raise InputError(
-            f"{path}: replaced by a file register-runner did not write; it is left alone "
-            "(its runner's new token is kept for the next run)"
+            f"{path}: replaced by a file register-runner did not write; it is left alone"
         )
     values = credentials.parse(raw)
     return {key: values[key] for key in credentials.KEYS if key in values}
@@ -221,7 +220,9 @@ def write_files(
         try:
             current = _current(path)
         except RegisterRunnerError as error:
-            failed[stem] = str(error)
+            # Only a file put there while this run worked gets here (load holds the rest):
+            # the token is a new one, in the state.
+            failed[stem] = f"{error} (the runner's token is kept for the next run)"
             in_place -= 1
             continue
         st.credentials_files[stem] = str(path)
