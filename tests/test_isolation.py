@@ -191,3 +191,56 @@ def test_a_credentials_file_that_cannot_be_written_keeps_its_token_and_the_other
     assert int(values["RUNNER_ID"]) == ids(prefix)["rs"]
     assert values["RUNNER_TOKEN"] == gitlab.runner(ids(prefix)["rs"]).token
     assert mutations(gitlab) == []
+
+
+def test_a_maintenance_note_of_exactly_what_gitlab_keeps_is_accepted(gitlab, make, cli):
+    """GitLab keeps 1024 characters: the note and the marker after it may fill them all,
+    one more holds the runner."""
+    prefix = make(executors={"shell": SHELL})
+    assert cli(prefix).returncode == 0
+    (runner,) = gitlab.runners()
+    room = 1024 - len("\n") - len(runner.maintenance_note)  # the note is the marker alone
+
+    prefix.write_executor("shell", SHELL + f'maintenance_note = "{"n" * room}"\n')
+    assert cli(prefix).returncode == 0
+    assert len(gitlab.runner(runner.id).maintenance_note) == 1024
+
+    path = prefix.write_executor("shell", SHELL + f'maintenance_note = "{"n" * (room + 1)}"\n')
+    gitlab.clear_requests()
+    result = cli(prefix)
+    assert result.returncode == 2, result.stderr
+    (line,) = errors(result.stderr)
+    assert f"{path}:3: maintenance_note is too long" in line
+    assert mutations(gitlab) == []
+
+
+def test_a_foreign_file_at_a_credentials_path_is_never_read_as_the_runners(
+    gitlab, make, cli, folder
+):
+    """A file this tool did not write (no header line) may hold anyone's values: its token
+    is never sent to GitLab, by sync, verify or status, whether the state is there or
+    was lost (then nothing is adopted from it)."""
+    credentials = folder / "rs.env"
+    prefix = make(executors={"rs": custom(credentials)})
+    assert cli(prefix).returncode == 0
+    values = parse(credentials.read_bytes())
+    foreign = "glrt-someone-elses-token-1234"
+    credentials.write_text(
+        f"GITLAB_URL={values['GITLAB_URL']}\nRUNNER_ID={values['RUNNER_ID']}\n"
+        f"RUNNER_SYSTEM_ID={values['RUNNER_SYSTEM_ID']}\nRUNNER_TOKEN={foreign}\n"
+    )
+    gitlab.clear_requests()
+
+    synced = cli(prefix)
+    verified = cli(prefix, "verify")
+    cli(prefix, "status")
+    (prefix.root / ".register-runner" / "main.json").unlink()
+    adopting = cli(prefix)
+
+    assert synced.returncode == 2 and "not written by register-runner" in synced.stderr
+    assert adopting.returncode == 2, adopting.stderr
+    assert verified.returncode != 1, verified.stdout  # nothing of it was checked and failed
+    sent = [json.dumps([r.form, r.query, r.headers]) for r in gitlab.requests]
+    assert not any(foreign in request for request in sent)
+    assert mutations(gitlab) == []
+    assert credentials.read_text().endswith(f"RUNNER_TOKEN={foreign}\n")
