@@ -134,7 +134,7 @@ def plan(
     custom = custom_runners.custom_stems(workspace)
     config_actions = [a for a in plan_.actions if a.stem not in custom]
     globals_ = workspace.inputs.globals
-    kept = kept_entries(workspace.config, observed, workspace.held)
+    kept = kept_entries(workspace.config, observed, workspace.held_stems)
     entries = entries_as_observed(workspace.executors, workspace.inputs.clients, observed, kept)
     config_changes = not plan_.held and (
         any(a.kind in (*TOKEN_CHANGES, Kind.DELETE) for a in config_actions)
@@ -234,7 +234,7 @@ def _plan(workspace: Workspace) -> tuple[Observed, Plan]:
         force=options.force,
         prune=options.prune,
         max_deletions=options.max_deletions,
-        bad=workspace.held,
+        bad=workspace.held_stems,
     )
     for warning in plan_.warnings:
         workspace.warn(warning)

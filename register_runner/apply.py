@@ -141,7 +141,7 @@ def apply(workspace: Workspace, plan: Plan, observed: Observed) -> Outcome:
     _save(workspace)
 
     # A fresh host that got no runner at all has nothing worth writing.
-    nothing_wanted = not workspace.executors and not workspace.held
+    nothing_wanted = not workspace.executors and not workspace.held_stems
     if not plan.held and (runners or workspace.config.raw is not None or nothing_wanted):
         _write(workspace, observed, runners, fresh, outcome)
     else:
@@ -156,7 +156,9 @@ def apply(workspace: Workspace, plan: Plan, observed: Observed) -> Outcome:
             outcome.refuse(message)
         # A token not written yet (a held runner's, one whose file could not be written)
         # waits in the state for the run that writes it.
-        written_stems = [s for s in st.unwritten if s not in workspace.held and s not in failed]
+        written_stems = [
+            s for s in st.unwritten if s not in workspace.held_stems and s not in failed
+        ]
         if written_stems:
             for stem in written_stems:
                 del st.unwritten[stem]
@@ -347,7 +349,7 @@ def _write(
             workspace.inputs.clients,
             runners,
             lambda stem: fresh.get(stem) or observed_credentials(observed, stem, rotated),
-            kept_entries(workspace.config, observed, workspace.held, rotated),
+            kept_entries(workspace.config, observed, workspace.held_stems, rotated),
         )
         outcome.entries = len(entries)
         return entries

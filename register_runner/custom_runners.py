@@ -197,7 +197,9 @@ def write_files(
     failed: dict[str, str] = {}
     for stem, file in sorted(st.credentials_files.items()):
         executor = wanted.get(stem)
-        if stem in workspace.held or (executor is not None and executor.credentials_file == file):
+        if stem in workspace.held_stems or (
+            executor is not None and executor.credentials_file == file
+        ):
             continue
         del st.credentials_files[stem]
         try:
@@ -293,7 +295,11 @@ def planned_files(workspace: Workspace, observed: Observed, plan: Plan) -> list[
             ActionResult("write", executor.stem, runner.id if runner else None, "planned", reason)
         )
     for stem, file in sorted(workspace.state.credentials_files.items()):
-        if stem not in workspace.held and wanted.get(stem) != file and file not in wanted.values():
+        if (
+            stem not in workspace.held_stems
+            and wanted.get(stem) != file
+            and file not in wanted.values()
+        ):
             found = read_file(Path(file))
             if found is not None:
                 rows.append(ActionResult("write", stem, found.id, "planned", f"{file}: remove"))

@@ -103,7 +103,7 @@ class Workspace:
         return {e.stem: e for e in self.executors}
 
     @functools.cached_property
-    def held(self) -> dict[str, str]:
+    def held_stems(self) -> dict[str, str]:
         """Stems whose executor file is bad input, with why: their runners are left as they
         are (no API call, no deletion, their config entry and credentials file kept)."""
         return {bad.stem: f"held: {bad.error}" for bad in self.inputs.bad}
@@ -193,7 +193,7 @@ def load(
     """The prefix, once ``check_prefix`` has passed (each command checks it first, before
     it takes the lock). ``read_only``: change nothing on disk (``plan``), not even a
     missing system ID file. ``isolate``: a bad executor file holds only its runner
-    (``Workspace.held``) instead of stopping the command."""
+    (``Workspace.held_stems``) instead of stopping the command."""
     prefix = options.prefix
     loaded_state = state.load(prefix, options.instance)
     with _system_id_lock(prefix, read_only):
