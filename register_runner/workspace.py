@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional, TypeVar, Union
 from . import inputs, state
 from .errors import InputError
 from .files import check_instance_name, check_secure, exclusive_lock, state_dir
-from .hostid import hostname, resolve_system_id
+from .hostid import hostname, prefix_key, resolve_system_id
 from .inputs import Inputs
 from .model import Executor, Identity
 from .output import ExistingConfig, output_path, read_config
@@ -199,7 +199,7 @@ def load(
     with _system_id_lock(prefix, read_only):
         # Saved only once the inputs are known good: bad input changes nothing on disk.
         system_id = resolve_system_id(prefix)
-        identity = Identity(hostname(), options.instance, system_id.value)
+        identity = Identity(hostname(), options.instance, system_id.value, prefix_key(prefix))
         parsed = ParsedFiles(None if read_only else parsed_path(prefix, options.instance))
         loaded = inputs.load(
             prefix,
@@ -211,6 +211,7 @@ def load(
             parsed=parsed,
             isolate=isolate,
         )
+        identity = loaded.identity
         if not read_only:
             system_id.save()
     config = read_config(output_path(prefix, options.instance), parsed)
