@@ -17,6 +17,9 @@ RUNNER_TYPES = ("instance_type", "group_type", "project_type")
 ACCESS_LEVELS = ("not_protected", "ref_protected")
 STATUSES = ("online", "offline", "stale", "never_contacted")
 DEPRECATED_STATUSES = ("active", "paused")
+# The deprecated ``scope`` of the list endpoints: Ci::Runner::AVAILABLE_SCOPES.
+LEGACY_TYPES = ("specific", "shared")
+SCOPES = LEGACY_TYPES + RUNNER_TYPES + DEPRECATED_STATUSES + STATUSES
 ONLINE_WINDOW = 2 * 3600
 STALE_AFTER = 7 * 86400
 MAX_TAGS = 50
@@ -432,6 +435,12 @@ _ATTR_KEYS = (
     "maximum_timeout",
     "maintenance_note",
 )
+
+
+def _active_or_paused(fields: dict[str, Any]) -> None:
+    """Grape's ``mutually_exclusive :active, :paused`` (PUT /runners/:id, POST /runners)."""
+    if "active" in fields and "paused" in fields:
+        raise _bad("active, paused are mutually exclusive")
 
 
 def _runner_attrs(fields: dict[str, Any]) -> dict[str, Any]:
