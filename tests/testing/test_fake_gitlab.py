@@ -573,40 +573,6 @@ def test_python_gitlab_follows_the_pagination(gl, admin):
 # ---------------------------------------------------------------------- filters
 
 
-def test_list_filters(gl, api, admin):
-    now = time.time()
-    online = gl.add_runner("project_type", project_id=1, tag_list=("a", "b"), contacted_at=now)
-    offline = gl.add_runner(
-        "project_type", project_id=1, tag_list=("a",), contacted_at=now - 3 * 3600
-    )
-    stale = gl.add_runner("project_type", project_id=1, created_at=now - 8 * 86400)
-    never = gl.add_runner("project_type", project_id=1, tag_list=("b", "c"), paused=True)
-    group = gl.add_runner("group_type", group_id=2, tag_list=("a", "b", "c"))
-
-    def ids(**params):
-        resp = api.get("/runners", admin, params=params)
-        assert resp.status_code == 200, resp.text
-        return [r["id"] for r in resp.json()]
-
-    assert ids() == [online.id, offline.id, stale.id, never.id, group.id]
-    assert ids(type="group_type") == [group.id]
-    assert ids(status="online") == [online.id]
-    assert ids(status="offline") == [offline.id]
-    assert ids(status="stale") == [stale.id]
-    assert ids(status="never_contacted") == [never.id, group.id]
-    assert ids(paused="true") == [never.id]
-    assert ids(paused="false", type="project_type") == [online.id, offline.id, stale.id]
-    assert ids(tag_list="a") == [online.id, offline.id, group.id]
-    assert ids(tag_list="a,b") == [online.id, group.id]
-    assert ids(tag_list="b,c") == [never.id, group.id]
-    items = api.get("/runners", admin, params={"status": "online"}).json()
-    assert items[0]["online"] is True and items[0]["status"] == "online"
-    for bad in ({"type": "shared"}, {"status": "sleepy"}, {"paused": "maybe"}):
-        resp = api.get("/runners", admin, params=bad)
-        assert resp.status_code == 400, bad
-        assert api.get("/runners/all", admin, params=bad).status_code == 400
-
-
 def test_list_version_prefix_matches_whole_components_of_a_manager_version(gl, api, admin):
     def runner_with(*versions):
         r = gl.add_runner("project_type", project_id=1)
@@ -688,6 +654,40 @@ def test_list_deprecated_scope_filters_and_refuses_what_the_endpoint_does_not_kn
             400,
             {"message": "Scope contains invalid value"},
         ), scope
+
+
+def test_list_filters(gl, api, admin):
+    now = time.time()
+    online = gl.add_runner("project_type", project_id=1, tag_list=("a", "b"), contacted_at=now)
+    offline = gl.add_runner(
+        "project_type", project_id=1, tag_list=("a",), contacted_at=now - 3 * 3600
+    )
+    stale = gl.add_runner("project_type", project_id=1, created_at=now - 8 * 86400)
+    never = gl.add_runner("project_type", project_id=1, tag_list=("b", "c"), paused=True)
+    group = gl.add_runner("group_type", group_id=2, tag_list=("a", "b", "c"))
+
+    def ids(**params):
+        resp = api.get("/runners", admin, params=params)
+        assert resp.status_code == 200, resp.text
+        return [r["id"] for r in resp.json()]
+
+    assert ids() == [online.id, offline.id, stale.id, never.id, group.id]
+    assert ids(type="group_type") == [group.id]
+    assert ids(status="online") == [online.id]
+    assert ids(status="offline") == [offline.id]
+    assert ids(status="stale") == [stale.id]
+    assert ids(status="never_contacted") == [never.id, group.id]
+    assert ids(paused="true") == [never.id]
+    assert ids(paused="false", type="project_type") == [online.id, offline.id, stale.id]
+    assert ids(tag_list="a") == [online.id, offline.id, group.id]
+    assert ids(tag_list="a,b") == [online.id, group.id]
+    assert ids(tag_list="b,c") == [never.id, group.id]
+    items = api.get("/runners", admin, params={"status": "online"}).json()
+    assert items[0]["online"] is True and items[0]["status"] == "online"
+    for bad in ({"type": "shared"}, {"status": "sleepy"}, {"paused": "maybe"}):
+        resp = api.get("/runners", admin, params=bad)
+        assert resp.status_code == 400, bad
+        assert api.get("/runners/all", admin, params=bad).status_code == 400
 
 
 # ----------------------------------------------------------------- bodies, log
