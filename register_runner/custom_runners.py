@@ -17,8 +17,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
-from . import __version__, credentials
+from . import credentials
 from . import state as state_file
+from ._version import __version__
 from .errors import InputError
 from .model import ActionResult, Credentials, Executor, Kind, Observed, Plan, StoredRunner
 from .secret import Secret
