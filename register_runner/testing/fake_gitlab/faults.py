@@ -9,19 +9,16 @@ import threading
 import time
 from collections import deque
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 from .misbehave import _Misbehaviour
-from .model import _access_token, _ApiError
-
-if TYPE_CHECKING:
-    from .fake import FakeGitLab
+from .model import _access_token, _ApiError, _User
 
 
 class Block:
     """Holds matching requests until :meth:`release` (see :meth:`FakeGitLab.block`)."""
 
-    def __init__(self, owner: FakeGitLab, method: Optional[str], path: Optional[str], when: str):
+    def __init__(self, owner: _Faults, method: Optional[str], path: Optional[str], when: str):
         if when not in ("before", "after"):
             raise ValueError("when must be 'before' or 'after'")
         self._owner = owner
@@ -71,6 +68,10 @@ class _Fail:
 
 class _Faults:
     """Part of FakeGitLab: the faults a test injects (fail, hold, rate-limit, misbehave)."""
+
+    # Set by FakeGitLab.__init__.
+    _lock: threading.Lock
+    _users: dict[str, _User]
 
     def _init_faults(self) -> None:
         self._fails: list[_Fail] = []

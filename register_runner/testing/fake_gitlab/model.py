@@ -6,6 +6,7 @@ import json
 import math
 import secrets
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from http import HTTPStatus
@@ -157,7 +158,17 @@ class _User:
         "username",
     )
 
-    def __init__(self, uid, username, token, scopes, admin, groups, projects, expires_at=None):
+    def __init__(
+        self,
+        uid: int,
+        username: str,
+        token: str,
+        scopes: Iterable[str],
+        admin: bool,
+        groups: Iterable[int],
+        projects: Iterable[int],
+        expires_at: Optional[date] = None,
+    ) -> None:
         self.id = uid
         self.username = username
         self.token = token
@@ -213,6 +224,25 @@ class _RunnerState:
         "token",
         "token_valid",
     )
+    access_level: str
+    contacted_at: Optional[float]
+    created_at: float
+    description: str
+    expires: Optional[float]
+    group_id: Optional[int]
+    id: int
+    locked: bool
+    maintenance_note: Optional[str]
+    managers: dict[str, dict[str, Any]]
+    maximum_timeout: Optional[int]
+    paused: bool
+    prefix: str
+    project_id: Optional[int]
+    run_untagged: bool
+    runner_type: str
+    tags: list[str]
+    token: str
+    token_valid: bool
 
     def snapshot(self) -> Runner:
         return Runner(

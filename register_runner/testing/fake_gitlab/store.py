@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 import time
 from typing import Any, Callable, Optional
 from urllib.parse import urlencode
@@ -30,10 +31,30 @@ from .model import (
     _RunnerState,
     _User,
 )
+from .server import TLSFiles
 
 
 class _Store:
     """Part of FakeGitLab (which holds the state these methods read and change)."""
+
+    # Set by FakeGitLab.__init__.
+    tls: Optional[TLSFiles]
+    allow_registration_tokens: bool
+    runner_token_lifetime: Optional[float]
+    runner_details_token: bool
+    _lock: threading.Lock
+    _runners: dict[int, _RunnerState]
+    _by_token: dict[str, int]
+    _users: dict[str, _User]
+    _reg_scopes: dict[str, tuple]
+    _next_runner_id: int
+    _next_manager_id: int
+    _endless_pagination: bool
+    _endless_origin: Optional[str]
+
+    @property
+    def _scheme(self) -> str:
+        return "https" if self.tls is not None else "http"
 
     # ------------------------------------------------------------ auth helpers
 
