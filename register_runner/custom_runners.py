@@ -86,7 +86,7 @@ def _paths(workspace: Workspace, stem: str) -> list[Path]:
     """Where a stem's credentials may be: the file its executor names, and the one this
     tool last wrote for it (the executor file moved it, or stopped naming one)."""
     executor = workspace.executors_by_stem.get(stem)
-    found = [executor.credentials_file] if is_custom(executor) else []
+    found = [executor.credentials_file] if executor is not None and is_custom(executor) else []
     stored = workspace.state.credentials_files.get(stem)
     return [Path(p) for p in dict.fromkeys([*found, stored]) if p]
 

@@ -72,17 +72,17 @@ def known_runners(workspace: Workspace) -> dict[str, RunnerState]:
     runners.update(adopted)
     by_name = {e.name: e for e in workspace.executors if e.stem not in runners}
     for (url, runner_id), entry in sorted(entries.items()):
-        executor = by_name.get(entry.get("name", ""))
+        named = by_name.get(entry.get("name", ""))
         credentials = credentials_of(entry)
-        if executor and credentials and url == executor.url:
+        if named and credentials and url == named.url:
             log.info(
                 "event=adopt runner=%s id=%s: config entry without state, adopted by name",
-                executor.stem,
+                named.stem,
                 runner_id,
             )
-            stored = StoredRunner(runner_id, url, executor.scope, {})
-            runners[executor.stem] = _runner(executor.stem, stored, credentials)
-            del by_name[executor.name]
+            stored = StoredRunner(runner_id, url, named.scope, {})
+            runners[named.stem] = _runner(named.stem, stored, credentials)
+            del by_name[named.name]
         else:
             workspace.warn(
                 f"{workspace.output}: entry {entry.get('name')!r} (runner "

@@ -159,4 +159,5 @@ def rebuild(value: Any, text: str) -> Any:
         return {key: rebuild(item, text) for key, item in inner.items()}
     if kind == _ARRAY:
         return [rebuild(item, text) for item in inner]
-    return {_DATETIME: datetime, _DATE: date, _TIME: time}[kind].fromisoformat(inner)
+    parse = {_DATETIME: datetime.fromisoformat, _DATE: date.fromisoformat}
+    return parse.get(kind, time.fromisoformat)(inner)

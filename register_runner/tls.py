@@ -14,7 +14,7 @@ import re
 import socket
 import ssl
 from datetime import datetime, timezone
-from typing import Optional
+from typing import Optional, cast
 
 from .errors import InputError
 
@@ -80,7 +80,9 @@ def check_peer_name(sock: ssl.SSLSocket, host: str) -> None:
     IP address must be one of its IP addresses, a name one of its DNS names, where a
     leading ``*.`` stands for exactly one label (RFC 6125; the subject's common name is
     not used, as browsers and urllib3 do)."""
-    names = [(kind, value) for kind, value in sock.getpeercert().get("subjectAltName", ())]
+    # A verified certificate's subjectAltName: (("DNS", name), ("IP Address", address), ...).
+    sans = cast("tuple[tuple[str, str], ...]", (sock.getpeercert() or {}).get("subjectAltName", ()))
+    names = [(kind, value) for kind, value in sans]
     try:
         address: Optional[object] = ipaddress.ip_address(host)
     except ValueError:

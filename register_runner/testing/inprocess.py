@@ -20,12 +20,12 @@ import threading
 import traceback
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Optional
+from typing import Literal, Optional
 
 from .. import cli, health, report, secret
 
 # The filters a release build of Python starts with (no -W option).
-DEFAULT_FILTERS = (
+DEFAULT_FILTERS: tuple[tuple[Literal["default", "ignore"], type[Warning], str], ...] = (
     ("default", DeprecationWarning, "__main__"),
     ("ignore", DeprecationWarning, ""),
     ("ignore", PendingDeprecationWarning, ""),
@@ -76,7 +76,7 @@ def _watchdog(timeout: float) -> Iterator[None]:
     """A child that hangs is killed after ``timeout``; a run in this process cannot be,
     so the whole test process ends instead, after printing every thread's stack: the
     test fails rather than hanging the suite."""
-    faulthandler.dump_traceback_later(timeout, exit=True, file=sys.__stderr__)
+    faulthandler.dump_traceback_later(timeout, exit=True, file=sys.__stderr__ or sys.stderr)
     try:
         yield
     finally:
