@@ -53,7 +53,9 @@ class Block:
 class _Fail:
     __slots__ = ("count", "method", "path", "retry_after", "status")
 
-    def __init__(self, count, status, method, path, retry_after):
+    def __init__(
+        self, count: int, status: int, method: Optional[str], path: Optional[str], retry_after: Any
+    ) -> None:
         self.count = count
         self.status = status
         self.method = method.upper() if method else None

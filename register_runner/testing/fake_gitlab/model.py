@@ -280,7 +280,15 @@ class _Ctx:
 
     __slots__ = ("fields", "headers", "host", "method", "path", "query_pairs")
 
-    def __init__(self, method, path, query_pairs, fields, headers, host):
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        query_pairs: list[tuple[str, str]],
+        fields: dict[str, Any],
+        headers: Any,
+        host: str,
+    ) -> None:
         self.method = method
         self.path = path
         self.query_pairs = query_pairs
