@@ -136,17 +136,17 @@ def observe(
 
     # Every access token is asked about alongside the verifications, on the same pool: a
     # rejected one is found on every run, at the cost of no extra round trip.
-    urls = sorted(u for u, c in workspace.inputs.clients.items() if c.access_token is not None)
+    tokens = sorted(u for u, c in workspace.inputs.clients.items() if c.access_token is not None)
 
     def ask(item: Any) -> Any:
         return check(item) if isinstance(item, RunnerState) else _access_token(workspace, item)
 
-    answers = workspace.concurrently(ask, [*to_check, *urls])
+    answers = workspace.concurrently(ask, [*to_check, *tokens])
     checked = {r.stem: r for r in answers[: len(to_check)]}
     observed = Observed(
         pending_deletes=list(workspace.state.pending_deletes),
         unresolved=frozenset(workspace.state.pending_creates),
-        access_tokens=dict(zip(urls, answers[len(to_check) :])),
+        access_tokens=dict(zip(tokens, answers[len(to_check) :])),
     )
     for stem, runner in runners.items():
         observed.runners[stem] = checked.get(stem, runner)
