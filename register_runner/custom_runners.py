@@ -17,9 +17,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
-from . import credentials
+from . import _version, credentials
 from . import state as state_file
-from ._version import __version__
 from .errors import InputError
 from .model import ActionResult, Credentials, Executor, Kind, Observed, Plan, StoredRunner
 from .secret import Secret
@@ -224,7 +223,7 @@ def write_files(
         # Known before it is written: a crash in between still removes it with its runner.
         state_file.save(workspace.options.prefix, workspace.options.instance, st)
         first = credentials.header(
-            __version__, workspace.identity.host, workspace.identity.instance, stem
+            _version.__version__, workspace.identity.host, workspace.identity.instance, stem
         )
         credentials.write(path, credentials.render(first, values), executor.credentials_owner)
         log.info("event=credentials_written runner=%s id=%s path=%s", stem, stored.id, path)

@@ -14,7 +14,7 @@ import re
 import socket
 import ssl
 from datetime import datetime, timezone
-from typing import Optional, cast
+from typing import Optional
 
 from .errors import InputError
 
@@ -80,9 +80,9 @@ def check_peer_name(sock: ssl.SSLSocket, host: str) -> None:
     IP address must be one of its IP addresses, a name one of its DNS names, where a
     leading ``*.`` stands for exactly one label (RFC 6125; the subject's common name is
     not used, as browsers and urllib3 do)."""
-    # A verified certificate's subjectAltName: (("DNS", name), ("IP Address", address), ...).
-    sans = cast("tuple[tuple[str, str], ...]", (sock.getpeercert() or {}).get("subjectAltName", ()))
-    names = [(kind, value) for kind, value in sans]
+    # Plain dict: typeshed's union of value types hides subjectAltName's pairs.
+    cert: dict = sock.getpeercert() or {}
+    names = [(kind, value) for kind, value in cert.get("subjectAltName", ())]
     try:
         address: Optional[object] = ipaddress.ip_address(host)
     except ValueError:
