@@ -18,15 +18,11 @@ from .timeutil import parse_timestamp
 
 MESSAGE_CHARS = 300
 
-# A mutating call answered with one of these may have happened: retrying could make a
-# duplicate. The journal finds such a runner on the next run instead.
-AMBIGUOUS_STATUS = frozenset({502, 504} | set(range(520, 531)))
-
 
 class Unavailable(TransientError):
     """GitLab could not be reached or kept failing until the deadline. ``ambiguous``: a
     mutating call may have happened all the same (the answer was lost or unreadable, or
-    a gateway timed out)."""
+    was a 5xx)."""
 
     def __init__(self, message: str, ambiguous: bool = False) -> None:
         super().__init__(message)

@@ -7,7 +7,10 @@ Order matters for crash safety:
 3. the state (stem → runner id) is saved, then the config with the new tokens;
 4. runners dropped from the config are deleted, each recorded as pending until GitLab
    confirms, so a deletion that could not happen is retried, never forgotten.
-A create whose answer was lost is found on the next run by its marker (``recover``).
+A mutating call whose answer was lost, unreadable or a 5xx may have happened and is not
+sent again in the run: a create is found on the next run by its marker (``recover``), an
+update is sent again, a deletion stays pending, and a reset is settled by the old token's
+verdict (``_rotate``).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from .model import (
     RunnerState,
     StoredRunner,
     UnwrittenToken,
+    Verdict,
 )
 from .observe import owned
 from .output import observed_credentials, runner_entries, write_config
@@ -214,13 +218,37 @@ def _call(
             result.errors.append(error)
     if action.kind is Kind.ROTATE:
         try:
-            try:
-                result.issued = api.reset_token(runner.id)
-            except RefusedError:
-                # Without manage_runner the token can still reset itself.
-                result.issued = api.reset_by_token(runner.token)
+            result.issued = _rotate(api, runner, workspace.identity.system_id)
         except RegisterRunnerError as error:
             result.errors.append(error)
+
+
+def _rotate(api: Any, runner: RunnerState, system_id: str) -> Issued:
+    """A new token for ``runner``. A reset whose answer was lost (or a 5xx) may have
+    happened: the token it issued is then unknown and the old one dead. The old token's
+    verdict tells which, so the reset is sent again only when GitLab proved the first one
+    acted, never blindly; otherwise the old token is kept and the error stands."""
+    by_id = True
+    try:
+        try:
+            return api.reset_token(runner.id)
+        except RefusedError:
+            # Without manage_runner the token can still reset itself.
+            by_id = False
+            return api.reset_by_token(runner.token)
+    except TransientError as error:
+        if not error.ambiguous or not by_id:
+            raise
+        verdict, _ = api.verify(runner.token, system_id)
+        if verdict is not Verdict.INVALID:
+            raise
+        log.info(
+            "event=reset_settled runner=%s id=%s: the reset whose answer was lost happened "
+            "(the old token is rejected); reset again to learn the new token",
+            runner.stem,
+            runner.id,
+        )
+        return api.reset_token(runner.id)
 
 
 def _settle(
@@ -307,7 +335,11 @@ def _failed(
     message = f"{action.kind.value} {action.stem}: {error}"
     if isinstance(error, TransientError):
         outcome.failing.append(message)
-        workspace.warn(f"{message}; will try again on the next run")
+        if action.kind in (Kind.CREATE, Kind.RECREATE) and _unknown_outcome(error):
+            then = "not sent again: the next run looks for the runner by its marker first"
+        else:
+            then = "will try again on the next run"
+        workspace.warn(f"{message}; {then}")
         outcome.record(action, "waiting", error=str(error))
     elif (
         action.kind in (Kind.UPDATE, Kind.ROTATE)

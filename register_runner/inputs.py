@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional, Union, cast
 
@@ -31,6 +32,9 @@ ACCESS_LEVELS = ("not_protected", "ref_protected")
 MAX_TAGS = 50
 MIN_TIMEOUT = 600
 MAX_NOTE = 1024
+# [register_runner] host: it goes into the marker and the default names, so nothing that
+# could break either (a space, a bracket, "=").
+HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
 # The keys of a [[runners]] entry gitlab-runner knows (gitlab-api.md "Keys gitlab-runner
 # knows"). It ignores any other silently, so a typo there is warned about, and still
 # copied: a newer gitlab-runner may know the key.
@@ -78,6 +82,7 @@ class Inputs:
     clients: Mapping[str, ClientConfig]
     executors: tuple[Executor, ...]
     executor_dir: Path
+    identity: Identity  # the one given, with the template's host name if it sets one
     warnings: tuple[str, ...] = ()  # for the run's warnings: nothing wrong enough to stop
     tag_policy: TagPolicy = field(default_factory=TagPolicy)
 
@@ -103,6 +108,7 @@ def load(
     text = read_text(path)
     document = read_toml(path, text)
     clients = client_configs(path, text, document, environ, check_permissions)
+    identity = with_host(path, text, document, identity)
     if "runners" in document:
         raise InputError(
             f"{locate(path, text, 'runners')}: [[runners]] do not belong in the "
@@ -128,7 +134,25 @@ def load(
     credentials.check_unique((e.path, e.credentials_file) for e in executors)
     left_out = (CLIENT_CONFIGS, tags.SETTINGS_TABLE)
     globals_ = Globals(path, text, {k: v for k, v in document.items() if k not in left_out})
-    return Inputs(path, globals_, clients, executors, executor_dir, tuple(warnings), policy)
+    return Inputs(
+        path, globals_, clients, executors, executor_dir, identity, tuple(warnings), policy
+    )
+
+
+def with_host(path: Path, text: str, document: Mapping[str, Any], identity: Identity) -> Identity:
+    """``identity`` named as the template's ``[register_runner] host`` says: a fleet's
+    inventory name instead of the kernel's host name, for the marker and the default
+    names. The system ID stays the machine's."""
+    settings = document.get(tags.SETTINGS_TABLE)
+    host = settings.get("host") if isinstance(settings, dict) else None
+    if host is None:
+        return identity
+    if not isinstance(host, str) or not HOST_NAME.fullmatch(host):
+        raise InputError(
+            f"{locate(path, text, 'host')}: host must be a host name (letters, digits, "
+            f"'.', '-' and '_'), not {host!r}"
+        )
+    return replace(identity, host=host)
 
 
 def _tag_policy(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -65,20 +66,36 @@ class Scope:
 
 @dataclass(frozen=True)
 class Identity:
-    """Who this host is, for default names and the marker stored in GitLab."""
+    """Who this host is, for default names and the marker stored in GitLab.
+
+    ``prefix_key`` tells apart two prefixes of one host that use the same instance name
+    (same host, instance, stems and system ID): neither may take the other's runners for
+    its own. Empty, the marker is the one releases before the key wrote.
+    """
 
     host: str
     instance: str
     system_id: str
+    prefix_key: str = ""
 
     def default_name(self, stem: str) -> str:
         return f"{self.host}-{self.instance}-{stem}"
 
     def marker(self, stem: str) -> str:
+        key = f" prefix={self.prefix_key}" if self.prefix_key else ""
         return (
             f"[register-runner host={self.host} instance={self.instance} "
-            f"executor={stem} system_id={self.system_id}]"
+            f"executor={stem} system_id={self.system_id}{key}]"
         )
+
+
+_PREFIX_KEY = re.compile(r" prefix=[0-9a-f]+\]\Z")
+
+
+def earlier_marker(note: str) -> str:
+    """``note`` (a maintenance_note ending in a marker) as releases before the prefix key
+    wrote it: what the runners an existing host already has carry."""
+    return _PREFIX_KEY.sub("]", note)
 
 
 @dataclass(frozen=True)

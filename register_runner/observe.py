@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 from . import custom_runners, health, migrate, state
 from .answers import AccessDenied
-from .errors import RegisterRunnerError, TransientError
+from .errors import RefusedError, RegisterRunnerError, TransientError
 from .model import (
     REGISTRATION_ATTRIBUTES,
     AccessTokenCheck,
@@ -28,6 +28,7 @@ from .model import (
     StoredRunner,
     UnwrittenToken,
     Verdict,
+    earlier_marker,
 )
 from .output import credentials_of
 from .reconcile import mass_invalid
@@ -218,17 +219,25 @@ def _in_gitlab(workspace: Workspace, runner: RunnerState) -> Mapping[str, Any]:
     return {key: details.get(key) for key in REGISTRATION_ATTRIBUTES if key in details}
 
 
-def owned(details: Optional[Mapping[str, Any]], marker: str) -> bool:
+def owned(details: Optional[Mapping[str, Any]], marker: str, *, earlier: bool = True) -> bool:
     """Whether GitLab's details of a runner carry this host's marker for that executor:
-    the proof of ownership a delete by id needs."""
-    return details is not None and marker in str(details.get("maintenance_note") or "")
+    the proof of ownership a delete by id needs.
+
+    ``earlier``: the marker without the prefix key, as releases before it wrote it, counts
+    too: the runners an existing host already has carry it. Only for a runner this prefix
+    knows by its id (state, config, journal); a runner found by listing must carry the
+    key, or it may be another prefix's of the same instance name."""
+    if details is None:
+        return False
+    note = str(details.get("maintenance_note") or "")
+    return marker in note or (earlier and earlier_marker(marker) in note)
 
 
 def recover(workspace: Workspace) -> None:
-    """Resolve creates whose outcome is unknown (the answer was lost, unreadable, or the
-    run was killed): list the runners of their scope, find the ones carrying this host's
-    marker for that executor, adopt one (its token is reset by id, so it is ours to use)
-    and delete the others. Needs read_api to list and manage_runner to adopt.
+    """Resolve creates whose outcome is unknown (the answer was lost, unreadable or a 5xx,
+    or the run was killed): list the runners of their scope, find the ones carrying this
+    host's marker for that executor, adopt one (its token is reset by id, so it is ours to
+    use) and delete the others. Needs read_api to list and manage_runner to adopt.
 
     What cannot be resolved stays journaled: the create is never sent again blindly
     (``--force`` sends it again, once the operator has checked GitLab by hand). An adopted
@@ -244,6 +253,9 @@ def recover(workspace: Workspace) -> None:
         groups.setdefault((entry.url, entry.scope), []).append(entry)
     for (url, scope), entries in sorted(groups.items(), key=lambda g: (g[0][0], str(g[0][1]))):
         if url not in workspace.inputs.clients:
+            continue
+        if workspace.inputs.clients[url].access_token is None:
+            _unresolved(workspace, entries, RefusedError(f"{url}: no access token to list runners"))
             continue
         api = workspace.api(url)
         try:
@@ -271,7 +283,8 @@ def recover(workspace: Workspace) -> None:
 def _resolve(workspace: Workspace, api: Any, entry: PendingCreate, candidates: list[int]) -> None:
     """Adopt the first of ``candidates`` that carries the marker, delete the others that
     do; the ones that do not are someone else's and are left alone."""
-    ours = [i for i in candidates if owned(api.get_runner(i), entry.marker)]
+    # Not known by id: only the marker this create sent proves it (no earlier form).
+    ours = [i for i in candidates if owned(api.get_runner(i), entry.marker, earlier=False)]
     st = workspace.state
     if not ours:
         return

@@ -8,7 +8,17 @@ from datetime import datetime
 from typing import Any
 
 from .errors import InputError
-from .model import Action, Evidence, Executor, Kind, Observed, Plan, RunnerState, Verdict
+from .model import (
+    Action,
+    Evidence,
+    Executor,
+    Kind,
+    Observed,
+    Plan,
+    RunnerState,
+    Verdict,
+    earlier_marker,
+)
 
 # The scopes that may read a runner by id: what settles the mass-invalid guard.
 READ_SCOPES = "read_api or manage_runner"
@@ -110,8 +120,16 @@ def attribute_changes(
     return tuple(
         (key, applied.get(key), value)
         for key, value in sorted(wanted.items())
-        if _normalised(applied.get(key)) != _normalised(value)
+        if not _same(key, value, applied.get(key))
     )
+
+
+def _same(key: str, wanted: Any, applied: Any) -> bool:
+    if key == "maintenance_note" and isinstance(wanted, str) and applied == earlier_marker(wanted):
+        # Marked before markers carried the prefix key: still this prefix's runner, and an
+        # upgrade must not send a PUT to every runner of every host.
+        return True
+    return _normalised(applied) == _normalised(wanted)
 
 
 def _normalised(value: Any) -> Any:

@@ -24,8 +24,9 @@ from .tomlfile import Where
 # The template's own table, removed from the output like client_configs.
 SETTINGS_TABLE = "register_runner"
 # capture_tags and tag_schema: the --capture-tags and --tag-schema every command uses (the
-# timer's sync, plan, prune-legacy), so that no run tags the runners differently.
-SETTINGS_KEYS = ("tags", "identity_tags", "capture_tags", "tag_schema")
+# timer's sync, plan, prune-legacy), so that no run tags the runners differently. host:
+# the name a fleet knows the host by (inputs.with_host).
+SETTINGS_KEYS = ("tags", "identity_tags", "capture_tags", "tag_schema", "host")
 # identity_tags = "gitlab-runner-auth": the tags that tool gave (see properties()).
 GITLAB_RUNNER_AUTH = "gitlab-runner-auth"
 

@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional, TypeVar, Union
 from . import inputs, state
 from .errors import InputError
 from .files import check_instance_name, check_secure, exclusive_lock, state_dir
-from .hostid import hostname, resolve_system_id
+from .hostid import hostname, prefix_key, resolve_system_id
 from .inputs import Inputs
 from .model import Executor, Identity
 from .output import ExistingConfig, output_path, read_config
@@ -186,7 +186,7 @@ def load(options: Options, environ: Mapping[str, str], *, read_only: bool = Fals
     with _system_id_lock(prefix, read_only):
         # Saved only once the inputs are known good: bad input changes nothing on disk.
         system_id = resolve_system_id(prefix)
-        identity = Identity(hostname(), options.instance, system_id.value)
+        identity = Identity(hostname(), options.instance, system_id.value, prefix_key(prefix))
         parsed = ParsedFiles(None if read_only else parsed_path(prefix, options.instance))
         loaded = inputs.load(
             prefix,
@@ -197,6 +197,7 @@ def load(options: Options, environ: Mapping[str, str], *, read_only: bool = Fals
             check_permissions=not options.insecure_permissions,
             parsed=parsed,
         )
+        identity = loaded.identity
         if not read_only:
             system_id.save()
     config = read_config(output_path(prefix, options.instance), parsed)

@@ -350,9 +350,28 @@ def test_a_useless_retry_after_is_no_tight_loop(tmp_path, value):
 
 @pytest.mark.parametrize("status", [408, 501, 505, 599])
 def test_odd_server_errors_are_transient(tmp_path, status):
-    with Recorder(lambda h, b: send(h, status)) as gitlab:
+    def answer(handler, body):
+        # The create answers the odd status; the access token's expiry is not known (404),
+        # so that its check does not spend the deadline the create is judged by.
+        send(handler, status if handler.command == "POST" else 404)
+
+    with Recorder(answer) as gitlab:
         prefix = make_prefix(tmp_path / "p", gitlab.url, TOKEN)
-        assert run(prefix, "sync", "--deadline", "1").returncode == 3
+        result = run(prefix, "sync", "--deadline", "1")
+    assert result.returncode == 3, result.stderr
+    assert f"create shell: {gitlab.url}: create runner: " in result.stderr
+    creates = [r for r in gitlab.requests if r[:2] == ("POST", "/api/v4/user/runners")]
+    if status == 408:
+        # The request never reached GitLab: sent again until the deadline (which may cut
+        # the last try short, and then names itself).
+        assert f"GitLab answered {status}; gave up after" in result.stderr or (
+            "no complete answer within the 1 s deadline" in result.stderr
+        )
+        assert len(creates) >= 2
+    else:  # GitLab may have acted: never sent again in the run, journaled for the next
+        assert f"GitLab answered {status}; it may have acted" in result.stderr
+        assert "looks for the runner by its marker" in result.stderr and len(creates) == 1
+    assert not prefix.output.exists()
 
 
 def test_an_html_sign_in_page_is_transient(tmp_path):

@@ -421,9 +421,13 @@ def test_plan_and_sync_agree(gitlab, make, cli):
 
 def test_plan_exits_3_when_gitlab_is_unreachable(gitlab, prefix, cli):
     assert cli(prefix).returncode == 0
+    before = prefix.snapshot()
     gitlab.down()
     result = cli(prefix, "plan", "--deadline", "1")
     assert result.returncode == 3
+    assert "could not verify 1 token(s) (shell): GitLab unreachable or failing" in result.stderr
+    assert "connection refused" in result.stderr
+    assert prefix.snapshot() == before
 
 
 def test_system_id_command(gitlab, prefix, cli):
