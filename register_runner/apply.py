@@ -19,7 +19,7 @@ import enum
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, cast
 
 from . import custom_runners
 from . import state as state_file
@@ -291,7 +291,10 @@ def _settle(
         if old is not None and action.runner_id == old.id:
             _queue_delete(st, PendingDelete(old.id, old.url, action.stem, old.token))
         runners[action.stem] = StoredRunner(
-            issued.id, executor.url, executor.scope, dict(executor.attributes)
+            cast(int, issued.id),  # _is_id above
+            executor.url,
+            executor.scope,
+            dict(executor.attributes),
         )
         fresh[action.stem] = Credentials(issued.token, now_utc(), issued.expires_at)
         log.info(
@@ -323,7 +326,7 @@ def _settle(
             issued.token.masked,
         )
     if not result.errors:
-        extra = {"token": issued.token.masked} if issued is not None else {}
+        extra: dict[str, Any] = {"token": issued.token.masked} if issued is not None else {}
         outcome.record(action, "done", **extra)
 
 

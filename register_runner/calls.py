@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from typing import Any, NoReturn, Optional
 from urllib.parse import urlsplit
 
-from . import __version__, tls, transport
+from . import tls, transport
+from ._version import __version__
 from .answers import (
     Issued,
     RatePause,

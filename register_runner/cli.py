@@ -437,7 +437,8 @@ class _Parser(argparse.ArgumentParser):
         # (with zlib, bz2 and lzma): ~5 ms of every start.
         if self._for_output:
             return super()._get_formatter()
-        return self.formatter_class(prog=self.prog, width=80)
+        # Every argparse formatter takes width; typeshed's protocol for them names only prog.
+        return self.formatter_class(prog=self.prog, width=80)  # type: ignore[call-arg]
 
 
 @contextlib.contextmanager

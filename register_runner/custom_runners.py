@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
-from . import __version__, credentials
+from . import _version, credentials
 from . import state as state_file
 from .errors import InputError, RegisterRunnerError
 from .model import ActionResult, Credentials, Executor, Kind, Observed, Plan, StoredRunner
@@ -89,7 +89,7 @@ def _paths(workspace: Workspace, stem: str) -> list[Path]:
     """Where a stem's credentials may be: the file its executor names, and the one this
     tool last wrote for it (the executor file moved it, or stopped naming one)."""
     executor = workspace.executors_by_stem.get(stem)
-    found = [executor.credentials_file] if is_custom(executor) else []
+    found = [executor.credentials_file] if executor is not None and is_custom(executor) else []
     stored = workspace.state.credentials_files.get(stem)
     return [Path(p) for p in dict.fromkeys([*found, stored]) if p]
 
@@ -243,7 +243,7 @@ def write_files(
         # Known before it is written: a crash in between still removes it with its runner.
         state_file.save(workspace.options.prefix, workspace.options.instance, st)
         first = credentials.header(
-            __version__, workspace.identity.host, workspace.identity.instance, stem
+            _version.__version__, workspace.identity.host, workspace.identity.instance, stem
         )
         try:
             credentials.write(path, credentials.render(first, values), executor.credentials_owner)

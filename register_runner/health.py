@@ -215,7 +215,7 @@ def runner_rows(
     rows = []
     for stem in sorted(set(stored) | set(stems)):
         runner_id = stored[stem].id if stem in stored else None
-        entry = entries.get((stored[stem].url, runner_id)) if stem in stored else None
+        entry = entries.get((stored[stem].url, stored[stem].id)) if stem in stored else None
         credentials = credentials_of(entry) if entry else None
         if credentials is None and runner_id is not None:
             # A runner that is not gitlab-runner: its token is in its credentials file.
@@ -305,7 +305,8 @@ def render_metrics(instance: str, run: Optional[Run]) -> str:
     )
     counts = dict.fromkeys(VERDICTS, 0)
     for row in run.runners if run else []:
-        counts[row.get("verdict") if row.get("verdict") in counts else "unknown"] += 1
+        verdict = row.get("verdict")
+        counts[verdict if isinstance(verdict, str) and verdict in counts else "unknown"] += 1
     families.append(
         (
             "register_runner_runners",

@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, Union, cast
 
 from . import credentials, files, tags
 from .clients import CLIENT_CONFIGS, PLACEHOLDERS, client_configs, parse_scope, parse_url
@@ -219,7 +219,10 @@ def _tag_policy(
             f'"{tags.GITLAB_RUNNER_AUTH}"'
         )
     capture_tags = _option(path, text, settings, "capture_tags", capture_tags)
-    tag_schema_file = _option(path, text, settings, "tag_schema", tag_schema_file)
+    # A Path: _option joins a tag_schema to the prefix.
+    tag_schema_file = cast(
+        Optional[Path], _option(path, text, settings, "tag_schema", tag_schema_file)
+    )
     if identity_tags is True:
         host_tags += tags.identity_tags(identity.host, identity.instance)
     origin = tags.capture_origin(capture_tags) if capture_tags is not None else None
@@ -405,7 +408,7 @@ def _runner_keys(path: Path, text: str, document: Mapping[str, Any]) -> dict[str
     if isinstance(runners, dict) and _is_table(runners):
         # A flat file that spells its sub-tables [runners.docker]: same meaning as [docker].
         keys.pop("runners")
-        keys.update(runners.unwrap())
+        keys.update(_plain(runners))
     return keys
 
 

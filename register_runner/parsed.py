@@ -166,4 +166,9 @@ def rebuild(value: Any, text: str) -> Any:
         return {key: rebuild(item, text) for key, item in inner.items()}
     if kind == _ARRAY:
         return [rebuild(item, text) for item in inner]
-    return {_DATETIME: datetime, _DATE: date, _TIME: time}[kind].fromisoformat(inner)
+    parse = {
+        _DATETIME: datetime.fromisoformat,
+        _DATE: date.fromisoformat,
+        _TIME: time.fromisoformat,
+    }
+    return parse[kind](inner)

@@ -92,6 +92,7 @@ class Capture:
         env: Optional[list[str]],
         tag_schema: Optional[Mapping[str, Any]],
     ) -> Union[dict[str, Any], list[str]]:
+        key: Optional[tuple[Optional[str], Optional[tuple[str, ...]]]]
         key = (executor_type, tuple(env) if env is not None else None)
         if not self.takes_arguments:
             key = None
