@@ -17,11 +17,12 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
 from . import custom_runners, health, migrate, report
+from .answers import RateLimits
 from .apply import Outcome, apply
 from .files import exclusive_lock
 from .model import ActionResult, Kind, Observed, Plan
@@ -50,6 +51,7 @@ class Result:
     system_id: str = ""
     seconds: float = 0.0
     config_diff: str = ""  # plan: how the config would change (tokens masked)
+    rate_limits: RateLimits = field(default_factory=RateLimits)  # 429s met, seconds waited
 
 
 def sync(
@@ -143,6 +145,7 @@ def plan(
         workspace.identity.system_id,
         round(time.monotonic() - started, 3),
         diff,
+        workspace.rate_limits(),
     )
 
 
@@ -184,6 +187,7 @@ def _applied(
         outcome.wrote,
         workspace.identity.system_id,
         round(time.monotonic() - started, 3),
+        rate_limits=workspace.rate_limits(),
     )
 
 
@@ -228,6 +232,9 @@ def _record(
         ),
         warnings=[*workspace.warnings, *outcome.refused],
         access_tokens=access,
+        config_kept=bool(failing and outcome.entries),
+        changes=[r.kind for r in outcome.records if r.mutated],
+        rate_limits=workspace.rate_limits(),
     )
 
 

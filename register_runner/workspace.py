@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar, Union
 
 from . import inputs, state
+from .answers import RateLimits
 from .errors import InputError
 from .files import check_instance_name, check_secure, exclusive_lock, state_dir
 from .hostid import hostname, resolve_system_id
@@ -132,6 +133,12 @@ class Workspace:
                 )
                 self._pool = Pool(connection, self.options.jobs or MAX_JOBS)
             return self._pool
+
+    def rate_limits(self) -> RateLimits:
+        """The run's rate-limit counts so far (zero when it made no API call)."""
+        with self._pool_lock:
+            pool = self._pool
+        return pool.connection.pause.counts() if pool is not None else RateLimits()
 
     def keep_parsed(self) -> None:
         """Once the inputs passed every check (bad input changes nothing on disk)."""
