@@ -155,6 +155,15 @@ def recorded() -> Optional[Run]:
     return _recorded
 
 
+def needs_retry(run: Optional[Run]) -> bool:
+    """Whether a run soon would help: none is recorded, the last one exited 3 (try again
+    later: nothing to keep, the guard holding, the lock busy), or GitLab failed before
+    every executor had a runner. A run that needs a person (1, 2) waits for the timer."""
+    if run is None or run.exit_status == 3:
+        return True
+    return run.config_kept and any(row.get("id") is None for row in run.runners)
+
+
 def read_last_run(prefix: Path, instance: str) -> Optional[Run]:
     """The last recorded run; None when there is none (or it is unreadable: then the next
     run writes a good one)."""

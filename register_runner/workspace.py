@@ -43,6 +43,9 @@ class Options:
     prefix: Path
     instance: str = "main"
     deadline: float = 30.0
+    # The deadline instead when there is no config to keep (a fresh host): its runners
+    # cannot start anyway, so it may wait out a rate limit that the deadline would not.
+    fresh_deadline: Optional[float] = None
     timeout: float = 10.0
     jobs: Optional[int] = None  # None: one per call up to MAX_JOBS
     force: bool = False
@@ -121,8 +124,11 @@ class Workspace:
             if self._pool is None:
                 from .gitlab import Connection, Deadline, Pool
 
+                deadline = self.options.deadline
+                if not self.config.entries and self.options.fresh_deadline is not None:
+                    deadline = self.options.fresh_deadline
                 connection = Connection(
-                    Deadline(self.options.deadline),
+                    Deadline(deadline),
                     self.options.timeout,
                     system_id=self.identity.system_id,
                     # With a usable config the runners start without GitLab: a GitLab that

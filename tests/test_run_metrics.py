@@ -118,3 +118,25 @@ def test_the_python_api_result_has_the_rate_limit_counts(gitlab, prefix):
     assert result.exit_status == 0
     assert result.rate_limits.limited == 2
     assert result.rate_limits.waited >= 2.0
+
+
+def test_a_metrics_folder_that_is_missing_does_not_fail_the_run(gitlab, prefix, cli, tmp_path):
+    # The shipped units name node_exporter's folder, which a host without it lacks.
+    metrics_file = tmp_path / "no-node-exporter" / "register-runner-main.prom"
+
+    result = cli(prefix, "sync", "--metrics-file", str(metrics_file))
+
+    assert result.returncode == 0
+    assert len(prefix.runners()) == 1
+    (line,) = [line for line in result.stderr.splitlines() if "metrics not written" in line]
+    assert str(metrics_file) in line
+    status = cli(prefix, "status")
+    assert status.returncode == 0, status.stdout
+
+
+def test_an_empty_metrics_file_writes_none(gitlab, prefix, cli):
+    # What a unit's REGISTER_RUNNER_METRICS= (empty) passes: no metrics, no complaint.
+    result = cli(prefix, "sync", "--metrics-file", "")
+
+    assert result.returncode == 0, result.stderr
+    assert "metrics file" not in result.stderr and "not written" not in result.stderr
