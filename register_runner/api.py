@@ -233,7 +233,8 @@ def _record(
         warnings=[*workspace.warnings, *outcome.refused],
         access_tokens=access,
         config_kept=bool(failing and outcome.entries),
-        changes=[r.kind for r in outcome.records if r.mutated],
+        # A recreate's old runner deleted is part of that recreate, not a change of its own.
+        changes=[r.kind for r in outcome.records if r.result == "done"],
         rate_limits=workspace.rate_limits(),
     )
 

@@ -417,7 +417,7 @@ def _run_details(run: Optional[Run]) -> list[Family]:
         ),
         (
             "register_runner_changes_total",
-            "Changes made to runners in GitLab by the runs recorded on this host, by kind.",
+            "Changes sync made to runners in GitLab, by kind, over the runs recorded here.",
             [({"kind": kind}, count) for kind, count in totals.items()],
         ),
         (

@@ -140,3 +140,21 @@ def test_an_empty_metrics_file_writes_none(gitlab, prefix, cli):
 
     assert result.returncode == 0, result.stderr
     assert "metrics file" not in result.stderr and "not written" not in result.stderr
+
+
+def test_a_recreate_counts_once(gitlab, prefix, cli, tmp_path):
+    metrics_file = tmp_path / "rr.prom"
+    assert cli(prefix).returncode == 0
+    (runner,) = prefix.runners()
+    gitlab.revoke_runner_token(runner["id"])
+
+    assert cli(prefix, "sync", "--metrics-file", str(metrics_file)).returncode == 0
+
+    # New runner made, old one deleted: one recreate, not a recreate and a delete.
+    assert changes(metrics(metrics_file)) == {
+        "create": 1,
+        "update": 0,
+        "rotate": 0,
+        "recreate": 1,
+        "delete": 0,
+    }
