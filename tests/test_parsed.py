@@ -13,7 +13,7 @@ from datetime import timezone
 
 import pytest
 import tomli_w
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from register_runner import api, parsed
@@ -247,7 +247,6 @@ _values = st.recursive(
 )
 
 
-@settings(max_examples=150, deadline=None)
 @given(st.dictionaries(st.text(max_size=8), _values, max_size=5))
 def test_a_skeleton_rebuilds_what_tomllib_made(document):
     text = tomli_w.dumps(document)

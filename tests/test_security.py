@@ -309,7 +309,7 @@ def trickling(headers_too: bool):
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n")
             while not stop.is_set():
                 conn.sendall(b"H" if headers_too else b" ")
-                time.sleep(0.5)
+                time.sleep(0.1)
 
     def serve():
         with contextlib.suppress(OSError):

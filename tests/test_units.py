@@ -1,5 +1,5 @@
 """The systemd units in contrib/systemd: systemd accepts them, and they keep the promises
-the README and the contract make.
+the manual (docs/installing.md) and the contract make.
 
 Every shipped unit goes through `systemd-analyze verify` (Debian's systemd package) in a
 temporary copy whose executables point at stubs, since verify insists that they exist.
