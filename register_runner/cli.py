@@ -238,15 +238,6 @@ def _network(parser: argparse.ArgumentParser) -> None:
         help="overall time for GitLab calls, retries included (default 30)",
     )
     parser.add_argument(
-        "--fresh-deadline",
-        type=_seconds,
-        default=None,
-        metavar="S",
-        help="the deadline instead when there is no config to keep (a fresh host, whose "
-        "runners cannot start without GitLab): to wait out a long Retry-After "
-        "(default: --deadline)",
-    )
-    parser.add_argument(
         "--timeout",
         type=_seconds,
         default=10.0,
@@ -316,6 +307,18 @@ def _locked(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _fresh(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--fresh-deadline",
+        type=_seconds,
+        default=None,
+        metavar="S",
+        help="the deadline instead when there is no config to keep (a fresh host, whose "
+        "runners cannot start without GitLab): to wait out a long Retry-After "
+        "(default: --deadline)",
+    )
+
+
 def _retry(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--retry-only",
@@ -373,11 +376,11 @@ def _demo(parser: argparse.ArgumentParser) -> None:
 COMMANDS: dict[str, tuple[Any, ...]] = {
     "sync": (
         "converge GitLab and the config with the inputs (the default)",
-        *(_common, _prefix, _network, _changes, _locked, _retry),
+        *(_common, _prefix, _network, _fresh, _changes, _locked, _retry),
     ),
     "plan": (
         "show what sync would do; change nothing",
-        *(_common, _prefix, _network, _changes, _plan),
+        *(_common, _prefix, _network, _fresh, _changes, _plan),
     ),
     "status": (
         "what the last run did (from the state; no API call); exits with its status, "
