@@ -636,10 +636,10 @@ def host_argv(words: list[str], host: Host, args: argparse.Namespace) -> list[st
     replaced = {
         TOOL: [sys.executable, "-m", "register_runner"],
         "/etc/gitlab-runner": [str(host.prefix.root)],
-        "${REGISTER_RUNNER_METRICS}": [f"{host.log}.prom"],
     }
     argv = ["nice", "-n", str(args.host_nice)]
     for word in words:
+        word = word.replace("${REGISTER_RUNNER_METRICS}", f"{host.log}.prom")
         argv += replaced.get(word, [word])
     return argv
 

@@ -4,6 +4,7 @@ and the seconds waited for them, the version."""
 
 from __future__ import annotations
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import register_runner
@@ -134,9 +135,10 @@ def test_a_metrics_folder_that_is_missing_does_not_fail_the_run(gitlab, prefix, 
     assert status.returncode == 0, status.stdout
 
 
-def test_an_empty_metrics_file_writes_none(gitlab, prefix, cli):
-    # What a unit's REGISTER_RUNNER_METRICS= (empty) passes: no metrics, no complaint.
-    result = cli(prefix, "sync", "--metrics-file", "")
+@pytest.mark.parametrize("words", [["--metrics-file="], ["--metrics-file", ""]])
+def test_an_empty_metrics_file_writes_none(gitlab, prefix, cli, words):
+    # What the units pass with REGISTER_RUNNER_METRICS= (empty): no metrics, no complaint.
+    result = cli(prefix, "sync", *words)
 
     assert result.returncode == 0, result.stderr
     assert "metrics file" not in result.stderr and "not written" not in result.stderr
