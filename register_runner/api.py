@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -51,6 +51,8 @@ class Result:
     system_id: str = ""
     seconds: float = 0.0
     config_diff: str = ""  # plan: how the config would change (tokens masked)
+    # sync: every runner can take jobs (what ``status`` exits 0 for, and the metrics say)
+    healthy: bool = False
     rate_limits: RateLimits = field(default_factory=RateLimits)  # 429s met, seconds waited
 
 
@@ -72,10 +74,14 @@ def sync(
         recover(workspace)
         observed, plan_ = _plan(workspace)
         outcome = apply(workspace, plan_, observed)
+        for refusal in plan_.refusals:
+            outcome.refuse(refusal)
         workspace.keep_parsed()  # with the config this run wrote
         status = _sync_status(workspace, plan_, observed, outcome)
-        _record(workspace, plan_, observed, outcome, status)
-    return _applied("sync", status, workspace, outcome, started)
+        run = _record(workspace, plan_, observed, outcome, status)
+    return replace(
+        _applied("sync", status, workspace, outcome, started), healthy=health.healthy(run)
+    )
 
 
 def plan(
@@ -94,6 +100,8 @@ def plan(
     check_prefix(opts)
     with load(opts, os.environ if environ is None else environ, read_only=True) as workspace:
         observed, plan_ = _plan(workspace)
+        for refusal in plan_.refusals:
+            workspace.warn(refusal)
         if observed.unresolved:
             workspace.warn(
                 f"an earlier run may have created {len(observed.unresolved)} runner(s) "
@@ -145,7 +153,7 @@ def plan(
         workspace.identity.system_id,
         round(time.monotonic() - started, 3),
         diff,
-        workspace.rate_limits(),
+        rate_limits=workspace.rate_limits(),
     )
 
 
@@ -212,26 +220,24 @@ def _plan(workspace: Workspace) -> tuple[Observed, Plan]:
 
 def _record(
     workspace: Workspace, plan_: Plan, observed: Observed, outcome: Outcome, status: int
-) -> None:
-    """The last-run record ``status`` and the metrics read; the access tokens' expiry is
-    asked only of a GitLab that answered."""
-    failing = outcome.failing or plan_.held or observed.failing
-    access = None if failing else health.check_access_tokens(workspace)
+) -> health.Run:
+    """The last-run record ``status`` and the metrics read."""
     prefix, instance = workspace.options.prefix, workspace.options.instance
-    health.record_run(
+    failing = outcome.failing or plan_.held or observed.failing
+    return health.record_run(
         prefix,
         instance,
         exit_status=status,
         runners=health.runner_rows(
             prefix,
             instance,
-            health.sync_verdicts(observed, outcome),
+            health.sync_verdicts(observed, plan_, outcome),
             [e.stem for e in workspace.executors],
             # Unless the config was rewritten, what load read is what is on disk.
             held=None if outcome.wrote else workspace,
         ),
         warnings=[*workspace.warnings, *outcome.refused],
-        access_tokens=access,
+        access_tokens=observed.access_tokens,
         config_kept=bool(failing and outcome.entries),
         # A recreate's old runner deleted is part of that recreate, not a change of its own.
         changes=[r.kind for r in outcome.records if r.result == "done"],
@@ -240,11 +246,14 @@ def _record(
 
 
 def _sync_status(workspace: Workspace, plan_: Plan, observed: Observed, outcome: Outcome) -> int:
-    """1 when GitLab refused something a person must fix. When GitLab was failing: 0 if a
-    good config is in place (the runner can start), 3 if not or under --strict."""
+    """1 when GitLab refused something a person must fix; 3 while the mass-invalid guard
+    holds (GitLab-side, or it could not be asked). When GitLab was failing: 0 if a good
+    config is in place (the runner can start), 3 if not or under --strict."""
     if outcome.refused:
         return 1
-    failing = outcome.failing or plan_.held or observed.failing
+    if plan_.held:
+        return 3
+    failing = outcome.failing or observed.failing
     if failing and (workspace.options.strict or (workspace.executors and not outcome.entries)):
         return 3
     return 0

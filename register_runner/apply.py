@@ -250,7 +250,8 @@ def _settle(
         if issued is None:
             return
         old = observed.runners.get(action.stem)
-        if old is not None:
+        # No runner id: the old runner is not this host's any more (the guard's evidence).
+        if old is not None and action.runner_id == old.id:
             _queue_delete(st, PendingDelete(old.id, old.url, action.stem, old.token))
         runners[action.stem] = StoredRunner(
             issued.id, executor.url, executor.scope, dict(executor.attributes)
@@ -352,9 +353,9 @@ def _write(
 
 def _delete_pending(workspace: Workspace, plan: Plan, outcome: Outcome) -> None:
     st = workspace.state
-    if plan.held or not st.pending_deletes:
+    queued = [d for d in st.pending_deletes if d.url not in plan.blocked]
+    if plan.held or not queued:
         return
-    queued = list(st.pending_deletes)
     results = workspace.concurrently(lambda d: _delete(workspace, d), queued)
     by_runner = {(a.stem, a.runner_id): a for a in plan.of_kind(Kind.DELETE, Kind.RECREATE)}
     for delete, (result, error) in zip(queued, results):

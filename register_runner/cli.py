@@ -383,8 +383,8 @@ COMMANDS: dict[str, tuple[Any, ...]] = {
         *(_common, _prefix, _network, _fresh, _changes, _plan),
     ),
     "status": (
-        "what the last run did (from the state; no API call); exits with its status, "
-        "3 when none is recorded",
+        "what the last run did (from the state; no API call); exits 0 when every runner "
+        "can take jobs, 1 when a person must act, 3 when it is not known",
         *(_common, _prefix),
     ),
     "verify": (

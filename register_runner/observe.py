@@ -12,11 +12,14 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, Optional
 
-from . import custom_runners, migrate, state
+from . import custom_runners, health, migrate, state
+from .answers import AccessDenied
 from .errors import RegisterRunnerError, TransientError
 from .model import (
     REGISTRATION_ATTRIBUTES,
+    AccessTokenCheck,
     Credentials,
+    Evidence,
     Observed,
     PendingCreate,
     PendingDelete,
@@ -27,6 +30,7 @@ from .model import (
     Verdict,
 )
 from .output import credentials_of
+from .reconcile import mass_invalid
 from .timeutil import now_utc
 from .workspace import Workspace
 
@@ -108,8 +112,10 @@ def _runner(stem: str, stored: StoredRunner, credentials: Optional[Credentials])
 def observe(
     workspace: Workspace, runners: Mapping[str, RunnerState], *, refresh: bool = False
 ) -> Observed:
-    """Verify every token not yet checked with the host's system ID, concurrently.
-    ``refresh``: also read each runner's attributes from GitLab, so that a change made
+    """Verify every token not yet checked with the host's system ID, and ask GitLab about
+    each access token, concurrently. When the mass-invalid guard would hold (and no
+    ``--force``), read the runners whose tokens were rejected: the evidence that settles
+    it. ``refresh``: also read each runner's attributes from GitLab, so that a change made
     there by hand is seen as drift (otherwise drift is judged against what this tool last
     applied)."""
     urls = {e.stem: e.url for e in workspace.executors}
@@ -128,13 +134,28 @@ def observe(
             return replace(runner, verdict=verdict, applied=_in_gitlab(workspace, runner))
         return replace(runner, verdict=verdict)
 
-    checked = {r.stem: r for r in workspace.concurrently(check, to_check)}
+    # Every access token is asked about alongside the verifications, on the same pool: a
+    # rejected one is found on every run, at the cost of no extra round trip.
+    urls = sorted(u for u, c in workspace.inputs.clients.items() if c.access_token is not None)
+
+    def ask(item: Any) -> Any:
+        return check(item) if isinstance(item, RunnerState) else _access_token(workspace, item)
+
+    answers = workspace.concurrently(ask, [*to_check, *urls])
+    checked = {r.stem: r for r in answers[: len(to_check)]}
     observed = Observed(
         pending_deletes=list(workspace.state.pending_deletes),
         unresolved=frozenset(workspace.state.pending_creates),
+        access_tokens=dict(zip(urls, answers[len(to_check) :])),
     )
     for stem, runner in runners.items():
         observed.runners[stem] = checked.get(stem, runner)
+    for url, token in observed.access_tokens.items():
+        notice = health.expiry_notice(url, token.expires_at)
+        if notice:
+            workspace.warn(notice)
+    if not workspace.options.force and mass_invalid(observed.runners.values()):
+        observed.evidence = _guard_evidence(workspace, observed)
     unknown = sorted(stem for stem, r in checked.items() if r.verdict is Verdict.UNKNOWN)
     if unknown:
         reasons = sorted({workspace.api(checked[stem].url).last_failure for stem in unknown})
@@ -144,6 +165,44 @@ def observe(
             "kept as they are"
         )
     return observed
+
+
+def _access_token(workspace: Workspace, url: str) -> AccessTokenCheck:
+    try:
+        return AccessTokenCheck(True, workspace.api(url).access_token_expires_at())
+    except AccessDenied:  # only a 401 is raised: every other refusal is "will not say"
+        return AccessTokenCheck(False, rejected=True)
+    except RegisterRunnerError as error:
+        log.debug("event=access_token_expiry_unknown url=%s reason=%s", url, error)
+        return AccessTokenCheck(False)
+
+
+def _guard_evidence(workspace: Workspace, observed: Observed) -> dict[str, Evidence]:
+    """What GitLab says of each runner whose token it rejected; not asked with an access
+    token GitLab has just rejected too (that answer is known)."""
+    refused = {url for url, token in observed.access_tokens.items() if token.rejected}
+    rejected = [r for r in observed.runners.values() if r.verdict is Verdict.INVALID]
+    asked = [r for r in rejected if r.url not in refused]
+    answers = workspace.concurrently(lambda r: _evidence(workspace, r), asked)
+    said = {r.stem: answer for r, answer in zip(asked, answers)}
+    return {r.stem: said.get(r.stem, Evidence.UNREADABLE) for r in rejected}
+
+
+def _evidence(workspace: Workspace, runner: RunnerState) -> Evidence:
+    """Whether GitLab still has the runner whose token it rejected, as this host's."""
+    try:
+        details = workspace.api(runner.url).get_runner(runner.id)
+    except TransientError as error:
+        log.info("event=guard_unanswered runner=%s id=%s: %s", runner.stem, runner.id, error)
+        return Evidence.UNKNOWN
+    except RegisterRunnerError as error:
+        log.info("event=guard_unreadable runner=%s id=%s: %s", runner.stem, runner.id, error)
+        return Evidence.UNREADABLE
+    if details is None:
+        return Evidence.GONE
+    if owned(details, workspace.identity.marker(runner.stem)):
+        return Evidence.LISTED
+    return Evidence.REPLACED
 
 
 def _in_gitlab(workspace: Workspace, runner: RunnerState) -> Mapping[str, Any]:
