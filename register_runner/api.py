@@ -18,11 +18,12 @@ import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional, Union
 
 from . import custom_runners, health, migrate, report
+from .answers import RateLimits
 from .apply import Outcome, apply
 from .files import exclusive_lock
 from .model import ActionResult, Kind, Observed, Plan
@@ -57,6 +58,7 @@ class Result:
     # Bad executor files (exit_status 2), one line each; their runners were held as they
     # were while the others converged.
     errors: tuple[str, ...] = ()
+    rate_limits: RateLimits = field(default_factory=RateLimits)  # 429s met, seconds waited
 
 
 def sync(
@@ -175,6 +177,7 @@ def plan(
         round(time.monotonic() - started, 3),
         diff,
         errors=_errors(workspace),
+        rate_limits=workspace.rate_limits(),
     )
 
 
@@ -217,6 +220,7 @@ def _applied(
         workspace.identity.system_id,
         round(time.monotonic() - started, 3),
         errors=_errors(workspace),
+        rate_limits=workspace.rate_limits(),
     )
 
 
@@ -246,6 +250,7 @@ def _record(
 ) -> health.Run:
     """The last-run record ``status`` and the metrics read."""
     prefix, instance = workspace.options.prefix, workspace.options.instance
+    failing = outcome.failing or plan_.held or observed.failing
     return health.record_run(
         prefix,
         instance,
@@ -260,6 +265,10 @@ def _record(
         ),
         warnings=[*workspace.warnings, *outcome.refused, *_errors(workspace)],
         access_tokens=observed.access_tokens,
+        config_kept=bool(failing and outcome.entries),
+        # A recreate's old runner deleted is part of that recreate, not a change of its own.
+        changes=[r.kind for r in outcome.records if r.result == "done"],
+        rate_limits=workspace.rate_limits(),
     )
 
 

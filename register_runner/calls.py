@@ -328,7 +328,7 @@ class Calls:
         else:
             delay *= random.uniform(1.0, 1.1)
         log.info("event=rate_limited url=%s call=%r wait=%.1fs", self.url, what, delay)
-        self.connection.pause.extend(delay)  # type: ignore[union-attr]
+        self.connection.pause.extend(delay, limited=True)  # type: ignore[union-attr]
 
     def _redirected(self, what: str, redirect: transport.Redirect) -> Redirected:
         if redirect.status is None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar, Union
 
 from . import inputs, state
+from .answers import RateLimits
 from .errors import InputError
 from .files import check_instance_name, check_secure, exclusive_lock, state_dir
 from .hostid import hostname, prefix_key, resolve_system_id
@@ -42,6 +43,9 @@ class Options:
     prefix: Path
     instance: str = "main"
     deadline: float = 30.0
+    # The deadline instead when there is no config to keep (a fresh host): its runners
+    # cannot start anyway, so it may wait out a rate limit that the deadline would not.
+    fresh_deadline: Optional[float] = None
     timeout: float = 10.0
     jobs: Optional[int] = None  # None: one per call up to MAX_JOBS
     force: bool = False
@@ -126,8 +130,11 @@ class Workspace:
             if self._pool is None:
                 from .gitlab import Connection, Deadline, Pool
 
+                deadline = self.options.deadline
+                if not self.config.entries and self.options.fresh_deadline is not None:
+                    deadline = self.options.fresh_deadline
                 connection = Connection(
-                    Deadline(self.options.deadline),
+                    Deadline(deadline),
                     self.options.timeout,
                     system_id=self.identity.system_id,
                     # With a usable config the runners start without GitLab: a GitLab that
@@ -138,6 +145,12 @@ class Workspace:
                 )
                 self._pool = Pool(connection, self.options.jobs or MAX_JOBS)
             return self._pool
+
+    def rate_limits(self) -> RateLimits:
+        """The run's rate-limit counts so far (zero when it made no API call)."""
+        with self._pool_lock:
+            pool = self._pool
+        return pool.connection.pause.counts() if pool is not None else RateLimits()
 
     def keep_parsed(self) -> None:
         """Once the inputs passed every check (bad input changes nothing on disk)."""
