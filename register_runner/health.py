@@ -19,7 +19,7 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
-from . import __version__
+from ._version import __version__
 from .answers import RateLimits
 from .errors import Error, InputError
 from .files import atomic_write, json_lines, read_regular, state_dir
