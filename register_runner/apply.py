@@ -19,7 +19,7 @@ import enum
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, cast
 
 from . import custom_runners
 from . import state as state_file
@@ -41,7 +41,7 @@ from .model import (
     Verdict,
 )
 from .observe import owned
-from .output import observed_credentials, runner_entries, write_config
+from .output import kept_entries, observed_credentials, runner_entries, write_config
 from .timeutil import now_utc
 from .workspace import Workspace
 
@@ -145,18 +145,27 @@ def apply(workspace: Workspace, plan: Plan, observed: Observed) -> Outcome:
     _save(workspace)
 
     # A fresh host that got no runner at all has nothing worth writing.
-    if not plan.held and (runners or workspace.config.raw is not None or not workspace.executors):
+    nothing_wanted = not workspace.executors and not workspace.held_stems
+    if not plan.held and (runners or workspace.config.raw is not None or nothing_wanted):
         _write(workspace, observed, runners, fresh, outcome)
     else:
         outcome.entries = len(workspace.config.entries)
     if plan.held:
         outcome.entries += custom_runners.in_place(workspace, observed)
     else:
-        written, in_place = custom_runners.write_files(workspace, observed, runners, fresh)
+        written, in_place, failed = custom_runners.write_files(workspace, observed, runners, fresh)
         outcome.records += written
         outcome.entries += in_place
-        if st.unwritten:
-            st.unwritten.clear()
+        for message in failed.values():
+            outcome.refuse(message)
+        # A token not written yet (a held runner's, one whose file could not be written)
+        # waits in the state for the run that writes it.
+        written_stems = [
+            s for s in st.unwritten if s not in workspace.held_stems and s not in failed
+        ]
+        if written_stems:
+            for stem in written_stems:
+                del st.unwritten[stem]
             _save(workspace)
     _delete_pending(workspace, plan, outcome)
     for action in plan.of_kind(Kind.KEEP, Kind.WAIT):
@@ -282,7 +291,10 @@ def _settle(
         if old is not None and action.runner_id == old.id:
             _queue_delete(st, PendingDelete(old.id, old.url, action.stem, old.token))
         runners[action.stem] = StoredRunner(
-            issued.id, executor.url, executor.scope, dict(executor.attributes)
+            cast(int, issued.id),  # _is_id above
+            executor.url,
+            executor.scope,
+            dict(executor.attributes),
         )
         fresh[action.stem] = Credentials(issued.token, now_utc(), issued.expires_at)
         log.info(
@@ -314,7 +326,7 @@ def _settle(
             issued.token.masked,
         )
     if not result.errors:
-        extra = {"token": issued.token.masked} if issued is not None else {}
+        extra: dict[str, Any] = {"token": issued.token.masked} if issued is not None else {}
         outcome.record(action, "done", **extra)
 
 
@@ -372,6 +384,7 @@ def _write(
             workspace.inputs.clients,
             runners,
             lambda stem: fresh.get(stem) or observed_credentials(observed, stem, rotated),
+            kept_entries(workspace.config, observed, workspace.held_stems, rotated),
         )
         outcome.entries = len(entries)
         return entries

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from typing import Any, NoReturn, Optional
 from urllib.parse import urlsplit
 
-from . import __version__, tls, transport
+from . import tls, transport
+from ._version import __version__
 from .answers import (
     Issued,
     RatePause,
@@ -327,7 +328,7 @@ class Calls:
         else:
             delay *= random.uniform(1.0, 1.1)
         log.info("event=rate_limited url=%s call=%r wait=%.1fs", self.url, what, delay)
-        self.connection.pause.extend(delay)  # type: ignore[union-attr]
+        self.connection.pause.extend(delay, limited=True)  # type: ignore[union-attr]
 
     def _redirected(self, what: str, redirect: transport.Redirect) -> Redirected:
         if redirect.status is None:

@@ -19,6 +19,8 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
+from ._version import __version__
+from .answers import RateLimits
 from .errors import Error, InputError
 from .files import atomic_write, json_lines, read_regular, state_dir
 from .secret import scrub
@@ -30,6 +32,8 @@ log = logging.getLogger(__name__)
 
 # "held": GitLab rejected the token, but the mass-invalid guard kept the runner.
 VERDICTS = ("valid", "invalid", "unknown", "held")
+# What register_runner_changes_total counts: the actions that change a runner in GitLab.
+CHANGE_KINDS = ("create", "update", "rotate", "recreate", "delete")
 ACCESS_TOKEN_NOTICE = timedelta(days=14)
 VERSION = 1
 
@@ -44,6 +48,11 @@ class Run:
     warnings: list[str] = field(default_factory=list)
     access_tokens: dict[str, Optional[str]] = field(default_factory=dict)  # url → ISO date
     rejected_access_tokens: list[str] = field(default_factory=list)  # urls: 401 this run
+    # GitLab failed and the config of an earlier run was left in place.
+    config_kept: bool = False
+    # Changes made by every run recorded so far (kind → count), carried from run to run.
+    changes_total: dict[str, int] = field(default_factory=dict)
+    rate_limits: RateLimits = field(default_factory=RateLimits)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -54,6 +63,12 @@ class Run:
             "warnings": self.warnings,
             "access_tokens": self.access_tokens,
             "rejected_access_tokens": self.rejected_access_tokens,
+            "config_kept": self.config_kept,
+            "changes_total": self.changes_total,
+            "rate_limits": {
+                "limited": self.rate_limits.limited,
+                "waited_seconds": self.rate_limits.waited,
+            },
         }
 
     def status_json(self) -> dict[str, Any]:
@@ -115,11 +130,16 @@ def record_run(
     runners: Optional[Sequence[Mapping[str, Any]]],
     warnings: Iterable[str],
     access_tokens: Optional[Mapping[str, AccessTokenCheck]],
+    config_kept: bool = False,
+    changes: Iterable[str] = (),
+    rate_limits: Optional[RateLimits] = None,
 ) -> Run:
     """Write the last-run record (only into an existing state folder) and return it.
     ``runners`` None: not known this run; the previous record's are kept, with the
     verdict "unknown". ``access_tokens`` None (not asked this run): the previous record's
-    expiries and rejections; an expiry GitLab did not answer about is the previous one."""
+    expiries and rejections; an expiry GitLab did not answer about is the previous one.
+    ``changes``: the kind of each change this run made in GitLab, added to the totals of
+    the runs before."""
     global _recorded
     previous = read_last_run(prefix, instance)
     if runners is None:
@@ -141,6 +161,9 @@ def record_run(
         list(dict.fromkeys(scrub(w) for w in warnings)),
         tokens,
         sorted(rejected),
+        config_kept,
+        _add_changes(previous.changes_total if previous else {}, changes),
+        rate_limits or RateLimits(),
     )
     _recorded = run
     if state_dir(prefix).is_dir():
@@ -153,9 +176,26 @@ def record_run(
     return run
 
 
+def _add_changes(totals: Mapping[str, int], changes: Iterable[str]) -> dict[str, int]:
+    added = {kind: int(totals.get(kind, 0)) for kind in CHANGE_KINDS}
+    for kind in changes:
+        if kind in added:
+            added[kind] += 1
+    return added
+
+
 def recorded() -> Optional[Run]:
     """The run this process recorded, if any."""
     return _recorded
+
+
+def needs_retry(run: Optional[Run]) -> bool:
+    """Whether a run soon would help: none is recorded, the last one exited 3 (try again
+    later: nothing to keep, the guard holding, the lock busy), or GitLab failed before
+    every executor had a runner. A run that needs a person (1, 2) waits for the timer."""
+    if run is None or run.exit_status == 3:
+        return True
+    return run.config_kept and any(row.get("id") is None for row in run.runners)
 
 
 def read_last_run(prefix: Path, instance: str) -> Optional[Run]:
@@ -176,6 +216,12 @@ def read_last_run(prefix: Path, instance: str) -> Optional[Run]:
             list(data.get("warnings", [])),
             dict(data.get("access_tokens", {})),
             [str(url) for url in data.get("rejected_access_tokens", [])],
+            bool(data.get("config_kept", False)),
+            {kind: int(n) for kind, n in dict(data.get("changes_total", {})).items()},
+            RateLimits(
+                int(data.get("rate_limits", {}).get("limited", 0)),
+                float(data.get("rate_limits", {}).get("waited_seconds", 0.0)),
+            ),
         )
     except (ValueError, KeyError, TypeError, AttributeError):
         log.debug("event=last_run_unreadable path=%s", last_run_path(prefix, instance))
@@ -215,7 +261,7 @@ def runner_rows(
     rows = []
     for stem in sorted(set(stored) | set(stems)):
         runner_id = stored[stem].id if stem in stored else None
-        entry = entries.get((stored[stem].url, runner_id)) if stem in stored else None
+        entry = entries.get((stored[stem].url, stored[stem].id)) if stem in stored else None
         credentials = credentials_of(entry) if entry else None
         if credentials is None and runner_id is not None:
             # A runner that is not gitlab-runner: its token is in its credentials file.
@@ -305,7 +351,8 @@ def render_metrics(instance: str, run: Optional[Run]) -> str:
     )
     counts = dict.fromkeys(VERDICTS, 0)
     for row in run.runners if run else []:
-        counts[row.get("verdict") if row.get("verdict") in counts else "unknown"] += 1
+        verdict = row.get("verdict")
+        counts[verdict if isinstance(verdict, str) and verdict in counts else "unknown"] += 1
     families.append(
         (
             "register_runner_runners",
@@ -338,15 +385,60 @@ def render_metrics(instance: str, run: Optional[Run]) -> str:
             tokens,
         )
     )
+    families += _run_details(run)
     lines = []
     for name, help_text, samples in families:
         lines.append(f"# HELP {name} {help_text}")
-        lines.append(f"# TYPE {name} gauge")
+        lines.append(f"# TYPE {name} {_type_of(name)}")
         for labels, value in samples:
             labels = {"instance": instance, **labels}
             rendered = ",".join(f'{key}="{_escape(value)}"' for key, value in labels.items())
             lines.append(f"{name}{{{rendered}}} {_number(value)}")
     return "\n".join(lines) + "\n"
+
+
+Family = tuple[str, str, list[tuple[dict[str, str], float]]]
+
+
+def _run_details(run: Optional[Run]) -> list[Family]:
+    """What the last run met and did besides its verdicts: a kept config, its changes,
+    GitLab's rate limit."""
+    if run is None:
+        return []
+    totals = {kind: run.changes_total.get(kind, 0) for kind in CHANGE_KINDS}
+    return [
+        (
+            "register_runner_config_kept",
+            "1 when GitLab failed in the last run and the config of an earlier run was "
+            "kept (the runners run, unchecked), else 0.",
+            [({}, int(run.config_kept))],
+        ),
+        (
+            "register_runner_changes_total",
+            "Changes sync made to runners in GitLab, by kind, over the runs recorded here.",
+            [({"kind": kind}, count) for kind, count in totals.items()],
+        ),
+        (
+            "register_runner_rate_limited_requests",
+            "Requests GitLab answered 429 (too many requests) in the last run.",
+            [({}, run.rate_limits.limited)],
+        ),
+        (
+            "register_runner_rate_limit_wait_seconds",
+            "Seconds the last run waited for GitLab's rate limit (Retry-After, or pacing "
+            "as the budget ran low).",
+            [({}, run.rate_limits.waited)],
+        ),
+        (
+            "register_runner_build_info",
+            "The register-runner version that wrote these metrics; always 1.",
+            [({"version": __version__}, 1)],
+        ),
+    ]
+
+
+def _type_of(name: str) -> str:
+    return "counter" if name.endswith("_total") else "gauge"
 
 
 def _escape(value: str) -> str:

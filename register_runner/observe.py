@@ -77,17 +77,17 @@ def known_runners(workspace: Workspace) -> dict[str, RunnerState]:
     runners.update(adopted)
     by_name = {e.name: e for e in workspace.executors if e.stem not in runners}
     for (url, runner_id), entry in sorted(entries.items()):
-        executor = by_name.get(entry.get("name", ""))
+        named = by_name.get(entry.get("name", ""))
         credentials = credentials_of(entry)
-        if executor and credentials and url == executor.url:
+        if named and credentials and url == named.url:
             log.info(
                 "event=adopt runner=%s id=%s: config entry without state, adopted by name",
-                executor.stem,
+                named.stem,
                 runner_id,
             )
-            stored = StoredRunner(runner_id, url, executor.scope, {})
-            runners[executor.stem] = _runner(executor.stem, stored, credentials)
-            del by_name[executor.name]
+            stored = StoredRunner(runner_id, url, named.scope, {})
+            runners[named.stem] = _runner(named.stem, stored, credentials)
+            del by_name[named.name]
         else:
             workspace.warn(
                 f"{workspace.output}: entry {entry.get('name')!r} (runner "
@@ -137,17 +137,17 @@ def observe(
 
     # Every access token is asked about alongside the verifications, on the same pool: a
     # rejected one is found on every run, at the cost of no extra round trip.
-    urls = sorted(u for u, c in workspace.inputs.clients.items() if c.access_token is not None)
+    tokens = sorted(u for u, c in workspace.inputs.clients.items() if c.access_token is not None)
 
     def ask(item: Any) -> Any:
         return check(item) if isinstance(item, RunnerState) else _access_token(workspace, item)
 
-    answers = workspace.concurrently(ask, [*to_check, *urls])
+    answers = workspace.concurrently(ask, [*to_check, *tokens])
     checked = {r.stem: r for r in answers[: len(to_check)]}
     observed = Observed(
         pending_deletes=list(workspace.state.pending_deletes),
         unresolved=frozenset(workspace.state.pending_creates),
-        access_tokens=dict(zip(urls, answers[len(to_check) :])),
+        access_tokens=dict(zip(tokens, answers[len(to_check) :])),
     )
     for stem, runner in runners.items():
         observed.runners[stem] = checked.get(stem, runner)

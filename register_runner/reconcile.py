@@ -32,12 +32,15 @@ def reconcile(
     force: bool = False,
     prune: bool = True,
     max_deletions: int | None = None,
+    bad: Mapping[str, str] | None = None,
 ) -> Plan:
-    """What to do so that GitLab and the config match ``desired``.
+    """What to do so that GitLab and the config match ``desired``. ``bad``: stems whose
+    executor file is bad input (stem → reason): kept as they are, never deleted.
 
     Raises InputError when the plan would delete more runners than allowed: deleting
     many runners at once is more often a broken deploy than an intention.
     """
+    bad = bad or {}
     wanted = {executor.stem: executor for executor in desired}
     actions = [
         _waiting(executor)
@@ -45,11 +48,15 @@ def reconcile(
         else _action_for(executor, observed.runners.get(executor.stem), now)
         for executor in sorted(desired, key=lambda e: e.stem)
     ]
+    actions += [
+        Action(Kind.KEEP, stem, reason, _id(observed.runners.get(stem)))
+        for stem, reason in sorted(bad.items())
+    ]
     if prune:
         actions += [
             Action(Kind.DELETE, stem, "executor file removed", state.id)
             for stem, state in sorted(observed.runners.items())
-            if stem not in wanted
+            if stem not in wanted and stem not in bad
         ]
         actions += [
             Action(Kind.DELETE, pending.stem, "deletion left over from an earlier run", pending.id)
@@ -67,15 +74,20 @@ def reconcile(
     return _blocked(Plan(tuple(actions), warnings), observed, wanted)
 
 
+def _id(state: RunnerState | None) -> int | None:
+    return state.id if state is not None else None
+
+
 def _waiting(executor: Executor) -> Action:
     # Sending the create again could make a duplicate: it waits until the earlier one is
     # found (by its marker) or the operator says, with --force, that it is not there.
     return Action(Kind.WAIT, executor.stem, "an earlier create's outcome is not known yet")
 
 
-def check_not_emptied(desired: Sequence[Executor], known: int, folder: str, force: bool) -> None:
-    """An unmounted disk or a half-finished deploy must not wipe a host's runners."""
-    if desired or force or not known:
+def check_not_emptied(files: int, known: int, folder: str, force: bool) -> None:
+    """An unmounted disk or a half-finished deploy must not wipe a host's runners. A bad
+    file counts: its runner is held, not deleted."""
+    if files or force or not known:
         return
     raise InputError(
         f"{folder}: no executor files, but {known} runner(s) exist; refusing to delete them "

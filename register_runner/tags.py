@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
-from .errors import InputError
+from .errors import HostInputError, InputError
 from .tomlfile import Where
 
 # The template's own table, removed from the output like client_configs.
@@ -92,6 +92,7 @@ class Capture:
         env: Optional[list[str]],
         tag_schema: Optional[Mapping[str, Any]],
     ) -> Union[dict[str, Any], list[str]]:
+        key: Optional[tuple[Optional[str], Optional[tuple[str, ...]]]]
         key = (executor_type, tuple(env) if env is not None else None)
         if not self.takes_arguments:
             key = None
@@ -113,14 +114,14 @@ class Capture:
             else:
                 result = self.function()
         except Exception as error:
-            raise InputError(
+            raise HostInputError(
                 f"{self.source}: capture_tags() failed: {type(error).__name__}: {error}"
             ) from None
         if isinstance(result, dict) and all(isinstance(k, str) for k in result):
             return result
         if isinstance(result, (list, tuple)) and all(isinstance(t, str) for t in result):
             return list(result)
-        raise InputError(
+        raise HostInputError(
             f"{self.source}: capture_tags() must return a dict of properties "
             "(gitlab-runner-auth's form) or a list of strings"
         )

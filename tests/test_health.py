@@ -33,7 +33,7 @@ def test_metrics_have_every_family_with_help_type_and_instance():
         f.name: f for f in text_string_to_metric_families(health.render_metrics("gpu", run))
     }
 
-    assert {f.type for f in families.values()} == {"gauge"}
+    assert {f.type for f in families.values()} == {"gauge", "counter"}
     assert all(f.documentation for f in families.values())
     samples = {s.name: [] for f in families.values() for s in f.samples}
     for family in families.values():

@@ -34,6 +34,7 @@ RUN = {
     "config": str,
     "config_written": bool,
     "system_id": str,
+    "errors": list,
     "seconds": (int, float),
     "actions": list,
     "warnings": list,

@@ -363,4 +363,4 @@ def test_more_than_50_tags_with_the_host_wide_ones_is_bad_input(gitlab, make, cl
     result = cli(prefix)
     assert result.returncode == 2
     assert "51 tags" in result.stderr and "shell.toml" in result.stderr
-    assert gitlab.requests == []
+    assert gitlab.mutating_requests() == []

@@ -67,9 +67,9 @@ def test_status_shows_why_the_last_start_failed(gitlab, prefix, cli):
     report = json.loads(result.stdout)
     assert report["last_run"]["exit_status"] == 2
     assert any("broken.toml" in w and "end of file" in w for w in report["warnings"])
-    # Carried over from the last good run, unchecked this time.
-    assert [(r["runner"], r["verdict"]) for r in report["runners"]] == [("shell", "unknown")]
-    # The record (which snapshot() leaves out) is the only thing bad input changed.
+    # The bad file held only its own runner (it has none): shell was checked as usual.
+    assert [(r["runner"], r["verdict"]) for r in report["runners"]] == [("shell", "valid")]
+    # The record (which snapshot() leaves out) is the only thing the run changed.
     after = prefix.snapshot()
     changed = {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
     assert changed == {"main/broken.toml"}

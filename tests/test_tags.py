@@ -73,7 +73,7 @@ def test_broken_capture_tags_module_is_bad_input(gitlab, prefix, cli, tmp_path, 
     assert result.stderr.count("\n") == 1 and gitlab.requests == []
 
 
-def test_tag_schema_checked_before_any_api_call(gitlab, prefix, cli, tmp_path):
+def test_tags_against_the_schema_hold_the_runner_until_they_match(gitlab, prefix, cli, tmp_path):
     schema = tmp_path / "tags.json"
     schema.write_text(
         json.dumps(
@@ -85,7 +85,7 @@ def test_tag_schema_checked_before_any_api_call(gitlab, prefix, cli, tmp_path):
 
     assert refused.returncode == 2
     assert "shell.toml" in refused.stderr and "fewer than 2 items" in refused.stderr
-    assert gitlab.requests == []
+    assert gitlab.mutating_requests() == []
     prefix.write_executor("shell", 'executor = "shell"\ntags = ["linux", "x86-64"]\n')
     assert cli(prefix, "sync", "--tag-schema", str(schema)).returncode == 0
     assert len(gitlab.runners()) == 1

@@ -7,7 +7,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from .. import custom_runners, report, state
 from ..errors import InputError
@@ -74,7 +74,7 @@ def verify_config(options: Options, *, as_json: bool) -> int:
         raise InputError(f"{path}: no such file; run register-runner first")
     # Runners are known by their executor file's stem everywhere else too, and by their
     # GitLab and id together.
-    stems = {(r.url, r.id): stem for stem, r in stored.runners.items()}
+    stems: dict[tuple[str, Any], str] = {(r.url, r.id): stem for stem, r in stored.runners.items()}
     checks = []
     for index, entry in enumerate(config.entries, 1):
         credentials = credentials_of(entry)
