@@ -80,8 +80,8 @@ def legacy_matches(
         ):
             continue
         url = normalize_url(str(entry.get("url", "")))
-        same = [e for e in by_type.get(executor_type, []) if e.url == url]
-        candidates = [e for e in same if e.stem not in taken]
+        of_type = [e for e in by_type.get(executor_type, []) if e.url == url]
+        candidates = [e for e in of_type if e.stem not in taken]
         if len(candidates) == 1:
             found.setdefault(candidates[0].stem, []).append(entry)
             continue
@@ -89,8 +89,8 @@ def legacy_matches(
             why = (
                 f"{len(candidates)} executor files have executor = {executor_type!r} and url {url}"
             )
-        elif same:
-            files = ", ".join(sorted(Path(e.path).name for e in same))
+        elif of_type:
+            files = ", ".join(sorted(Path(e.path).name for e in of_type))
             why = f"{files} already has a runner in the state and config"
         else:
             why = f"no executor file has executor = {executor_type!r} and url {url}"
