@@ -61,6 +61,7 @@ class Result:
     # were while the others converged.
     errors: tuple[str, ...] = ()
     rate_limits: RateLimits = field(default_factory=RateLimits)  # 429s met, seconds waited
+    recorded: Optional[health.Run] = None  # sync: the last-run record it wrote
 
 
 def sync(
@@ -96,6 +97,7 @@ def sync(
     return replace(
         _applied("sync", status, workspace, outcome, started, config_row),
         healthy=health.healthy(run),
+        recorded=run,
     )
 
 

@@ -13,5 +13,5 @@ def run(args: argparse.Namespace) -> int:
     result = api.plan(
         detailed_exitcode=args.detailed_exitcode, **Options.from_args(args).as_kwargs()
     )
-    report.emit_result(args.json, result)
+    report.emit_result(args.json, result, table_asked=args.table)
     return result.exit_status

@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
         },
         [row.as_row() for row in rows],
         workspace.warnings,
+        table_asked=args.table,
     )
     return status
 

@@ -17,5 +17,5 @@ def run(args: argparse.Namespace) -> int:
         lock_timeout=args.lock_timeout,
         **Options.from_args(args).as_kwargs(),
     )
-    report.emit_result(args.json, result)
+    report.emit_result(args.json, result, table_asked=args.table)
     return result.exit_status

@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
         lock_timeout=args.lock_timeout,
         **Options.from_args(args).as_kwargs(),
     )
-    report.emit_result(args.json, result)
+    report.emit_result(args.json, result, table_asked=args.table)
     folder = args.prefix / args.instance
     for stem in sorted(args.runner or (p.stem for p in folder.glob("*.toml"))):
         if (folder / f"{stem}.toml").is_file():

@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     options = Options.from_args(args)
     given = args.token is not None or args.token_file is not None
     if args.url is None and not given:
-        return verify_config(options, as_json=args.json)
+        return verify_config(options, as_json=args.json, table=args.table)
     if args.url is None or not given:
         raise InputError("verify needs both --url and one of --token, --token-file, --token -")
     token = read_token(args.token, args.token_file)
@@ -34,7 +34,9 @@ def run(args: argparse.Namespace) -> int:
             f"--system-id {args.system_id!r}: expected s_ or r_ and 12 letters or digits"
         )
     client = ClientConfig(normalize_url(args.url), Scope(), tls_ca_file=args.tls_ca_file)
-    return verify_tokens(options, [("token", client, token, None)], system_id, args.json)
+    return verify_tokens(
+        options, [("token", client, token, None)], system_id, args.json, args.table
+    )
 
 
 def read_token(value: Optional[str], path: Optional[Path]) -> Secret:
@@ -66,7 +68,7 @@ def prefix_system_id(prefix: Path) -> Optional[str]:
     return value if VALID_ID.match(value) else None
 
 
-def verify_config(options: Options, *, as_json: bool) -> int:
+def verify_config(options: Options, *, as_json: bool, table: bool) -> int:
     path = output_path(options.prefix, options.instance)
     config = read_config(path)
     stored = state.load(options.prefix, options.instance)
@@ -102,10 +104,12 @@ def verify_config(options: Options, *, as_json: bool) -> int:
             raise InputError(f"{stored.credentials_files[stem]}: no GITLAB_URL or RUNNER_TOKEN")
         client = ClientConfig(found.url, Scope(), tls_ca_file=found.tls_ca_file)
         checks.append((stem, client, found.credentials.token, found.id))
-    return verify_tokens(options, checks, prefix_system_id(options.prefix), as_json)
+    return verify_tokens(options, checks, prefix_system_id(options.prefix), as_json, table)
 
 
-def verify_tokens(options: Options, checks: list, system_id: Optional[str], as_json: bool) -> int:
+def verify_tokens(
+    options: Options, checks: list, system_id: Optional[str], as_json: bool, table: bool
+) -> int:
     from ..gitlab import Connection, Deadline, Pool
 
     connection = Connection(Deadline(options.deadline), options.timeout, system_id=system_id or "")
@@ -142,5 +146,7 @@ def verify_tokens(options: Options, checks: list, system_id: Optional[str], as_j
         log.warning("%s", warning)
     verdicts = {verdict for verdict, _, _ in results}
     status = 1 if Verdict.INVALID in verdicts else 3 if Verdict.UNKNOWN in verdicts else 0
-    report.emit(as_json, {"command": "verify", "exit_status": status}, rows, warnings)
+    report.emit(
+        as_json, {"command": "verify", "exit_status": status}, rows, warnings, table_asked=table
+    )
     return status
