@@ -4,12 +4,15 @@
     result = register_runner.plan(prefix="/etc/gitlab-runner")
     if result.changed: ...
 
-Each run goes through the same phases, values in and values out:
+Each run goes through the same phases, values in and values out (``gitlab``, the run's
+connections, passed beside them; each value carries its phase's warnings):
 
-    load(options)               -> Workspace (inputs, state, config read back; no network)
-    recover + known_runners + observe -> Observed (verify/GET, concurrent)
-    reconcile(desired, observed) -> Plan    (pure)
-    apply(plan, ...)            -> Outcome  (API calls, journaled; writes state and config)
+    load(options)                   -> Loaded    (inputs, state, config read back; no network)
+    recover(loaded, gitlab)         -> Recovered (the state, creates of earlier runs resolved)
+    known_runners + observe         -> Observed  (verify/GET, concurrent)
+    reconcile(desired, observed)    -> Plan      (pure)
+    apply(loaded, gitlab, plan, …)  -> Outcome   (API calls, journaled; writes state, config)
+    record                          -> health.Run (the last-run record status reads)
 """
 
 from __future__ import annotations
@@ -28,12 +31,12 @@ from .answers import RateLimits
 from .apply import Outcome, apply
 from .errors import InputError
 from .files import exclusive_lock
-from .model import CONFIG_ROW, ActionResult, Kind, Observed, Plan
+from .model import CONFIG_ROW, ActionResult, Kind, Observed, Plan, RunnerState, Warnings
 from .observe import known_runners, observe, recover
 from .output import content_of, entries_as_observed, kept_entries, render
 from .reconcile import check_not_emptied, reconcile, select
 from .timeutil import now_utc
-from .workspace import Options, Workspace, check_prefix, load, lock_path
+from .workspace import GitLab, Loaded, Options, check_prefix, load, lock_path
 
 log = logging.getLogger(__name__)
 DEFAULT_PREFIX = "/etc/gitlab-runner"
@@ -80,33 +83,42 @@ def sync(
     opts = Options(prefix=Path(prefix), instance=instance, **options)
     check_prefix(opts)
     environ = os.environ if environ is None else environ
-    with (
-        exclusive_lock(lock_path(opts), lock_timeout),
-        load(opts, environ, isolate=True) as workspace,
-    ):
-        _report_bad(workspace)
-        recover(workspace)
-        observed, plan_ = _plan(workspace)
-        outcome = apply(workspace, plan_, observed)
-        for refusal in plan_.refusals:
-            outcome.refuse(refusal)
-        workspace.keep_parsed()  # with the config this run wrote
-        status = _sync_status(workspace, plan_, observed, outcome)
-        run = _record(workspace, plan_, observed, outcome, status)
+    with exclusive_lock(lock_path(opts), lock_timeout):
+        loaded = load(opts, environ, isolate=True)
+        _report_bad(loaded)
+        with GitLab(loaded) as gitlab:
+            recovered = recover(loaded, gitlab)
+            loaded = replace(loaded, state=recovered.state)
+            known = known_runners(loaded, gitlab)
+            loaded = replace(loaded, state=known.state)
+            observed, plan_ = _plan(loaded, gitlab, known.runners)
+            outcome = apply(loaded, gitlab, plan_, observed)
+            for refusal in plan_.refusals:
+                outcome.refuse(refusal)
+            loaded.parsed.save()  # with the config this run wrote
+            warnings = _warnings(loaded, recovered, known, observed, plan_, outcome)
+            status = _sync_status(loaded, plan_, observed, outcome)
+            rate_limits = gitlab.rate_limits()
+            run = _record(loaded, plan_, observed, outcome, status, warnings, rate_limits)
     config_row = _config_row(plan_, observed, outcome)
     return replace(
-        _applied("sync", status, workspace, outcome, started, config_row),
+        _applied("sync", status, loaded, outcome, warnings, rate_limits, started, config_row),
         healthy=health.healthy(run),
         recorded=run,
     )
 
 
-def _report_bad(workspace: Workspace) -> None:
+def _warnings(*values: Any) -> tuple[str, ...]:
+    """The run's warnings, each once, in the order the phases said them."""
+    return tuple(dict.fromkeys(w for value in values for w in value.warnings))
+
+
+def _report_bad(workspace: Loaded) -> None:
     for bad in workspace.inputs.bad:
         log.error("%s (runner %s held as it is until the file is fixed)", bad.error, bad.stem)
 
 
-def _errors(workspace: Workspace) -> tuple[str, ...]:
+def _errors(workspace: Loaded) -> tuple[str, ...]:
     return tuple(bad.error for bad in workspace.inputs.bad)
 
 
@@ -125,19 +137,24 @@ def plan(
     opts = Options(prefix=Path(prefix), instance=instance, **options)
     check_prefix(opts)
     environ = os.environ if environ is None else environ
-    with load(opts, environ, read_only=True, isolate=True) as workspace:
-        _report_bad(workspace)
-        observed, plan_ = _plan(workspace)
+    workspace = load(opts, environ, read_only=True, isolate=True)
+    _report_bad(workspace)
+    said = Warnings()
+    with GitLab(workspace) as gitlab:
+        known = known_runners(workspace, gitlab)
+        workspace = replace(workspace, state=known.state)
+        observed, plan_ = _plan(workspace, gitlab, known.runners)
         for refusal in plan_.refusals:
-            workspace.warn(refusal)
+            said.warn(refusal)
         if observed.unresolved:
-            workspace.warn(
+            said.warn(
                 f"an earlier run may have created {len(observed.unresolved)} runner(s) "
                 f"without learning it ({', '.join(sorted(observed.unresolved))}); sync "
                 "looks for them first"
             )
         # The leftovers' lists are the last calls; the connections are closed after them.
-        leftovers = migrate.plan_leftovers(workspace, observed.runners)
+        leftovers, leftover_warnings = migrate.plan_leftovers(workspace, gitlab, observed.runners)
+        rate_limits = gitlab.rate_limits()
     # Runners that are not gitlab-runner change their credentials files, not the config.
     custom = custom_runners.custom_stems(workspace)
     config_actions = [a for a in plan_.actions if a.stem not in custom]
@@ -176,14 +193,14 @@ def plan(
         status,
         changed,
         tuple(actions),
-        tuple(workspace.warnings),
+        (*_warnings(workspace, known, observed, plan_), *said.said, *leftover_warnings),
         workspace.output,
         False,
         workspace.identity.system_id,
         round(time.monotonic() - started, 3),
         diff,
         errors=_errors(workspace),
-        rate_limits=workspace.rate_limits(),
+        rate_limits=rate_limits,
     )
 
 
@@ -243,13 +260,20 @@ def gc(
     )
     check_prefix(opts)
     environ = os.environ if environ is None else environ
-    lock = exclusive_lock(lock_path(opts), lock_timeout)
-    with lock, load(opts, environ, read_only=not yes) as workspace:
-        rows, errors = stale.collect(
-            workspace, older_than=older_than, delete=yes, max_deletions=max_deletions, now=now_utc()
-        )
+    with exclusive_lock(lock_path(opts), lock_timeout):
+        workspace = load(opts, environ, read_only=not yes)
+        with GitLab(workspace) as gitlab:
+            rows, errors, warnings = stale.collect(
+                workspace,
+                gitlab,
+                older_than=older_than,
+                delete=yes,
+                max_deletions=max_deletions,
+                now=now_utc(),
+            )
+    said = Warnings()
     for error in errors:
-        workspace.warn(str(error))
+        said.warn(str(error))
     status = stale.exit_status(errors)
     changed = any(row.result in ("done", "planned") for row in rows)
     if status == 0 and detailed_exitcode and changed and not yes:
@@ -258,11 +282,64 @@ def gc(
         status,
         changed,
         tuple(rows),
-        tuple(workspace.warnings),
+        tuple(dict.fromkeys((*workspace.warnings, *warnings, *said.said))),
         not yes,
         older_than,
         round(time.monotonic() - started, 3),
     )
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    """What ``prune_legacy`` found (and, with ``yes``, deleted): one ``delete`` action per
+    runner gitlab-runner-auth left, ``result`` "planned", "done", "already gone",
+    "skipped" (no longer provably a leftover) or "failed"."""
+
+    exit_status: int  # what the CLI exits with
+    actions: tuple[ActionResult, ...]
+    warnings: tuple[str, ...]
+    dry_run: bool
+
+    @property
+    def deleted(self) -> int:
+        return sum(1 for action in self.actions if action.result == "done")
+
+
+def prune_legacy(
+    prefix: Union[str, Path] = DEFAULT_PREFIX,
+    instance: str = "main",
+    *,
+    yes: bool = False,
+    deadline: float = 30.0,
+    timeout: float = 10.0,
+    jobs: Optional[int] = None,
+    insecure_permissions: bool = False,
+    capture_tags: Union[str, Path, None] = None,
+    tag_schema: Union[str, Path, None] = None,
+    lock_timeout: float = 60.0,
+    environ: Optional[Mapping[str, str]] = None,
+) -> PruneResult:
+    """The runners LLNL's gitlab-runner-auth left in GitLab for this host and instance;
+    deleted with ``yes``, each read again first. Needs read_api to list, manage_runner to
+    delete. Refused (RefusedError) while the config holds runners without an id: sync
+    adopts them first. ``exit_status``: 0, 1 when GitLab refused, 3 when it failed."""
+    opts = Options(
+        prefix=Path(prefix),
+        instance=instance,
+        deadline=deadline,
+        timeout=timeout,
+        jobs=jobs,
+        insecure_permissions=insecure_permissions,
+        capture_tags=capture_tags,
+        tag_schema=None if tag_schema is None else Path(tag_schema),
+    )
+    check_prefix(opts)
+    environ = os.environ if environ is None else environ
+    with exclusive_lock(lock_path(opts), lock_timeout):
+        loaded = load(opts, environ, read_only=not yes)
+        with GitLab(loaded) as gitlab:
+            rows, status, warnings = migrate.prune(loaded, gitlab, delete=yes)
+    return PruneResult(status, tuple(rows), (*loaded.warnings, *warnings), not yes)
 
 
 def act_on_runners(
@@ -282,19 +359,26 @@ def act_on_runners(
     opts = Options(prefix=Path(prefix), instance=instance, **options)
     check_prefix(opts)
     environ = os.environ if environ is None else environ
-    with exclusive_lock(lock_path(opts), lock_timeout), load(opts, environ) as workspace:
-        known = known_runners(workspace)
-        plan_ = select(kind, command, known, workspace.executors, names, instance)
-        outcome = apply(workspace, plan_, Observed(dict(known)))
+    with exclusive_lock(lock_path(opts), lock_timeout):
+        loaded = load(opts, environ)
+        with GitLab(loaded) as gitlab:
+            known = known_runners(loaded, gitlab)
+            loaded = replace(loaded, state=known.state)
+            plan_ = select(kind, command, known.runners, loaded.executors, names, instance)
+            outcome = apply(loaded, gitlab, plan_, Observed(dict(known.runners)))
+            rate_limits = gitlab.rate_limits()
     status = 1 if outcome.refused else 3 if outcome.failing else 0
-    return _applied(command, status, workspace, outcome, started)
+    warnings = _warnings(loaded, known, outcome)
+    return _applied(command, status, loaded, outcome, warnings, rate_limits, started)
 
 
 def _applied(
     command: str,
     status: int,
-    workspace: Workspace,
+    workspace: Loaded,
     outcome: Outcome,
+    warnings: tuple[str, ...],
+    rate_limits: RateLimits,
     started: float,
     *extra: ActionResult,
 ) -> Result:
@@ -303,13 +387,13 @@ def _applied(
         status,
         outcome.changed,
         (*outcome.records, *extra),
-        tuple(workspace.warnings),
+        warnings,
         workspace.output,
         outcome.wrote,
         workspace.identity.system_id,
         round(time.monotonic() - started, 3),
         errors=_errors(workspace),
-        rate_limits=workspace.rate_limits(),
+        rate_limits=rate_limits,
     )
 
 
@@ -326,13 +410,15 @@ def _config_row(plan_: Plan, observed: Observed, outcome: Outcome) -> ActionResu
     return ActionResult("keep", CONFIG_ROW, None, "kept", reason)
 
 
-def _plan(workspace: Workspace) -> tuple[Observed, Plan]:
+def _plan(
+    workspace: Loaded, gitlab: GitLab, runners: dict[str, RunnerState]
+) -> tuple[Observed, Plan]:
     """What ``plan`` shows and ``sync`` applies: observe, then reconcile."""
     options = workspace.options
     known = len(workspace.state.runners) or len(workspace.config.entries)
     files = len(workspace.executors) + len(workspace.inputs.bad)
     check_not_emptied(files, known, str(workspace.inputs.executor_dir), options.force)
-    observed = observe(workspace, known_runners(workspace), refresh=options.refresh)
+    observed = observe(workspace, gitlab, runners, refresh=options.refresh)
     plan_ = reconcile(
         workspace.executors,
         observed,
@@ -342,13 +428,19 @@ def _plan(workspace: Workspace) -> tuple[Observed, Plan]:
         max_deletions=options.max_deletions,
         bad=workspace.held_stems,
     )
-    for warning in plan_.warnings:
-        workspace.warn(warning)
+    for warning in plan_.warnings:  # reconcile is pure: what it says is logged here
+        log.warning("%s", warning)
     return observed, plan_
 
 
 def _record(
-    workspace: Workspace, plan_: Plan, observed: Observed, outcome: Outcome, status: int
+    workspace: Loaded,
+    plan_: Plan,
+    observed: Observed,
+    outcome: Outcome,
+    status: int,
+    warnings: tuple[str, ...],
+    rate_limits: RateLimits,
 ) -> health.Run:
     """The last-run record ``status`` and the metrics read."""
     prefix, instance = workspace.options.prefix, workspace.options.instance
@@ -363,18 +455,18 @@ def _record(
             health.sync_verdicts(observed, plan_, outcome),
             [e.stem for e in workspace.executors],
             # Unless the config was rewritten, what load read is what is on disk.
-            held=None if outcome.wrote else workspace,
+            held=None if outcome.wrote else replace(workspace, state=outcome.state),
         ),
-        warnings=[*workspace.warnings, *outcome.refused, *_errors(workspace)],
+        warnings=[*warnings, *outcome.refused, *_errors(workspace)],
         access_tokens=observed.access_tokens,
         config_kept=bool(failing and outcome.entries),
         # A recreate's old runner deleted is part of that recreate, not a change of its own.
         changes=[r.kind for r in outcome.records if r.result == "done"],
-        rate_limits=workspace.rate_limits(),
+        rate_limits=rate_limits,
     )
 
 
-def _sync_status(workspace: Workspace, plan_: Plan, observed: Observed, outcome: Outcome) -> int:
+def _sync_status(workspace: Loaded, plan_: Plan, observed: Observed, outcome: Outcome) -> int:
     """2 when an executor file is bad (its runner was held); 1 when GitLab refused something
     a person must fix; 3 while the mass-invalid guard holds (GitLab-side, or it could not
     be asked). When GitLab was failing: 0 if a good config is in place (the runner can

@@ -18,7 +18,7 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Optional, cast
 
 from . import custom_runners
@@ -43,7 +43,7 @@ from .model import (
 from .observe import owned
 from .output import kept_entries, observed_credentials, runner_entries, write_config
 from .timeutil import now_utc
-from .workspace import Workspace
+from .workspace import GitLab, Loaded
 
 if TYPE_CHECKING:
     from .gitlab import Issued
@@ -60,6 +60,14 @@ class Outcome:
     failing: list[str] = field(default_factory=list)  # GitLab failing: exit 0 or 3
     wrote: bool = False
     entries: int = 0
+    warnings: list[str] = field(default_factory=list)
+    state: state_file.State = field(default_factory=state_file.State)  # as saved
+
+    def warn(self, message: str) -> None:
+        """Say it once per run."""
+        if message not in self.warnings:
+            self.warnings.append(message)
+            log.warning("%s", message)
 
     def refuse(self, message: str) -> None:
         self.refused.append(message)
@@ -94,10 +102,13 @@ class Outcome:
         return self.wrote or any(record.mutated for record in self.records)
 
 
-def apply(workspace: Workspace, plan: Plan, observed: Observed) -> Outcome:
+def apply(loaded: Loaded, gitlab: GitLab, plan: Plan, observed: Observed) -> Outcome:
+    """``plan`` carried out; the Outcome holds the state as saved (``loaded``'s is left as
+    it was)."""
     outcome = Outcome()
+    st = loaded.state.copy()
+    workspace = replace(loaded, state=st)  # the state this run changes and saves
     executors = workspace.executors_by_stem
-    st = workspace.state
     creates = plan.of_kind(Kind.CREATE, Kind.RECREATE)
     for action in creates:
         executor = executors[action.stem]
@@ -118,8 +129,9 @@ def apply(workspace: Workspace, plan: Plan, observed: Observed) -> Outcome:
     }
     fresh: dict[str, Credentials] = {}
     work = plan.of_kind(Kind.CREATE, Kind.RECREATE, Kind.UPDATE, Kind.ROTATE)
-    results = workspace.concurrently(
-        lambda a: _attempt(workspace, a, executors[a.stem], observed.runners.get(a.stem)), work
+    results = gitlab.concurrently(
+        lambda a: _attempt(workspace, gitlab, a, executors[a.stem], observed.runners.get(a.stem)),
+        work,
     )
     for action, result in zip(work, results):
         _settle(
@@ -167,9 +179,10 @@ def apply(workspace: Workspace, plan: Plan, observed: Observed) -> Outcome:
             for stem in written_stems:
                 del st.unwritten[stem]
             _save(workspace)
-    _delete_pending(workspace, plan, outcome)
+    _delete_pending(workspace, gitlab, plan, outcome)
     for action in plan.of_kind(Kind.KEEP, Kind.WAIT):
         outcome.record(action, "kept" if action.kind is Kind.KEEP else "waiting")
+    outcome.state = st
     return outcome
 
 
@@ -183,14 +196,18 @@ class _Result:
 
 
 def _attempt(
-    workspace: Workspace, action: Action, executor: Executor, runner: Optional[RunnerState]
+    workspace: Loaded,
+    gitlab: GitLab,
+    action: Action,
+    executor: Executor,
+    runner: Optional[RunnerState],
 ) -> _Result:
     """One action's API calls. Errors are collected, not raised, so that the others go on
     and the tokens they obtained are saved; an update that fails does not keep a due
     rotation from happening."""
     result = _Result()
     try:
-        _call(workspace, action, executor, runner, result)
+        _call(workspace, gitlab, action, executor, runner, result)
     except Exception as error:
         log.error(
             "event=internal_error runner=%s: %s: %s", action.stem, type(error).__name__, error
@@ -201,13 +218,14 @@ def _attempt(
 
 
 def _call(
-    workspace: Workspace,
+    workspace: Loaded,
+    gitlab: GitLab,
     action: Action,
     executor: Executor,
     runner: Optional[RunnerState],
     result: _Result,
 ) -> None:
-    api = workspace.api(executor.url)
+    api = gitlab.api(executor.url)
     if action.kind in (Kind.CREATE, Kind.RECREATE):
         client = workspace.inputs.clients[executor.url]
         try:
@@ -261,7 +279,7 @@ def _rotate(api: Any, runner: RunnerState, system_id: str) -> Issued:
 
 
 def _settle(
-    workspace: Workspace,
+    workspace: Loaded,
     action: Action,
     result: _Result,
     executor: Executor,
@@ -278,7 +296,7 @@ def _settle(
         result.errors.append(UnknownOutcome(f"{executor.url}: GitLab's answer had no runner id"))
         issued = None
     for error in result.errors:
-        _failed(workspace, action, executor.url, error, outcome)
+        _failed(action, executor.url, error, outcome)
     if creates:
         # A create whose outcome is unknown stays journaled: the next run that can list
         # runners finds it by its marker; it is never sent again blindly.
@@ -338,9 +356,7 @@ def _unknown_outcome(error: Exception) -> bool:
     return isinstance(error, TransientError) and error.ambiguous
 
 
-def _failed(
-    workspace: Workspace, action: Action, url: str, error: Exception, outcome: Outcome
-) -> None:
+def _failed(action: Action, url: str, error: Exception, outcome: Outcome) -> None:
     message = f"{action.kind.value} {action.stem}: {error}"
     if isinstance(error, TransientError):
         outcome.failing.append(message)
@@ -348,7 +364,7 @@ def _failed(
             then = "not sent again: the next run looks for the runner by its marker first"
         else:
             then = "will try again on the next run"
-        workspace.warn(f"{message}; {then}")
+        outcome.warn(f"{message}; {then}")
         outcome.record(action, "waiting", error=str(error))
     elif (
         action.kind in (Kind.UPDATE, Kind.ROTATE)
@@ -356,7 +372,7 @@ def _failed(
         and error.scope
     ):
         # A token without manage_runner still registers and runs runners: say so, go on.
-        workspace.warn(
+        outcome.warn(
             f"{url}: the access token lacks the {error.scope} scope: registration "
             "attributes are not updated and tokens not rotated by register-runner"
         )
@@ -372,7 +388,7 @@ def _queue_delete(st: state_file.State, delete: PendingDelete) -> None:
 
 
 def _write(
-    workspace: Workspace,
+    workspace: Loaded,
     observed: Observed,
     runners: dict[str, StoredRunner],
     fresh: dict[str, Credentials],
@@ -396,12 +412,12 @@ def _write(
         log.info("event=write path=%s runners=%s", workspace.output, outcome.entries)
 
 
-def _delete_pending(workspace: Workspace, plan: Plan, outcome: Outcome) -> None:
+def _delete_pending(workspace: Loaded, gitlab: GitLab, plan: Plan, outcome: Outcome) -> None:
     st = workspace.state
     queued = [d for d in st.pending_deletes if d.url not in plan.blocked]
     if plan.held or not queued:
         return
-    results = workspace.concurrently(lambda d: _delete(workspace, d), queued)
+    results = gitlab.concurrently(lambda d: _delete(workspace, gitlab, d), queued)
     by_runner = {(a.stem, a.runner_id): a for a in plan.of_kind(Kind.DELETE, Kind.RECREATE)}
     for delete, (result, error) in zip(queued, results):
         # A recreate's old runner is reported under the recreate, as plan shows it.
@@ -411,7 +427,7 @@ def _delete_pending(workspace: Workspace, plan: Plan, outcome: Outcome) -> None:
         where = f"runner {delete.id} of {delete.url} ({delete.stem})"
         if result is Deleted.TRANSIENT:
             outcome.failing.append(f"delete {where}: {error}")
-            workspace.warn(f"delete {where}: {error}; will try again on the next run")
+            outcome.warn(f"delete {where}: {error}; will try again on the next run")
             continue
         st.pending_deletes.remove(delete)
         if result is Deleted.DONE:
@@ -421,7 +437,7 @@ def _delete_pending(workspace: Workspace, plan: Plan, outcome: Outcome) -> None:
             log.info("event=already_gone runner=%s id=%s", delete.stem, delete.id)
             outcome.record(action, "already gone")
         elif result is Deleted.UNPROVEN:
-            workspace.warn(
+            outcome.warn(
                 f"{where}: not deleted, its id is forgotten: {error} (another host may have "
                 "this id now, after a GitLab restore; delete it by hand if it is this host's)"
             )
@@ -440,13 +456,15 @@ class Deleted(enum.Enum):
     REFUSED = "refused"  # a person must act
 
 
-def _delete(workspace: Workspace, delete: PendingDelete) -> tuple[Deleted, Optional[Exception]]:
+def _delete(
+    workspace: Loaded, gitlab: GitLab, delete: PendingDelete
+) -> tuple[Deleted, Optional[Exception]]:
     """Delete a runner only with proof that it is still this host's: by the token this
     host holds (possession is proof), else by id once GitLab shows this host's marker on
     it. Ids are not proof: after a restore GitLab hands them to other hosts' runners."""
     if delete.url not in workspace.inputs.clients:
         return Deleted.REFUSED, RefusedError(f"no client_config for {delete.url} any more")
-    api = workspace.api(delete.url)
+    api = gitlab.api(delete.url)
     try:
         if delete.token is not None and api.delete_by_token(delete.token):
             return Deleted.DONE, None
@@ -467,5 +485,5 @@ def _delete(workspace: Workspace, delete: PendingDelete) -> tuple[Deleted, Optio
         return Deleted.REFUSED, error
 
 
-def _save(workspace: Workspace) -> None:
+def _save(workspace: Loaded) -> None:
     state_file.save(workspace.options.prefix, workspace.options.instance, workspace.state)

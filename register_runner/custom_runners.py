@@ -26,7 +26,7 @@ from .state import State
 from .timeutil import now_utc, parse_timestamp
 
 if TYPE_CHECKING:
-    from .workspace import Workspace
+    from .workspace import Loaded
 
 log = logging.getLogger(__name__)
 NEW_TOKEN = (Kind.CREATE, Kind.RECREATE, Kind.ROTATE)
@@ -48,7 +48,7 @@ def is_custom(executor: Optional[Executor]) -> bool:
     return executor is not None and executor.credentials_file is not None
 
 
-def custom_stems(workspace: Workspace) -> set[str]:
+def custom_stems(workspace: Loaded) -> set[str]:
     """Stems whose token lives in a credentials file, now or until this run removes it."""
     return {e.stem for e in workspace.executors if is_custom(e)} | set(
         workspace.state.credentials_files
@@ -85,7 +85,7 @@ def read_file(path: Path) -> Optional[FileCredentials]:
     )
 
 
-def _paths(workspace: Workspace, stem: str) -> list[Path]:
+def _paths(workspace: Loaded, stem: str) -> list[Path]:
     """Where a stem's credentials may be: the file its executor names, and the one this
     tool last wrote for it (the executor file moved it, or stopped naming one)."""
     executor = workspace.executors_by_stem.get(stem)
@@ -94,7 +94,7 @@ def _paths(workspace: Workspace, stem: str) -> list[Path]:
     return [Path(p) for p in dict.fromkeys([*found, stored]) if p]
 
 
-def read_back(workspace: Workspace, stem: str, url: str, runner_id: int) -> Optional[Credentials]:
+def read_back(workspace: Loaded, stem: str, url: str, runner_id: int) -> Optional[Credentials]:
     """The token the credentials file holds for that runner (url and id must match)."""
     for path in _paths(workspace, stem):
         found = read_file(path)
@@ -103,7 +103,7 @@ def read_back(workspace: Workspace, stem: str, url: str, runner_id: int) -> Opti
     return None
 
 
-def adopt(workspace: Workspace, executor: Executor) -> Optional[tuple[int, Credentials]]:
+def adopt(workspace: Loaded, executor: Executor) -> Optional[tuple[int, Credentials]]:
     """A runner whose state was lost, found by its credentials file: only one this tool
     wrote for this host (system ID), instance and executor, for the executor's GitLab."""
     if not is_custom(executor) or workspace.foreign:
@@ -139,7 +139,7 @@ def stored_files(st: State) -> Iterable[tuple[str, FileCredentials]]:
             yield stem, found
 
 
-def _values(workspace: Workspace, stored: StoredRunner, token: Credentials) -> dict[str, str]:
+def _values(workspace: Loaded, stored: StoredRunner, token: Credentials) -> dict[str, str]:
     client = workspace.inputs.clients.get(stored.url)
     values = {
         "GITLAB_URL": stored.url,
@@ -178,7 +178,7 @@ def _current(path: Path) -> Optional[dict[str, str]]:
 
 
 def write_files(
-    workspace: Workspace,
+    workspace: Loaded,
     observed: Observed,
     runners: Mapping[str, StoredRunner],
     fresh: Mapping[str, Credentials],
@@ -257,7 +257,7 @@ def write_files(
     return records, in_place, failed
 
 
-def in_place(workspace: Workspace, observed: Observed) -> int:
+def in_place(workspace: Loaded, observed: Observed) -> int:
     """Custom runners whose token is in their file (a held run writes nothing)."""
     return sum(
         1
@@ -268,7 +268,7 @@ def in_place(workspace: Workspace, observed: Observed) -> int:
     )
 
 
-def planned_files(workspace: Workspace, observed: Observed, plan: Plan) -> list[ActionResult]:
+def planned_files(workspace: Loaded, observed: Observed, plan: Plan) -> list[ActionResult]:
     """The credentials files a sync would write or remove, for ``plan``."""
     if plan.held:
         return []

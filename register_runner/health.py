@@ -229,7 +229,7 @@ def runner_rows(
     verdicts from ``verdicts`` (stem → verdict), else the previous record's for the same
     runner; a runner with no token in the config (or no runner at all) is "invalid":
     gitlab-runner cannot run it. ``held``: the run's state and config as they are on disk
-    now (a Workspace whose config was not rewritten), else both are read."""
+    now (a ``Loaded`` with the run's state, the config not rewritten), else both are read."""
     from . import custom_runners, state
     from .output import credentials_of, output_path, read_config
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -11,6 +12,8 @@ from typing import Any, Optional
 
 from .secret import Secret
 from .timeutil import NEVER, now_utc
+
+log = logging.getLogger(__name__)
 
 # Sent to GitLab, never written into config.toml (gitlab-api.md §9).
 REGISTRATION_ATTRIBUTES = (
@@ -427,6 +430,7 @@ class Observed:
     # Asked only when the mass-invalid guard would hold: stem → what GitLab said.
     evidence: dict[str, Evidence] = field(default_factory=dict)
     access_tokens: dict[str, AccessTokenCheck] = field(default_factory=dict)  # by url
+    warnings: tuple[str, ...] = ()
 
     @property
     def unverified(self) -> bool:
@@ -438,3 +442,20 @@ class Observed:
         """GitLab failed this run: a token could not be checked, or a create's outcome is
         still unknown (exit as for "GitLab failing", never 1)."""
         return self.unverified or bool(self.unresolved)
+
+
+class Warnings:
+    """One phase's warnings, in order and each once, logged as they are said; the phase
+    returns ``said`` in its value."""
+
+    def __init__(self) -> None:
+        self._said: list[str] = []
+
+    def warn(self, message: str) -> None:
+        if message not in self._said:
+            self._said.append(message)
+            log.warning("%s", message)
+
+    @property
+    def said(self) -> tuple[str, ...]:
+        return tuple(self._said)

@@ -36,7 +36,8 @@ class _Known:
     @contextlib.contextmanager
     def scope(self) -> Iterator[None]:
         with self.lock:
-            before = dict(self.forms)
+            before, self.forms = self.forms, {}
+            self._sort()
         try:
             yield
         finally:
@@ -102,9 +103,9 @@ def scrub(text: str) -> str:
 
 
 def learned_within() -> contextlib.AbstractContextManager[None]:
-    """The secrets first seen inside are forgotten at its end: a command run in a process
-    that goes on (``cli.main`` called in-process) leaves its registry as it found it, and
-    the scrubber does not slow down with every token of every earlier run."""
+    """A registry of its own inside, the one before restored at its end: a command run in
+    a process that goes on (``cli.main`` called in-process) scrubs the secrets it read, as
+    in a process of its own, and leaves the process's registry as it found it."""
     return _known.scope()
 
 
