@@ -26,15 +26,28 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from . import custom_runners, health, migrate, report, stale
+from . import custom_runners, health, migrate, report, stale, verification
 from .answers import RateLimits
 from .apply import Outcome, apply
-from .errors import InputError
+from .errors import InputError, TransientError
 from .files import exclusive_lock
-from .model import CONFIG_ROW, ActionResult, Kind, Observed, Plan, RunnerState, Warnings
+from .hostid import ensure_system_id
+from .model import (
+    CONFIG_ROW,
+    ActionResult,
+    ClientConfig,
+    Kind,
+    Observed,
+    Plan,
+    RunnerState,
+    Scope,
+    Warnings,
+    normalize_url,
+)
 from .observe import known_runners, observe, recover
 from .output import content_of, entries_as_observed, kept_entries, render
 from .reconcile import check_not_emptied, reconcile, select
+from .secret import Secret
 from .timeutil import now_utc
 from .workspace import GitLab, Loaded, Options, check_prefix, load, lock_path
 
@@ -71,16 +84,44 @@ def sync(
     prefix: Union[str, Path] = DEFAULT_PREFIX,
     instance: str = "main",
     *,
+    deadline: float = 30.0,
+    fresh_deadline: Optional[float] = None,
+    timeout: float = 10.0,
+    jobs: Optional[int] = None,
+    force: bool = False,
+    strict: bool = False,
+    refresh: bool = False,
+    prune: bool = True,
+    max_deletions: Optional[int] = None,
+    capture_tags: Union[str, Path, None] = None,
+    tag_schema: Union[str, Path, None] = None,
+    insecure_permissions: bool = False,
     lock_timeout: float = 60.0,
     environ: Optional[Mapping[str, str]] = None,
-    **options: Any,
 ) -> Result:
     """Converge GitLab and ``config.<instance>.toml`` with the inputs. Bad host-wide input
     (the prefix, the template, the state...) raises InputError (nothing changed); a bad
     executor file does not: its runner is held as it is, the others converge, and the
-    Result has exit_status 2 and the ``errors``. A busy lock raises TransientError."""
+    Result has exit_status 2 and the ``errors``. A busy lock raises TransientError. The
+    keywords are the command line's options of the same names (``prune=False``:
+    --no-prune)."""
     started = time.monotonic()
-    opts = Options(prefix=Path(prefix), instance=instance, **options)
+    opts = Options(
+        Path(prefix),
+        instance,
+        deadline,
+        fresh_deadline,
+        timeout,
+        jobs,
+        force,
+        strict,
+        insecure_permissions,
+        refresh,
+        prune,
+        max_deletions,
+        capture_tags,
+        _path(tag_schema),
+    )
     check_prefix(opts)
     environ = os.environ if environ is None else environ
     with exclusive_lock(lock_path(opts), lock_timeout):
@@ -127,14 +168,39 @@ def plan(
     instance: str = "main",
     *,
     detailed_exitcode: bool = False,
+    deadline: float = 30.0,
+    fresh_deadline: Optional[float] = None,
+    timeout: float = 10.0,
+    jobs: Optional[int] = None,
+    force: bool = False,
+    refresh: bool = False,
+    prune: bool = True,
+    max_deletions: Optional[int] = None,
+    capture_tags: Union[str, Path, None] = None,
+    tag_schema: Union[str, Path, None] = None,
+    insecure_permissions: bool = False,
     environ: Optional[Mapping[str, str]] = None,
-    **options: Any,
 ) -> Result:
     """What sync would do, from the same phases; nothing is changed in GitLab or on disk.
     ``changed``: sync would change something (``exit_status`` 4 with
-    ``detailed_exitcode``)."""
+    ``detailed_exitcode``). The other keywords are sync's."""
     started = time.monotonic()
-    opts = Options(prefix=Path(prefix), instance=instance, **options)
+    opts = Options(
+        Path(prefix),
+        instance,
+        deadline,
+        fresh_deadline,
+        timeout,
+        jobs,
+        force,
+        False,
+        insecure_permissions,
+        refresh,
+        prune,
+        max_deletions,
+        capture_tags,
+        _path(tag_schema),
+    )
     check_prefix(opts)
     environ = os.environ if environ is None else environ
     workspace = load(opts, environ, read_only=True, isolate=True)
@@ -171,14 +237,16 @@ def plan(
     if status == 0 and detailed_exitcode and changed:
         status = CHANGES_PENDING
     actions = [
-        ActionResult(a.kind.value, a.stem, a.runner_id, "planned", a.reason, changes=a.changes)
+        ActionResult(a.kind, a.stem, a.runner_id, "planned", a.reason, changes=a.changes)
         for a in plan_.actions
     ]
     actions += files
     actions += leftovers
     write = "kept (held)" if plan_.held else "changes" if config_changes else "unchanged"
     actions.append(
-        ActionResult("write" if config_changes else "keep", CONFIG_ROW, None, "planned", write)
+        ActionResult(
+            Kind.WRITE if config_changes else Kind.KEEP, CONFIG_ROW, None, "planned", write
+        )
     )
     diff = ""
     if config_changes and not any(a.kind in TOKEN_CHANGES for a in config_actions):
@@ -331,7 +399,7 @@ def prune_legacy(
         jobs=jobs,
         insecure_permissions=insecure_permissions,
         capture_tags=capture_tags,
-        tag_schema=None if tag_schema is None else Path(tag_schema),
+        tag_schema=_path(tag_schema),
     )
     check_prefix(opts)
     environ = os.environ if environ is None else environ
@@ -342,21 +410,70 @@ def prune_legacy(
     return PruneResult(status, tuple(rows), (*loaded.warnings, *warnings), not yes)
 
 
-def act_on_runners(
-    kind: Kind,
+def unregister(
     prefix: Union[str, Path] = DEFAULT_PREFIX,
     instance: str = "main",
     *,
-    names: Optional[Sequence[str]] = None,
+    runners: Optional[Sequence[str]] = None,
+    deadline: float = 30.0,
+    timeout: float = 10.0,
+    jobs: Optional[int] = None,
+    insecure_permissions: bool = False,
     lock_timeout: float = 60.0,
     environ: Optional[Mapping[str, str]] = None,
-    **options: Any,
+) -> Result:
+    """Delete this host's runners of the instance (only those of the executor file stems
+    in ``runners``, when given) from GitLab and from the config. A deletion that cannot
+    happen now stays journaled for the next run. The executor files are left: the next
+    sync registers their runners again."""
+    opts = Options(
+        Path(prefix),
+        instance,
+        deadline=deadline,
+        timeout=timeout,
+        jobs=jobs,
+        insecure_permissions=insecure_permissions,
+    )
+    return _act_on_runners(Kind.DELETE, opts, runners, lock_timeout, environ)
+
+
+def reset_token(
+    prefix: Union[str, Path] = DEFAULT_PREFIX,
+    instance: str = "main",
+    *,
+    runners: Optional[Sequence[str]] = None,
+    deadline: float = 30.0,
+    timeout: float = 10.0,
+    jobs: Optional[int] = None,
+    insecure_permissions: bool = False,
+    lock_timeout: float = 60.0,
+    environ: Optional[Mapping[str, str]] = None,
+) -> Result:
+    """Rotate the tokens of this host's runners of the instance (those of ``runners``,
+    when given) now, and save them in the config."""
+    opts = Options(
+        Path(prefix),
+        instance,
+        deadline=deadline,
+        timeout=timeout,
+        jobs=jobs,
+        insecure_permissions=insecure_permissions,
+    )
+    return _act_on_runners(Kind.ROTATE, opts, runners, lock_timeout, environ)
+
+
+def _act_on_runners(
+    kind: Kind,
+    opts: Options,
+    names: Optional[Sequence[str]],
+    lock_timeout: float,
+    environ: Optional[Mapping[str, str]],
 ) -> Result:
     """``unregister`` (kind DELETE) or ``reset-token`` (kind ROTATE) on the runners named
     (all of this host's in the instance when none is), applied like a sync's plan."""
     started = time.monotonic()
     command = "unregister" if kind is Kind.DELETE else "reset-token"
-    opts = Options(prefix=Path(prefix), instance=instance, **options)
+    instance = opts.instance
     check_prefix(opts)
     environ = os.environ if environ is None else environ
     with exclusive_lock(lock_path(opts), lock_timeout):
@@ -400,14 +517,14 @@ def _applied(
 def _config_row(plan_: Plan, observed: Observed, outcome: Outcome) -> ActionResult:
     """Sync's row for the config, as plan has one: what became of it."""
     if outcome.wrote:
-        return ActionResult("write", CONFIG_ROW, None, "done", "written")
+        return ActionResult(Kind.WRITE, CONFIG_ROW, None, "done", "written")
     if plan_.held:
         reason = "kept (held)"
     elif outcome.failing or observed.failing:
         reason = "kept (GitLab failing)"
     else:
         reason = "unchanged"
-    return ActionResult("keep", CONFIG_ROW, None, "kept", reason)
+    return ActionResult(Kind.KEEP, CONFIG_ROW, None, "kept", reason)
 
 
 def _plan(
@@ -461,7 +578,7 @@ def _record(
         access_tokens=observed.access_tokens,
         config_kept=bool(failing and outcome.entries),
         # A recreate's old runner deleted is part of that recreate, not a change of its own.
-        changes=[r.kind for r in outcome.records if r.result == "done"],
+        changes=[r.kind.value for r in outcome.records if r.result == "done"],
         rate_limits=rate_limits,
     )
 
@@ -481,3 +598,85 @@ def _sync_status(workspace: Loaded, plan_: Plan, observed: Observed, outcome: Ou
     if failing and (workspace.options.strict or (workspace.executors and not outcome.entries)):
         return 3
     return 0
+
+
+def _path(value: Union[str, Path, None]) -> Optional[Path]:
+    return None if value is None else Path(value)
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """What ``verify`` found: one ``verify`` action per token, ``result`` "valid",
+    "invalid" or "unknown" (with a warning saying why)."""
+
+    exit_status: int  # 0 all valid, 1 one invalid, 3 one could not be told
+    actions: tuple[ActionResult, ...]
+    warnings: tuple[str, ...]
+
+
+def verify(
+    prefix: Union[str, Path] = DEFAULT_PREFIX,
+    instance: str = "main",
+    *,
+    url: Optional[str] = None,
+    token: Union[str, Secret, None] = None,
+    system_id: Optional[str] = None,
+    tls_ca_file: Union[str, Path, None] = None,
+    deadline: float = 30.0,
+    timeout: float = 10.0,
+    jobs: Optional[int] = None,
+) -> VerifyResult:
+    """Whether GitLab takes runner tokens: ``token`` of GitLab ``url`` (both, or neither),
+    else every token of the instance's generated config and custom runners' files. Asked
+    with ``system_id``, else the prefix's (none if it has none: a made-up one would
+    create a runner manager in GitLab). Changes nothing."""
+    options = Options(Path(prefix), instance, deadline=deadline, timeout=timeout, jobs=jobs)
+    if (url is None) != (token is None):
+        raise InputError("verify needs both a url and a token, or neither")
+    if system_id is not None:
+        verification.check_system_id(system_id)
+    if url is not None and token is not None:
+        secret = token if isinstance(token, Secret) else Secret(token)
+        tls = None if tls_ca_file is None else str(tls_ca_file)
+        client = ClientConfig(normalize_url(url), Scope(), tls_ca_file=tls)
+        checks: list[verification.Check] = [("token", client, secret, None)]
+    else:
+        checks = verification.config_checks(options)
+    rows, warnings, status = verification.verify(
+        options, checks, system_id or verification.prefix_system_id(options.prefix)
+    )
+    for warning in warnings:
+        log.warning("%s", warning)
+    return VerifyResult(status, tuple(rows), tuple(warnings))
+
+
+@dataclass(frozen=True)
+class StatusResult:
+    """The last run's record, and what ``status`` exits with for it."""
+
+    exit_status: int  # 0 every runner can take jobs, 1 a person must act, 3 not known
+    run: health.Run
+    healthy: bool
+
+
+def status(prefix: Union[str, Path] = DEFAULT_PREFIX, instance: str = "main") -> StatusResult:
+    """What the last sync, unregister or reset-token recorded; no API call and no lock.
+    Raises TransientError when none is recorded."""
+    folder = Path(prefix)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: no such folder (--prefix)")
+    last = health.read_last_run(folder, instance)
+    if last is None:
+        raise TransientError(
+            f"no run recorded for instance {instance} in {folder} (sync, "
+            "unregister and reset-token record theirs)"
+        )
+    return StatusResult(health.status_of(last), last, health.healthy(last))
+
+
+def system_id(prefix: Union[str, Path] = DEFAULT_PREFIX) -> str:
+    """The prefix's system ID (what its runners report to GitLab), created if missing."""
+    folder = Path(prefix)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: no such folder (--prefix)")
+    return ensure_system_id(folder)

@@ -84,7 +84,7 @@ class Outcome:
     ) -> None:
         self.records.append(
             ActionResult(
-                action.kind.value,
+                action.kind,
                 action.stem,
                 action.runner_id,
                 result,

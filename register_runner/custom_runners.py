@@ -209,7 +209,7 @@ def write_files(
             continue
         if removed:
             log.info("event=credentials_removed runner=%s path=%s", stem, file)
-            records.append(ActionResult("write", stem, None, "done", f"{file} removed"))
+            records.append(ActionResult(Kind.WRITE, stem, None, "done", f"{file} removed"))
     in_place = 0
     for stem, executor in sorted(wanted.items()):
         stored = runners[stem]
@@ -252,7 +252,7 @@ def write_files(
             in_place -= 1
             continue
         log.info("event=credentials_written runner=%s id=%s path=%s", stem, stored.id, path)
-        records.append(ActionResult("write", stem, stored.id, "done", f"{path} written"))
+        records.append(ActionResult(Kind.WRITE, stem, stored.id, "done", f"{path} written"))
     state_file.save(workspace.options.prefix, workspace.options.instance, st)
     return records, in_place, failed
 
@@ -292,7 +292,9 @@ def planned_files(workspace: Loaded, observed: Observed, plan: Plan) -> list[Act
         else:
             continue
         rows.append(
-            ActionResult("write", executor.stem, runner.id if runner else None, "planned", reason)
+            ActionResult(
+                Kind.WRITE, executor.stem, runner.id if runner else None, "planned", reason
+            )
         )
     for stem, file in sorted(workspace.state.credentials_files.items()):
         if (
@@ -302,5 +304,5 @@ def planned_files(workspace: Loaded, observed: Observed, plan: Plan) -> list[Act
         ):
             found = read_file(Path(file))
             if found is not None:
-                rows.append(ActionResult("write", stem, found.id, "planned", f"{file}: remove"))
+                rows.append(ActionResult(Kind.WRITE, stem, found.id, "planned", f"{file}: remove"))
     return rows

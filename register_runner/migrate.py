@@ -20,6 +20,7 @@ from .model import (
     REGISTRATION_ATTRIBUTES,
     ActionResult,
     Executor,
+    Kind,
     PendingDelete,
     RunnerState,
     Scope,
@@ -304,7 +305,7 @@ def plan_leftovers(
         )
     rows = [
         ActionResult(
-            "leftover",
+            Kind.LEFTOVER,
             str(runner.get("description")),
             runner["id"],
             "listed",
@@ -346,7 +347,7 @@ def prune(
             result = _prune(workspace, gitlab, url, runner["id"], host, known, errors, said)
         reason = f"left by gitlab-runner-auth on {url} ({runner.get('status')})"
         rows.append(
-            ActionResult("delete", str(runner.get("description")), runner["id"], result, reason)
+            ActionResult(Kind.DELETE, str(runner.get("description")), runner["id"], result, reason)
         )
     for error in errors:
         said.warn(str(error))

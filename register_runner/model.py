@@ -338,7 +338,10 @@ class UnwrittenToken:
         )
 
 
-class Kind(enum.Enum):
+class Kind(str, enum.Enum):
+    """What an action does. A str, so that ``kind == "create"`` holds and JSON carries the
+    value."""
+
     CREATE = "create"
     KEEP = "keep"
     UPDATE = "update"
@@ -346,6 +349,10 @@ class Kind(enum.Enum):
     RECREATE = "recreate"
     DELETE = "delete"
     WAIT = "wait"  # an earlier create's outcome is unknown: nothing is sent until it is
+    # Rows of a report only, never in a Plan:
+    WRITE = "write"  # the config, or a custom runner's credentials file
+    LEFTOVER = "leftover"  # a runner gitlab-runner-auth left (plan)
+    VERIFY = "verify"  # a token checked
 
 
 @dataclass(frozen=True)
@@ -372,7 +379,7 @@ class ActionResult:
     create or recreate ``new_id`` is the new one), ``result`` ("planned" for plan; else
     done, kept, waiting, refused, skipped, forgotten, …)."""
 
-    kind: str
+    kind: Kind
     runner: str
     id: Optional[int]
     result: str
@@ -384,13 +391,16 @@ class ActionResult:
 
     @property
     def mutated(self) -> bool:
-        return self.result in ("done", "old runner deleted") and self.kind not in ("keep", "wait")
+        return self.result in ("done", "old runner deleted") and self.kind not in (
+            Kind.KEEP,
+            Kind.WAIT,
+        )
 
     def as_row(self) -> dict[str, Any]:
         """The row ``--json`` and the table print: the same keys for every kind of row
         and every command (None where a key does not apply), a stable interface."""
         return {
-            "action": self.kind,
+            "action": self.kind.value,
             "runner": self.runner,
             "id": self.id,
             "new_id": self.new_id,

@@ -17,7 +17,7 @@ from typing import Any, Optional
 from .answers import AccessDenied, message
 from .errors import InputError, RegisterRunnerError, TransientError
 from .migrate import known_ids, scopes
-from .model import ActionResult, Scope, Warnings, carries_marker
+from .model import ActionResult, Kind, Scope, Warnings, carries_marker
 from .observe import owned
 from .timeutil import parse_timestamp
 from .workspace import GitLab, Loaded
@@ -185,7 +185,9 @@ def _delete(gitlab: GitLab, dead: Dead) -> Any:
 
 
 def _row(dead: Dead, now: datetime, result: str, error: Optional[str] = None) -> ActionResult:
-    return ActionResult("delete", dead.description, dead.id, result, dead.reason(now), error=error)
+    return ActionResult(
+        Kind.DELETE, dead.description, dead.id, result, dead.reason(now), error=error
+    )
 
 
 def exit_status(errors: list[RegisterRunnerError]) -> int:

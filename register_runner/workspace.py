@@ -58,19 +58,6 @@ class Options:
     capture_tags: Union[str, Path, None] = None  # a .py file, or a module on PYTHONPATH
     tag_schema: Optional[Path] = None
 
-    def as_kwargs(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
-
-    @classmethod
-    def from_args(cls, args: Any) -> Options:
-        return cls(
-            **{
-                name: getattr(args, name)
-                for name in cls.__dataclass_fields__
-                if hasattr(args, name)
-            }
-        )
-
 
 @dataclass(frozen=True)
 class Loaded:

@@ -8,18 +8,20 @@ import argparse
 import logging
 
 from .. import api, report
-from ..model import Kind
-from ..workspace import Options
 
 log = logging.getLogger(__name__)
 
 
 def run(args: argparse.Namespace) -> int:
-    result = api.act_on_runners(
-        Kind.DELETE,
-        names=args.runner,
+    result = api.unregister(
+        args.prefix,
+        args.instance,
+        runners=args.runner,
+        deadline=args.deadline,
+        timeout=args.timeout,
+        jobs=args.jobs,
+        insecure_permissions=args.insecure_permissions,
         lock_timeout=args.lock_timeout,
-        **Options.from_args(args).as_kwargs(),
     )
     report.emit_result(args.json, result, table_asked=args.table)
     folder = args.prefix / args.instance
