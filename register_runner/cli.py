@@ -1,7 +1,7 @@
 """Command line: argparse → ``commands.<name>.run(...)`` → exit status. No logic here.
 
 Commands are imported only once chosen, so that ``--version``, ``--help`` and ``system-id``
-never load requests.
+never load the HTTP stack.
 """
 
 from __future__ import annotations

@@ -53,8 +53,8 @@ def context(
             "tls_cert_file",
             "a PEM certificate whose key is in tls_key_file (or in the file itself)",
         )
-    # The name is checked after the handshake (check_peer_name, and urllib3 for lists),
-    # so that the error can say what the certificate is for; the chain is checked here.
+    # The name is checked after the handshake (check_peer_name), so that the error can say
+    # what the certificate is for; the chain is checked here.
     ctx.check_hostname = False
     ctx.hostname_checks_common_name = False
     ctx.verify_mode = ssl.CERT_REQUIRED
@@ -152,7 +152,7 @@ def _verification(error: ssl.SSLCertVerificationError, host: str, port: int) -> 
 
 
 def causes(error: BaseException) -> list[BaseException]:
-    """``error`` and everything it wraps (requests and urllib3 wrap in args and .reason)."""
+    """``error`` and everything it wraps: its cause, its context, and errors in its args."""
     found: list[BaseException] = []
     pending: list[object] = [error]
     while pending:
@@ -160,7 +160,7 @@ def causes(error: BaseException) -> list[BaseException]:
         if not isinstance(item, BaseException) or any(item is seen for seen in found):
             continue
         found.append(item)
-        pending += [getattr(item, "reason", None), item.__cause__, item.__context__]
+        pending += [item.__cause__, item.__context__]
         pending += list(item.args)
     return found
 
