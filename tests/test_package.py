@@ -107,8 +107,11 @@ def test_contents(zipapp):
     assert [n for n in names if "__pycache__" in n or n.endswith(".pyc")] == []
     assert names == sorted(names), "entries are not sorted (the build should be reproducible)"
     assert "__main__.py" in names
-    for top in ("tomli/", "tomlkit/", "requests/", "urllib3/", "certifi/", "register_runner/"):
+    for top in ("tomli/", "tomlkit/", "certifi/", "register_runner/"):
         assert any(n.startswith(top) for n in names), f"{top} missing from the zipapp"
+    # One HTTP stack, the standard library's: no other travels along.
+    for top in ("requests/", "urllib3/", "gitlab/", "idna/", "charset_normalizer/"):
+        assert not any(n.startswith(top) for n in names), f"{top} in the zipapp"
     assert "certifi/cacert.pem" in names
     # Package data and the fake GitLab (used by `demo`) travel with the code.
     source = ROOT / "register_runner"
