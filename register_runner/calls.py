@@ -19,13 +19,11 @@ from __future__ import annotations
 import json
 import logging
 import random
-import re
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn, Optional
-from urllib.parse import urljoin
 
 from . import tls, transport
 from ._version import __version__
@@ -237,10 +235,10 @@ class Calls:
     def _pages(
         self, what: str, path: str, query: Optional[Mapping[str, Any]], needs: Optional[str]
     ) -> list[Any]:
-        """Every page of a list, 100 a page, as GitLab's ``X-Next-Page`` leads; a
-        ``Link`` to a next page on another origin is refused (a front rewriting links
-        would have the token sent there). Each page is a call: retried, paced and held
-        to the deadline and the size cap as any other, so a list without end ends there."""
+        """Every page of a list, 100 a page, as GitLab's ``X-Next-Page`` leads (a
+        ``Link`` to a next page elsewhere is refused by the channel). Each page is a
+        call: retried, paced and held to the deadline and the size cap as any other, so
+        a list without end ends there."""
         items: list[Any] = []
         page = "1"
         while page:
@@ -258,8 +256,6 @@ class Calls:
             if not isinstance(found, list):
                 raise Unavailable(f"{self.url}: {what}: GitLab's answer is not a list")
             items += found
-            for link in _next_links(answer.headers.get("Link") or ""):
-                self._same_origin(what, urljoin(self._api_url + path, link))
             following = (answer.headers.get("X-Next-Page") or "").strip()
             page = following if following.isdigit() else ""
         return items
@@ -348,10 +344,6 @@ class Calls:
             redirect.target,
         )
 
-    def _same_origin(self, what: str, url: str) -> None:
-        if transport.host_port(url) != transport.host_port(self.url):
-            raise self._redirected(what, transport.Redirect(None, transport.host_port(url)))
-
     def _issued(
         self, what: str, answer: Any, runner_id: Optional[int] = None, need_id: bool = True
     ) -> Issued:
@@ -427,8 +419,3 @@ def _error_message(response: transport.Answer) -> Any:
     except (KeyError, ValueError, TypeError):
         pass
     return said
-
-
-def _next_links(link: str) -> list[str]:
-    """The targets of ``rel="next"`` in a Link header (RFC 8288), as written."""
-    return re.findall(r'<([^>]*)>\s*;[^,]*\brel="?next\b', link)

@@ -2,7 +2,8 @@
 
 * No redirect is ever followed: a front's 3xx would carry PRIVATE-TOKEN or a runner token
   in a re-sent body to another host.
-* Every request goes to the configured origin; a pagination link elsewhere is refused.
+* Every request goes to the configured origin; an answer whose ``Link`` names a next
+  page elsewhere is refused (a front rewriting links would have the token follow).
 * The run's deadline is a wall-clock bound: a watchdog shuts the sockets down when it
   passes, so an answer trickling one byte a second (headers included) cannot outlive it.
 * Answers are read in full here, up to a size cap, never into unbounded memory.
@@ -22,6 +23,7 @@ import http.client
 import ipaddress
 import logging
 import os
+import re
 import select
 import socket
 import ssl
@@ -167,8 +169,7 @@ class Channel:
         body: Optional[bytes] = None,
         headers: dict[str, str],
     ) -> Answer:
-        if origin_of(url) != self.origin:
-            raise Redirect(None, host_port(url))
+        self._refuse_elsewhere(url)
         remaining = self.deadline.remaining()
         if remaining <= 0:
             raise DeadlinePassed()
@@ -250,10 +251,16 @@ class Channel:
             connection = http.client.HTTPConnection(*address, timeout=timeout)
         return connection
 
+    def _refuse_elsewhere(self, url: str) -> None:
+        if origin_of(url) != self.origin:
+            raise Redirect(None, host_port(url))
+
     def _read(self, response: http.client.HTTPResponse, url: str) -> Answer:
         if 300 <= response.status < 400:
             location = response.getheader("Location") or ""
             raise Redirect(response.status, host_port(urljoin(url, location)))
+        for link in _next_links(response.getheader("Link") or ""):
+            self._refuse_elsewhere(urljoin(url, link))
         body = read_capped(
             response.getheader("Content-Length") or "",
             iter(lambda: response.read(CHUNK), b""),
@@ -276,6 +283,11 @@ def read_capped(length: str, chunks: Iterable[bytes], deadline: Deadline) -> byt
         if deadline.passed():
             raise DeadlinePassed()
     return bytes(body)
+
+
+def _next_links(link: str) -> list[str]:
+    """The targets of ``rel="next"`` in a Link header (RFC 8288), as written."""
+    return re.findall(r'<([^>]*)>\s*;[^,]*\brel="?next\b', link)
 
 
 def _idle(sock: socket.socket) -> bool:

@@ -254,14 +254,6 @@ def test_a_redirect_is_refused_and_not_followed(scripted, status):
     assert [r.path for r in scripted.request_history] == ["/user/runners"]
 
 
-def test_a_pagination_link_to_another_origin_is_not_followed(scripted):
-    elsewhere = '<https://evil.test/api/v4/groups/4/runners?page=2>; rel="next"'
-    scripted.get("/groups/4/runners", [page([{"id": 1}], "2", Link=elsewhere)])
-    with pytest.raises(Redirected, match=r"evil\.test:443"):
-        adapter(scripted).list_runners(Scope("group_type", group_id=4))
-    assert scripted.call_count == 1
-
-
 @pytest.mark.parametrize("status", [408, 500, 501, 503, 505, 599])
 def test_408_and_every_5xx_are_transient(scripted, status):
     scripted.get("/runners/5", status_code=status, json={"message": "x"})

@@ -1,6 +1,6 @@
-"""transport.Channel, the http.client path of single calls: kept-alive connections that
-GitLab closed, proxies from the environment, and the certificate's name, over real
-sockets on 127.0.0.1."""
+"""transport.Channel, the one HTTP path of every call and page: kept-alive connections
+that GitLab closed, one origin, proxies from the environment, and the certificate's name,
+over real sockets on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -230,6 +230,15 @@ def test_a_url_on_another_origin_is_refused_before_connecting():
     with pytest.raises(Redirect) as raised:
         channel("http://127.0.0.1:9").request("GET", "http://evil.test/api/v4/x", headers={})
     assert raised.value.target == "http://evil.test:80"
+
+
+def test_a_link_to_a_next_page_on_another_origin_is_refused():
+    elsewhere = '<https://evil.test/api/v4/runners/all?page=2>; rel="next"'
+    with Scripted() as server:
+        server.get("/runners/all", json=[], headers={"Link": elsewhere, "X-Next-Page": "2"})
+        with pytest.raises(Redirect) as raised:
+            channel(server.url).request("GET", server.url + "/api/v4/runners/all", headers={})
+    assert raised.value.target == "https://evil.test:443" and server.call_count == 1
 
 
 H = "gitlab.example"
