@@ -171,7 +171,7 @@ def test_executor_files_sorted_hidden_and_other_files_ignored(tmp_path):
 
 
 def test_a_file_longer_than_one_read_is_read_whole(tmp_path):
-    padding = "#" * (inputs.FIRST_READ + 100) + "\n"
+    padding = "#" * ((1 << 16) + 100) + "\n"  # more than one read of 64 KiB
     executor = one(tmp_path, padding + 'executor = "shell"\nname = "last line"\n')
     assert executor.name == "last line"
 
