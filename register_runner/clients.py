@@ -191,6 +191,8 @@ def _read_secret_file(
         data = files.read_file(file, limit=MAX_SECRET_BYTES, check=check)
     except OSError as error:
         raise InputError(f"{where}: {setting}: cannot read {file}: {error.strerror}") from None
+    except InputError as error:  # not a regular file, too large, loose permissions
+        raise InputError(f"{where}: {setting}: {error}") from None
     problem = secret_file_problem(data)
     if problem:
         raise InputError(
