@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -41,8 +42,10 @@ log = logging.getLogger("register_runner")
 
 def run() -> NoReturn:
     """The process's entry point (the console script, ``python -m register_runner``, the
-    zipapp): ``main()``, with the cycle collector told what a run is, and no teardown."""
+    zipapp): ``main()``, with the cycle collector told what a run is, the watchdog armed,
+    and no teardown."""
     code = main(own_process=True)
+    _ending.acquire()  # held for good by a watchdog that fired: it ends the process
     # Tearing the interpreter down frees every object one by one, ~10 ms after a sync of
     # 200 runners, for nothing: files are written and closed by now, the lock goes with
     # the process. What is left is to flush the log and the standard streams.
@@ -75,6 +78,8 @@ def main(argv: Optional[Sequence[str]] = None, *, own_process: bool = False) -> 
         report.TABLE_ASKED = args.table
         configure_logging(args.verbose, args.quiet)
         status.warnings = _capture_warnings()
+        if own_process and hasattr(args, "deadline"):
+            _arm_watchdog(args, status)
         if getattr(args, "credentials_directory", None) is not None:
             # What systemd sets for the unit; *_credential settings read it.
             os.environ["CREDENTIALS_DIRECTORY"] = str(args.credentials_directory)
@@ -135,6 +140,53 @@ def _record(args: argparse.Namespace, status: _Status) -> None:
     if getattr(args, "metrics_file", None) is not None:
         run = health.recorded() or health.read_last_run(args.prefix, args.instance)
         health.write_metrics(args.metrics_file, args.instance, run)
+
+
+# Past --deadline (and --lock-timeout, for a command that waits for the lock) what is
+# left of a run is local and quick: writing the config, the state, the record.
+GRACE = 5.0
+# The record of a run that overran may hang as the run did (on the same NFS mount).
+RECORD_WAIT = 2.0
+# Taken by whichever ends the process first: the run that returned or the watchdog.
+_ending = threading.Lock()
+
+
+def _arm_watchdog(args: argparse.Namespace, status: _Status) -> None:
+    """End the process at the deadline plus GRACE, whatever the run is stuck on that no
+    timeout of its own ends (a read from a hung NFS mount, a getaddrinfo that never
+    returns). Only for a process of its own: a library caller of the API is never ended."""
+    limit = args.deadline + getattr(args, "lock_timeout", 0.0) + GRACE
+    timer = threading.Timer(limit, _overrun, (args, status, limit))
+    timer.daemon = True
+    timer.start()
+
+
+def _overrun(args: argparse.Namespace, status: _Status, limit: float) -> None:
+    """One error line and exit 3, as for a GitLab that kept failing: every file is
+    replaced atomically, so the config on disk is the last good one. The run is recorded
+    for ``status`` and the metrics if that can be done in RECORD_WAIT."""
+    _ending.acquire()
+    waited = "--deadline" + (" and --lock-timeout" if hasattr(args, "lock_timeout") else "")
+    _fail(
+        status,
+        3,
+        f"the run passed its deadline ({waited} plus {GRACE:g} s, {limit:g} s in all) "
+        "and was ended while still waiting (on GitLab, DNS or a local file); the last "
+        "config was kept",
+    )
+    if hasattr(args, "prefix"):
+        recorder = threading.Thread(target=_record_quietly, args=(args, status), daemon=True)
+        recorder.start()
+        recorder.join(RECORD_WAIT)
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(3)
+
+
+def _record_quietly(args: argparse.Namespace, status: _Status) -> None:
+    with contextlib.suppress(Exception):
+        _record(args, status)
 
 
 # Once per process (parsing leaves the parser as it was): the tests run main() hundreds of

@@ -199,7 +199,7 @@ def _open_regular(path: Path, follow_symlinks: bool) -> tuple[int, os.stat_resul
 
 
 def not_regular(path: Path, mode: int) -> InputError:
-    what = next((name for test, name in _KINDS if test(mode)), "something else")
+    what = next((name for test, name in _KINDS if test(mode)), "a dangling symbolic link")
     return InputError(f"{path}: {what}, not a regular file; put a file there or remove it")
 
 

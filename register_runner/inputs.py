@@ -219,8 +219,15 @@ def executor_files(folder: Path) -> list[Path]:
         if problem:
             raise InputError(f"{folder}/{entry.name!a}: {problem}; rename the file")
         if not entry.is_file():
-            raise InputError(f"{folder / entry.name}: not a regular file")
+            raise files.not_regular(folder / entry.name, _mode(entry))
     return [folder / entry.name for entry in found]
+
+
+def _mode(entry: os.DirEntry) -> int:
+    try:
+        return entry.stat().st_mode
+    except OSError:
+        return 0  # a dangling symlink
 
 
 def _is_executor_name(name: str) -> bool:
