@@ -45,7 +45,8 @@ def run() -> NoReturn:
     zipapp): ``main()``, with the cycle collector told what a run is, the watchdog armed,
     and no teardown."""
     code = main(own_process=True)
-    _ending.acquire()  # held for good by a watchdog that fired: it ends the process
+    with _ending:  # a watchdog that fired holds it until it has ended the process
+        _returned.set()
     # Tearing the interpreter down frees every object one by one, ~10 ms after a sync of
     # 200 runners, for nothing: files are written and closed by now, the lock goes with
     # the process. What is left is to flush the log and the standard streams.
@@ -147,8 +148,9 @@ def _record(args: argparse.Namespace, status: _Status) -> None:
 GRACE = 5.0
 # The record of a run that overran may hang as the run did (on the same NFS mount).
 RECORD_WAIT = 2.0
-# Taken by whichever ends the process first: the run that returned or the watchdog.
+# The run that returned and the watchdog that fired: whichever comes first ends the process.
 _ending = threading.Lock()
+_returned = threading.Event()
 
 
 def _arm_watchdog(args: argparse.Namespace, status: _Status) -> None:
@@ -165,7 +167,12 @@ def _overrun(args: argparse.Namespace, status: _Status, limit: float) -> None:
     """One error line and exit 3, as for a GitLab that kept failing: every file is
     replaced atomically, so the config on disk is the last good one. The run is recorded
     for ``status`` and the metrics if that can be done in RECORD_WAIT."""
-    _ending.acquire()
+    with _ending:
+        if not _returned.is_set():
+            _end_overrun(args, status, limit)
+
+
+def _end_overrun(args: argparse.Namespace, status: _Status, limit: float) -> NoReturn:
     waited = "--deadline" + (" and --lock-timeout" if hasattr(args, "lock_timeout") else "")
     _fail(
         status,

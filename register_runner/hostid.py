@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import InputError
 from .files import atomic_write, read_file
 
 log = logging.getLogger(__name__)
@@ -41,8 +42,8 @@ def read_machine_id(candidates: Sequence[Path] = MACHINE_ID_FILES) -> str | None
     for path in candidates:
         try:
             value = _read(path)
-        except OSError:
-            continue
+        except (OSError, InputError):
+            continue  # as missing: a container may bind /dev/null there
         if value:
             return value
     return None
