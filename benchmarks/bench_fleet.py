@@ -5,6 +5,7 @@ Usage (from the checkout, with the development venv; nothing else is needed)::
     .venv/bin/python benchmarks/bench_fleet.py              # 50 hosts x 20 runners, ~1.5 min
     .venv/bin/python benchmarks/bench_fleet.py --restart    # then a fleet-wide reboot too
     .venv/bin/python benchmarks/bench_fleet.py --hosts 20 --rate 600 --latency 100
+    .venv/bin/python benchmarks/bench_fleet.py --units --runners 2 --rate 120 --rate-key token
     .venv/bin/python benchmarks/bench_fleet.py --help
 
 One fake GitLab (``register_runner.testing.fake_gitlab``, a real HTTP server on 127.0.0.1
@@ -36,6 +37,17 @@ CPU-bound run from a network-bound one), peak RSS, and whether every host exited
 converged: each host's config has R runners whose tokens are valid GitLab runners
 carrying that host's marker, and GitLab holds exactly M x R runners (no duplicate).
 
+With ``--units`` the hosts are fresh hosts booting with the shipped systemd units, simulated
+from the unit files themselves (contrib/systemd): at boot each runs the drop-in's
+ExecStartPre command line (``--fresh-deadline`` and all, killed past its TimeoutStartSec),
+then register-runner-retry.timer fires as systemd would fire it (OnBootSec, then
+OnUnitInactiveSec after each run, each plus a fresh random share of RandomizedDelaySec)
+and runs register-runner-retry.service's command line (``sync --retry-only``), until every
+host has its config and nothing left to retry. The hourly register-runner.timer is left
+out: nothing waits for it. Reported: the time until the last host had its first complete
+config, the runs of each kind and how they ended, the 429s, and the convergence check
+below (no duplicate). ``--rate-key token`` gives the fleet one shared budget.
+
 The default budget, 15 requests a minute per host, is set below the 20 requests a deploy
 needs so that the limit bites and some requests wait for GitLab's 60 s window; at
 GitLab's usual 600 a minute (or the 30 a minute suggested for this benchmark) a deploy
@@ -49,10 +61,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import re
 import resource
 import secrets
 import select
+import shlex
 import signal
 import string
 import subprocess
@@ -156,6 +170,12 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
         default=False,
         help="after the deploy, sync every host again with nothing changed, as after a "
         "fleet-wide reboot (adds about a minute when the limit bites; default: no)",
+    )
+    parser.add_argument(
+        "--units",
+        action="store_true",
+        help="boot fresh hosts with the shipped units instead: the drop-in's pre-step, then "
+        "register-runner-retry.timer until every host converged (see above)",
     )
     parser.add_argument(
         "--host-nice",
@@ -540,6 +560,205 @@ def report_phase(
     return problems
 
 
+UNITS = h.ROOT / "contrib" / "systemd"
+TOOL = "/usr/local/bin/register-runner"
+UNITS_CAP = 40 * 60.0  # seconds: a fleet not converged by then has failed
+
+
+def unit_settings(path: Path) -> dict[tuple[str, str], list[str]]:
+    """A unit file's settings in order; an empty assignment clears (as systemd reads)."""
+    settings: dict[tuple[str, str], list[str]] = {}
+    section = ""
+    for line in path.read_text().replace("\\\n", "").splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            section = line.strip("[]")
+            continue
+        key, _, value = line.partition("=")
+        values = settings.setdefault((section, key.strip()), [])
+        if value.strip():
+            values.append(value.strip())
+        else:
+            values.clear()
+    return settings
+
+
+def span(value: str) -> float:
+    """A systemd time span such as 180, 4min, 2min 30s, in seconds."""
+    units = {"": 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}
+    return float(sum(int(n) * units[u] for n, u in re.findall(r"(\d+)\s*([a-z]*)", value)))
+
+
+@dataclass
+class Units:
+    """What the shipped units run and when, read from contrib/systemd."""
+
+    pre_step: list[str]  # the drop-in's ExecStartPre, "-" stripped
+    start_timeout: float
+    retry: list[str]  # register-runner-retry.service's ExecStart
+    retry_timeout: float
+    first: float  # register-runner-retry.timer's OnBootSec
+    again: float  # its OnUnitInactiveSec
+    jitter: float  # its RandomizedDelaySec
+
+    @classmethod
+    def shipped(cls) -> Units:
+        drop_in = unit_settings(UNITS / "gitlab-runner.service.d" / "register-runner.conf")
+        service = unit_settings(UNITS / "register-runner-retry.service")
+        timer = unit_settings(UNITS / "register-runner-retry.timer")
+        (pre,) = drop_in[("Service", "ExecStartPre")]
+        (retry,) = service[("Service", "ExecStart")]
+        return cls(
+            shlex.split(pre.lstrip("-")),
+            span(drop_in[("Service", "TimeoutStartSec")][-1]),
+            shlex.split(retry),
+            span(service[("Service", "TimeoutStartSec")][-1]),
+            span(timer[("Timer", "OnBootSec")][-1]),
+            span(timer[("Timer", "OnUnitInactiveSec")][-1]),
+            span(timer[("Timer", "RandomizedDelaySec")][-1]),
+        )
+
+
+@dataclass
+class Booted:
+    """One fresh host's runs under the units."""
+
+    host: Host
+    runs: list[tuple[str, float, float, int, bool]] = field(default_factory=list)
+    first_config: Optional[float] = None  # seconds from boot to its first complete config
+
+
+def host_argv(words: list[str], host: Host, args: argparse.Namespace) -> list[str]:
+    """A unit's command line for this host: the tool from this checkout, its prefix, its
+    metrics file (what ${REGISTER_RUNNER_METRICS} names)."""
+    replaced = {
+        TOOL: [sys.executable, "-m", "register_runner"],
+        "/etc/gitlab-runner": [str(host.prefix.root)],
+    }
+    argv = ["nice", "-n", str(args.host_nice)]
+    for word in words:
+        word = word.replace("${REGISTER_RUNNER_METRICS}", f"{host.log}.prom")
+        argv += replaced.get(word, [word])
+    return argv
+
+
+def boot_host(
+    booted: Booted, units: Units, args: argparse.Namespace, boot: float, stop: threading.Event
+) -> None:
+    """The drop-in's pre-step at boot, then each firing of the retry timer."""
+    from register_runner import health
+
+    host = booted.host
+    record = host.prefix.root / ".register-runner" / "main.last-run.json"
+    env = h.child_env()
+
+    def run(kind: str, words: list[str], timeout: float) -> None:
+        before = record.stat().st_mtime_ns if record.exists() else None
+        started = time.monotonic()
+        with open(f"{host.log}.units.err", "ab") as err:
+            proc = subprocess.Popen(
+                host_argv(words, host, args), stdout=subprocess.DEVNULL, stderr=err, env=env
+            )
+            try:
+                code = proc.wait(timeout)
+            except subprocess.TimeoutExpired:  # systemd's start timeout: SIGTERM
+                proc.terminate()
+                code = proc.wait()
+        ended = time.monotonic()
+        synced = (record.stat().st_mtime_ns if record.exists() else None) != before
+        booted.runs.append((kind, started - boot, ended - boot, code, synced))
+        host.returncode = code if synced else host.returncode
+        if booted.first_config is None and len(host.prefix.runners()) == args.runners:
+            booted.first_config = ended - boot
+
+    run("pre-step", units.pre_step, units.start_timeout)
+    moment = boot + units.first + random.uniform(0, units.jitter)
+    while not stop.is_set():
+        done = booted.first_config is not None and not health.needs_retry(
+            health.read_last_run(host.prefix.root, "main")
+        )
+        if done or stop.wait(max(0.0, moment - time.monotonic())):
+            return
+        run("retry", units.retry, units.retry_timeout)
+        moment = time.monotonic() + units.again + random.uniform(0, units.jitter)
+
+
+def boot_fleet(args: argparse.Namespace, gitlab: FakeGitLab, hosts: list[Host]) -> bool:
+    """Every host boots at once with the shipped units; report how the fleet converged."""
+    units = Units.shipped()
+    say(
+        row(
+            "units",
+            f"pre-step: {' '.join(units.pre_step[1:])} (TimeoutStartSec {units.start_timeout:g})",
+        )
+    )
+    say(
+        row(
+            "units",
+            f"retry timer: first after {units.first:g} s, then {units.again:g} s after each "
+            f"run, each + random 0-{units.jitter:g} s: {' '.join(units.retry[1:])}",
+        )
+    )
+    fleet = [Booted(host) for host in hosts]
+    stop = threading.Event()
+    boot = time.monotonic()
+    threads = [
+        threading.Thread(target=boot_host, args=(b, units, args, boot, stop), daemon=True)
+        for b in fleet
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(max(0.0, boot + UNITS_CAP - time.monotonic()))
+    stop.set()
+    for thread in threads:
+        thread.join()
+    wall = time.monotonic() - boot
+
+    stats = gitlab.stats
+    firsts = [b.first_config for b in fleet if b.first_config is not None]
+    outcomes: Counter = Counter()
+    for b in fleet:
+        for kind, _, _, code, synced in b.runs:
+            outcomes[(kind, code if synced else "nothing to do")] += 1
+    say(row("units", f"hosts with a complete config          {len(firsts):7d} of {len(fleet)}"))
+    if firsts:
+        say(
+            row(
+                "units",
+                f"time to a host's first config         p50 {h.percentile(firsts, 50):6.1f} s  "
+                f"p95 {h.percentile(firsts, 95):6.1f} s  last {max(firsts):6.1f} s  "
+                "(from boot)",
+            )
+        )
+    for (kind, code), count in sorted(outcomes.items(), key=str):
+        ended = f"exit {code}" if isinstance(code, int) else code
+        say(row("units", f"{f'{kind} runs, {ended}':<38}{count:7d}"))
+    say(
+        row(
+            "units",
+            f"requests {stats.get('requests', 0)}, 429 answers {stats.get('429', 0)}, "
+            f"simulation wall time {wall:.1f} s",
+        )
+    )
+    problems = check_fleet(args, gitlab, hosts)
+    if len(firsts) < len(fleet):
+        problems.append(f"{len(fleet) - len(firsts)} hosts never got a complete config")
+    for problem in problems[:20]:
+        say(row("units", f"NOT CONVERGED: {problem}"))
+    if not problems:
+        say(
+            row(
+                "units",
+                f"converged without a person: GitLab holds {len(gitlab.runners())} = "
+                f"{len(fleet)} x {args.runners} runners, no duplicate",
+            )
+        )
+    return bool(problems)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     began = time.perf_counter()
@@ -600,11 +819,15 @@ def main(argv: Optional[list[str]] = None) -> int:
 
             gitlab.reset_stats()
             gitlab.clear_requests()
-            wall, usage = herd(args, hosts, "deploy")
-            expect: dict[str, Any] = {"requests": m * r}
-            failed |= bool(report_phase(args, gitlab, hosts, "deploy", wall, usage, alone, expect))
-
-            if args.restart:
+            if args.units:
+                failed = boot_fleet(args, gitlab, hosts)
+            else:
+                wall, usage = herd(args, hosts, "deploy")
+                expect: dict[str, Any] = {"requests": m * r}
+                failed |= bool(
+                    report_phase(args, gitlab, hosts, "deploy", wall, usage, alone, expect)
+                )
+            if args.restart and not args.units:
                 if args.rate:
                     gitlab.rate_limit(per_minute=args.rate, key=args.rate_key)  # new windows
                 gitlab.reset_stats()

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._version import __version__
 from .errors import Error, InputError, RefusedError, RegisterRunnerError, TransientError
 
-__version__ = "0.1.0"
 __all__ = [
     "Error",
     "InputError",

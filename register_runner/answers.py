@@ -18,15 +18,11 @@ from .timeutil import parse_timestamp
 
 MESSAGE_CHARS = 300
 
-# A mutating call answered with one of these may have happened: retrying could make a
-# duplicate. The journal finds such a runner on the next run instead.
-AMBIGUOUS_STATUS = frozenset({502, 504} | set(range(520, 531)))
-
 
 class Unavailable(TransientError):
     """GitLab could not be reached or kept failing until the deadline. ``ambiguous``: a
     mutating call may have happened all the same (the answer was lost or unreadable, or
-    a gateway timed out)."""
+    was a 5xx)."""
 
     def __init__(self, message: str, ambiguous: bool = False) -> None:
         super().__init__(message)
@@ -76,24 +72,53 @@ class Issued:
     expires_at: Optional[datetime]
 
 
+@dataclass(frozen=True)
+class RateLimits:
+    """How a run fared with GitLab's rate limit: the 429 answers it got, and the seconds
+    its calls stood still for the limit (a 429's Retry-After, or pacing as the budget ran
+    low; counted once however many workers waited together)."""
+
+    limited: int = 0
+    waited: float = 0.0
+
+
 class RatePause:
     """A 429 pauses the whole pool until Retry-After has passed."""
 
     def __init__(self) -> None:
         self._until = 0.0
         self._lock = threading.Lock()
+        self._limited = 0
+        self._waited = 0.0
+        self._since = 0.0  # when the current pause began
+        self._waited_until = 0.0  # the end of the last pause counted in _waited
 
-    def extend(self, seconds: float) -> None:
+    def extend(self, seconds: float, *, limited: bool = False) -> None:
+        """Pause for ``seconds`` more; ``limited``: because GitLab answered 429."""
         with self._lock:
-            self._until = max(self._until, time.monotonic() + seconds)
+            now = time.monotonic()
+            if self._until <= now:
+                self._since = now
+            self._until = max(self._until, now + seconds)
+            self._limited += limited
 
     def wait(self, deadline: Any) -> None:
         with self._lock:
-            delay = self._until - time.monotonic()
+            now = time.monotonic()
+            delay = self._until - now
+            if 0 < delay < deadline.remaining():
+                # From the answer that asked for the pause (the retry's backoff included)
+                # to its end; workers waiting at once wait the same seconds: count once.
+                self._waited += self._until - max(self._since, self._waited_until)
+                self._waited_until = self._until
         if delay > 0:
             if delay >= deadline.remaining():
                 raise Unavailable("GitLab asked to wait longer than the deadline allows (429)")
             time.sleep(delay)
+
+    def counts(self) -> RateLimits:
+        with self._lock:
+            return RateLimits(self._limited, round(self._waited, 3))
 
 
 def transient_status(status: int) -> bool:

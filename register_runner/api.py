@@ -14,23 +14,26 @@ Each run goes through the same phases, values in and values out:
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional, Union
 
 from . import custom_runners, health, migrate, report
+from .answers import RateLimits
 from .apply import Outcome, apply
 from .files import exclusive_lock
 from .model import ActionResult, Kind, Observed, Plan
 from .observe import known_runners, observe, recover
-from .output import content_of, entries_as_observed, render
+from .output import content_of, entries_as_observed, kept_entries, render
 from .reconcile import check_not_emptied, reconcile, select
 from .timeutil import now_utc
 from .workspace import Options, Workspace, check_prefix, load, lock_path
 
+log = logging.getLogger(__name__)
 DEFAULT_PREFIX = "/etc/gitlab-runner"
 CHANGES_PENDING = 4
 TOKEN_CHANGES = (Kind.CREATE, Kind.RECREATE, Kind.ROTATE)
@@ -50,6 +53,12 @@ class Result:
     system_id: str = ""
     seconds: float = 0.0
     config_diff: str = ""  # plan: how the config would change (tokens masked)
+    # sync: every runner can take jobs (what ``status`` exits 0 for, and the metrics say)
+    healthy: bool = False
+    # Bad executor files (exit_status 2), one line each; their runners were held as they
+    # were while the others converged.
+    errors: tuple[str, ...] = ()
+    rate_limits: RateLimits = field(default_factory=RateLimits)  # 429s met, seconds waited
 
 
 def sync(
@@ -60,20 +69,39 @@ def sync(
     environ: Optional[Mapping[str, str]] = None,
     **options: Any,
 ) -> Result:
-    """Converge GitLab and ``config.<instance>.toml`` with the inputs. Bad input raises
-    InputError (nothing changed); a busy lock raises TransientError."""
+    """Converge GitLab and ``config.<instance>.toml`` with the inputs. Bad host-wide input
+    (the prefix, the template, the state...) raises InputError (nothing changed); a bad
+    executor file does not: its runner is held as it is, the others converge, and the
+    Result has exit_status 2 and the ``errors``. A busy lock raises TransientError."""
     started = time.monotonic()
     opts = Options(prefix=Path(prefix), instance=instance, **options)
     check_prefix(opts)
     environ = os.environ if environ is None else environ
-    with exclusive_lock(lock_path(opts), lock_timeout), load(opts, environ) as workspace:
+    with (
+        exclusive_lock(lock_path(opts), lock_timeout),
+        load(opts, environ, isolate=True) as workspace,
+    ):
+        _report_bad(workspace)
         recover(workspace)
         observed, plan_ = _plan(workspace)
         outcome = apply(workspace, plan_, observed)
+        for refusal in plan_.refusals:
+            outcome.refuse(refusal)
         workspace.keep_parsed()  # with the config this run wrote
         status = _sync_status(workspace, plan_, observed, outcome)
-        _record(workspace, plan_, observed, outcome, status)
-    return _applied("sync", status, workspace, outcome, started)
+        run = _record(workspace, plan_, observed, outcome, status)
+    return replace(
+        _applied("sync", status, workspace, outcome, started), healthy=health.healthy(run)
+    )
+
+
+def _report_bad(workspace: Workspace) -> None:
+    for bad in workspace.inputs.bad:
+        log.error("%s (runner %s held as it is until the file is fixed)", bad.error, bad.stem)
+
+
+def _errors(workspace: Workspace) -> tuple[str, ...]:
+    return tuple(bad.error for bad in workspace.inputs.bad)
 
 
 def plan(
@@ -90,8 +118,12 @@ def plan(
     started = time.monotonic()
     opts = Options(prefix=Path(prefix), instance=instance, **options)
     check_prefix(opts)
-    with load(opts, os.environ if environ is None else environ, read_only=True) as workspace:
+    environ = os.environ if environ is None else environ
+    with load(opts, environ, read_only=True, isolate=True) as workspace:
+        _report_bad(workspace)
         observed, plan_ = _plan(workspace)
+        for refusal in plan_.refusals:
+            workspace.warn(refusal)
         if observed.unresolved:
             workspace.warn(
                 f"an earlier run may have created {len(observed.unresolved)} runner(s) "
@@ -104,14 +136,15 @@ def plan(
     custom = custom_runners.custom_stems(workspace)
     config_actions = [a for a in plan_.actions if a.stem not in custom]
     globals_ = workspace.inputs.globals
-    entries = entries_as_observed(workspace.executors, workspace.inputs.clients, observed)
+    kept = kept_entries(workspace.config, observed, workspace.held_stems)
+    entries = entries_as_observed(workspace.executors, workspace.inputs.clients, observed, kept)
     config_changes = not plan_.held and (
         any(a.kind in (*TOKEN_CHANGES, Kind.DELETE) for a in config_actions)
         or workspace.config.content != content_of(globals_, entries)
     )
     files = custom_runners.planned_files(workspace, observed, plan_)
     changed = plan_.mutates or config_changes or bool(files)
-    status = 3 if observed.unverified else 0
+    status = 2 if workspace.inputs.bad else 3 if observed.unverified else 0
     if status == 0 and detailed_exitcode and changed:
         status = CHANGES_PENDING
     actions = [
@@ -143,6 +176,8 @@ def plan(
         workspace.identity.system_id,
         round(time.monotonic() - started, 3),
         diff,
+        errors=_errors(workspace),
+        rate_limits=workspace.rate_limits(),
     )
 
 
@@ -184,6 +219,8 @@ def _applied(
         outcome.wrote,
         workspace.identity.system_id,
         round(time.monotonic() - started, 3),
+        errors=_errors(workspace),
+        rate_limits=workspace.rate_limits(),
     )
 
 
@@ -191,7 +228,8 @@ def _plan(workspace: Workspace) -> tuple[Observed, Plan]:
     """What ``plan`` shows and ``sync`` applies: observe, then reconcile."""
     options = workspace.options
     known = len(workspace.state.runners) or len(workspace.config.entries)
-    check_not_emptied(workspace.executors, known, str(workspace.inputs.executor_dir), options.force)
+    files = len(workspace.executors) + len(workspace.inputs.bad)
+    check_not_emptied(files, known, str(workspace.inputs.executor_dir), options.force)
     observed = observe(workspace, known_runners(workspace), refresh=options.refresh)
     plan_ = reconcile(
         workspace.executors,
@@ -200,6 +238,7 @@ def _plan(workspace: Workspace) -> tuple[Observed, Plan]:
         force=options.force,
         prune=options.prune,
         max_deletions=options.max_deletions,
+        bad=workspace.held_stems,
     )
     for warning in plan_.warnings:
         workspace.warn(warning)
@@ -208,35 +247,43 @@ def _plan(workspace: Workspace) -> tuple[Observed, Plan]:
 
 def _record(
     workspace: Workspace, plan_: Plan, observed: Observed, outcome: Outcome, status: int
-) -> None:
-    """The last-run record ``status`` and the metrics read; the access tokens' expiry is
-    asked only of a GitLab that answered."""
-    failing = outcome.failing or plan_.held or observed.failing
-    access = None if failing else health.check_access_tokens(workspace)
+) -> health.Run:
+    """The last-run record ``status`` and the metrics read."""
     prefix, instance = workspace.options.prefix, workspace.options.instance
-    health.record_run(
+    failing = outcome.failing or plan_.held or observed.failing
+    return health.record_run(
         prefix,
         instance,
         exit_status=status,
         runners=health.runner_rows(
             prefix,
             instance,
-            health.sync_verdicts(observed, outcome),
+            health.sync_verdicts(observed, plan_, outcome),
             [e.stem for e in workspace.executors],
             # Unless the config was rewritten, what load read is what is on disk.
             held=None if outcome.wrote else workspace,
         ),
-        warnings=[*workspace.warnings, *outcome.refused],
-        access_tokens=access,
+        warnings=[*workspace.warnings, *outcome.refused, *_errors(workspace)],
+        access_tokens=observed.access_tokens,
+        config_kept=bool(failing and outcome.entries),
+        # A recreate's old runner deleted is part of that recreate, not a change of its own.
+        changes=[r.kind for r in outcome.records if r.result == "done"],
+        rate_limits=workspace.rate_limits(),
     )
 
 
 def _sync_status(workspace: Workspace, plan_: Plan, observed: Observed, outcome: Outcome) -> int:
-    """1 when GitLab refused something a person must fix. When GitLab was failing: 0 if a
-    good config is in place (the runner can start), 3 if not or under --strict."""
+    """2 when an executor file is bad (its runner was held); 1 when GitLab refused something
+    a person must fix; 3 while the mass-invalid guard holds (GitLab-side, or it could not
+    be asked). When GitLab was failing: 0 if a good config is in place (the runner can
+    start), 3 if not or under --strict."""
+    if workspace.inputs.bad:
+        return 2
     if outcome.refused:
         return 1
-    failing = outcome.failing or plan_.held or observed.failing
+    if plan_.held:
+        return 3
+    failing = outcome.failing or observed.failing
     if failing and (workspace.options.strict or (workspace.executors and not outcome.entries)):
         return 3
     return 0

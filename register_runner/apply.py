@@ -7,7 +7,10 @@ Order matters for crash safety:
 3. the state (stem → runner id) is saved, then the config with the new tokens;
 4. runners dropped from the config are deleted, each recorded as pending until GitLab
    confirms, so a deletion that could not happen is retried, never forgotten.
-A create whose answer was lost is found on the next run by its marker (``recover``).
+A mutating call whose answer was lost, unreadable or a 5xx may have happened and is not
+sent again in the run: a create is found on the next run by its marker (``recover``), an
+update is sent again, a deletion stays pending, and a reset is settled by the old token's
+verdict (``_rotate``).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import enum
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, cast
 
 from . import custom_runners
 from . import state as state_file
@@ -35,9 +38,10 @@ from .model import (
     RunnerState,
     StoredRunner,
     UnwrittenToken,
+    Verdict,
 )
 from .observe import owned
-from .output import observed_credentials, runner_entries, write_config
+from .output import kept_entries, observed_credentials, runner_entries, write_config
 from .timeutil import now_utc
 from .workspace import Workspace
 
@@ -141,18 +145,27 @@ def apply(workspace: Workspace, plan: Plan, observed: Observed) -> Outcome:
     _save(workspace)
 
     # A fresh host that got no runner at all has nothing worth writing.
-    if not plan.held and (runners or workspace.config.raw is not None or not workspace.executors):
+    nothing_wanted = not workspace.executors and not workspace.held_stems
+    if not plan.held and (runners or workspace.config.raw is not None or nothing_wanted):
         _write(workspace, observed, runners, fresh, outcome)
     else:
         outcome.entries = len(workspace.config.entries)
     if plan.held:
         outcome.entries += custom_runners.in_place(workspace, observed)
     else:
-        written, in_place = custom_runners.write_files(workspace, observed, runners, fresh)
+        written, in_place, failed = custom_runners.write_files(workspace, observed, runners, fresh)
         outcome.records += written
         outcome.entries += in_place
-        if st.unwritten:
-            st.unwritten.clear()
+        for message in failed.values():
+            outcome.refuse(message)
+        # A token not written yet (a held runner's, one whose file could not be written)
+        # waits in the state for the run that writes it.
+        written_stems = [
+            s for s in st.unwritten if s not in workspace.held_stems and s not in failed
+        ]
+        if written_stems:
+            for stem in written_stems:
+                del st.unwritten[stem]
             _save(workspace)
     _delete_pending(workspace, plan, outcome)
     for action in plan.of_kind(Kind.KEEP, Kind.WAIT):
@@ -214,13 +227,37 @@ def _call(
             result.errors.append(error)
     if action.kind is Kind.ROTATE:
         try:
-            try:
-                result.issued = api.reset_token(runner.id)
-            except RefusedError:
-                # Without manage_runner the token can still reset itself.
-                result.issued = api.reset_by_token(runner.token)
+            result.issued = _rotate(api, runner, workspace.identity.system_id)
         except RegisterRunnerError as error:
             result.errors.append(error)
+
+
+def _rotate(api: Any, runner: RunnerState, system_id: str) -> Issued:
+    """A new token for ``runner``. A reset whose answer was lost (or a 5xx) may have
+    happened: the token it issued is then unknown and the old one dead. The old token's
+    verdict tells which, so the reset is sent again only when GitLab proved the first one
+    acted, never blindly; otherwise the old token is kept and the error stands."""
+    by_id = True
+    try:
+        try:
+            return api.reset_token(runner.id)
+        except RefusedError:
+            # Without manage_runner the token can still reset itself.
+            by_id = False
+            return api.reset_by_token(runner.token)
+    except TransientError as error:
+        if not error.ambiguous or not by_id:
+            raise
+        verdict, _ = api.verify(runner.token, system_id)
+        if verdict is not Verdict.INVALID:
+            raise
+        log.info(
+            "event=reset_settled runner=%s id=%s: the reset whose answer was lost happened "
+            "(the old token is rejected); reset again to learn the new token",
+            runner.stem,
+            runner.id,
+        )
+        return api.reset_token(runner.id)
 
 
 def _settle(
@@ -250,10 +287,14 @@ def _settle(
         if issued is None:
             return
         old = observed.runners.get(action.stem)
-        if old is not None:
+        # No runner id: the old runner is not this host's any more (the guard's evidence).
+        if old is not None and action.runner_id == old.id:
             _queue_delete(st, PendingDelete(old.id, old.url, action.stem, old.token))
         runners[action.stem] = StoredRunner(
-            issued.id, executor.url, executor.scope, dict(executor.attributes)
+            cast(int, issued.id),  # _is_id above
+            executor.url,
+            executor.scope,
+            dict(executor.attributes),
         )
         fresh[action.stem] = Credentials(issued.token, now_utc(), issued.expires_at)
         log.info(
@@ -285,7 +326,7 @@ def _settle(
             issued.token.masked,
         )
     if not result.errors:
-        extra = {"token": issued.token.masked} if issued is not None else {}
+        extra: dict[str, Any] = {"token": issued.token.masked} if issued is not None else {}
         outcome.record(action, "done", **extra)
 
 
@@ -303,7 +344,11 @@ def _failed(
     message = f"{action.kind.value} {action.stem}: {error}"
     if isinstance(error, TransientError):
         outcome.failing.append(message)
-        workspace.warn(f"{message}; will try again on the next run")
+        if action.kind in (Kind.CREATE, Kind.RECREATE) and _unknown_outcome(error):
+            then = "not sent again: the next run looks for the runner by its marker first"
+        else:
+            then = "will try again on the next run"
+        workspace.warn(f"{message}; {then}")
         outcome.record(action, "waiting", error=str(error))
     elif (
         action.kind in (Kind.UPDATE, Kind.ROTATE)
@@ -339,6 +384,7 @@ def _write(
             workspace.inputs.clients,
             runners,
             lambda stem: fresh.get(stem) or observed_credentials(observed, stem, rotated),
+            kept_entries(workspace.config, observed, workspace.held_stems, rotated),
         )
         outcome.entries = len(entries)
         return entries
@@ -352,9 +398,9 @@ def _write(
 
 def _delete_pending(workspace: Workspace, plan: Plan, outcome: Outcome) -> None:
     st = workspace.state
-    if plan.held or not st.pending_deletes:
+    queued = [d for d in st.pending_deletes if d.url not in plan.blocked]
+    if plan.held or not queued:
         return
-    queued = list(st.pending_deletes)
     results = workspace.concurrently(lambda d: _delete(workspace, d), queued)
     by_runner = {(a.stem, a.runner_id): a for a in plan.of_kind(Kind.DELETE, Kind.RECREATE)}
     for delete, (result, error) in zip(queued, results):

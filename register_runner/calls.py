@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from typing import Any, NoReturn, Optional
 from urllib.parse import urlsplit
 
-from . import __version__, tls, transport
+from . import tls, transport
+from ._version import __version__
 from .answers import (
-    AMBIGUOUS_STATUS,
     Issued,
     RatePause,
     Redirected,
@@ -122,11 +122,17 @@ class Calls:
         query: Optional[Mapping[str, Any]] = None,
         needs: Optional[str] = None,
         anonymous: bool = False,
-        idempotent: bool = True,
+        mutating: bool = False,
         expect: Optional[str] = "json",
     ) -> Any:
         """One API call, retried while that is safe and the deadline allows. ``expect``:
-        "json" (a JSON answer), "any" (2xx is all that counts) or None (nothing read)."""
+        "json" (a JSON answer), "any" (2xx is all that counts) or None (nothing read).
+
+        ``mutating``: GitLab may have acted on the call whatever came back short of an
+        answer (a lost or unreadable answer, a 5xx: a proxy's 502/504, or GitLab's own 500
+        after it acted), so it is never sent again in this run: it fails as an ambiguous
+        Unavailable, for the journal and the next run to settle. A 429 or a connection
+        that never stood proves GitLab did nothing, and is retried."""
         deadline = self.connection.deadline
         attempt = 0
         while True:
@@ -139,9 +145,9 @@ class Calls:
                 )
             try:
                 response = self._send(
-                    what, verb, path, data, query, needs, anonymous, idempotent, expect
+                    what, verb, path, data, query, needs, anonymous, mutating, expect
                 )
-                return self._decode(what, response, idempotent, expect)
+                return self._decode(what, response, mutating, expect)
             except _Attempt as failed:
                 attempt += 1
                 self._before_retry(what, failed, attempt)
@@ -155,7 +161,7 @@ class Calls:
         query: Optional[Mapping[str, Any]],
         needs: Optional[str],
         anonymous: bool,
-        idempotent: bool,
+        mutating: bool,
         expect: Optional[str],
     ) -> Any:
         deadline = self.connection.deadline
@@ -175,19 +181,19 @@ class Calls:
             raise Unavailable(
                 f"{self.url}: {what}: GitLab's answer is larger than "
                 f"{transport.MAX_ANSWER_BYTES // 2**20} MiB; refused",
-                ambiguous=not idempotent,
+                ambiguous=mutating,
             ) from None
         except transport.DeadlinePassed:
             raise Unavailable(
                 f"{self.url}: {what}: no complete answer within the {deadline.seconds:g} s "
                 "deadline",
-                ambiguous=not idempotent,
+                ambiguous=mutating,
             ) from None
         except transport.NetworkError as error:
             reason, sent, unreachable = transport.network_failure(
                 error.cause, self.url, self.connection.timeout, error.connected
             )
-            if sent and not idempotent:
+            if sent and mutating:
                 raise Unavailable(f"{self.url}: {what}: {reason}", ambiguous=True) from None
             if reason.startswith("TLS"):
                 raise Unavailable(f"{self.url}: {what}: {reason}") from None
@@ -196,18 +202,21 @@ class Calls:
         if 200 <= response.status < 300:
             self._pace(response.headers)
             return response
-        self._refused(what, response.status, _error_message(response), needs, idempotent)
+        self._refused(what, response.status, _error_message(response), needs, mutating)
 
     def _refused(
-        self, what: str, status: int, said: Any, needs: Optional[str], idempotent: bool
+        self, what: str, status: int, said: Any, needs: Optional[str], mutating: bool
     ) -> NoReturn:
         if status == 429:
             self._rate_limited(what)
             raise _Attempt("GitLab answered 429 (too many requests)")
         if not transient_status(status):
             raise refusal(self.url, what, status, said, needs)
-        if not idempotent and status in AMBIGUOUS_STATUS:
-            raise Unavailable(f"{self.url}: {what}: GitLab answered {status}", ambiguous=True)
+        if mutating and status >= 500:
+            raise Unavailable(
+                f"{self.url}: {what}: GitLab answered {status}; it may have acted all the same",
+                ambiguous=True,
+            )
         raise _Attempt(f"GitLab answered {status}")
 
     def _pages(
@@ -240,13 +249,13 @@ class Calls:
             return list(pages)
         except requests.exceptions.RequestException as error:
             raise transport.NetworkError(error, connected=None) from None
-        except gitlab.GitlabHttpError as error:
+        except (gitlab.GitlabHttpError, gitlab.GitlabAuthenticationError) as error:
             # A page answered with an error: python-gitlab raised it, the meaning is ours.
-            self._refused(what, error.response_code or 0, error.error_message, needs, True)
+            self._refused(what, error.response_code or 0, error.error_message, needs, False)
         except gitlab.GitlabParsingError:
             raise _Attempt("GitLab sent a page that is not JSON") from None
 
-    def _decode(self, what: str, response: Any, idempotent: bool, expect: Optional[str]) -> Any:
+    def _decode(self, what: str, response: Any, mutating: bool, expect: Optional[str]) -> Any:
         if expect is None:
             return None
         if expect == "pages":
@@ -263,7 +272,7 @@ class Calls:
                 if expect == "any":
                     return None
                 problem = "an answer that is not JSON (truncated or garbled)"
-        if not idempotent:
+        if mutating:
             raise Unavailable(f"{self.url}: {what}: GitLab sent {problem}", ambiguous=True)
         raise _Attempt(f"GitLab sent {problem}")
 
@@ -319,7 +328,7 @@ class Calls:
         else:
             delay *= random.uniform(1.0, 1.1)
         log.info("event=rate_limited url=%s call=%r wait=%.1fs", self.url, what, delay)
-        self.connection.pause.extend(delay)  # type: ignore[union-attr]
+        self.connection.pause.extend(delay, limited=True)  # type: ignore[union-attr]
 
     def _redirected(self, what: str, redirect: transport.Redirect) -> Redirected:
         if redirect.status is None:

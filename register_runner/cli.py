@@ -119,7 +119,7 @@ OPTIONS_WITH_VALUES = frozenset(
     {"-p", "--prefix", "--instance", "--service-instance", "--metrics-file", "--keep"}
     | {"--credentials-directory", "--deadline", "--timeout", "--jobs", "--capture-tags"}
     | {"--tag-schema", "--max-deletions", "--lock-timeout", "--runner", "--url", "--token"}
-    | {"--token-file", "--system-id", "--tls-ca-file"}
+    | {"--token-file", "--system-id", "--tls-ca-file", "--fresh-deadline"}
 )
 
 
@@ -128,6 +128,8 @@ def _record(args: argparse.Namespace, status: _Status) -> None:
     itself), then write the metrics file, on every exit path."""
     from . import health
 
+    if _retry_not_needed(args, status):
+        return
     if args.command in RECORDED and health.recorded() is None:
         health.record_run(
             args.prefix,
@@ -140,7 +142,22 @@ def _record(args: argparse.Namespace, status: _Status) -> None:
         )
     if getattr(args, "metrics_file", None) is not None:
         run = health.recorded() or health.read_last_run(args.prefix, args.instance)
-        health.write_metrics(args.metrics_file, args.instance, run)
+        try:
+            health.write_metrics(args.metrics_file, args.instance, run)
+        except InputError as error:
+            # The metrics report on the run, they are not part of it: the shipped units
+            # name node_exporter's folder, which a host without node_exporter lacks.
+            log.warning("%s (metrics not written; an empty --metrics-file writes none)", error)
+
+
+def _retry_not_needed(args: argparse.Namespace, status: _Status) -> bool:
+    """``sync --retry-only`` that found nothing to retry: it ran nothing, so it records
+    nothing, and the metrics go on describing the run that did."""
+    from . import health
+
+    return bool(getattr(args, "retry_only", False)) and (
+        health.recorded() is None and status.code == 0 and status.error is None
+    )
 
 
 # Past --deadline (and --lock-timeout, for a command that waits for the lock) what is
@@ -252,10 +269,10 @@ def _prefix(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--metrics-file",
-        type=Path,
+        type=_optional_path,
         metavar="PATH",
         help="write the last run's metrics there for node_exporter's textfile collector "
-        "(on every exit, atomically)",
+        "(on every exit, atomically; empty: none)",
     )
     parser.add_argument(
         "--credentials-directory",
@@ -349,6 +366,28 @@ def _locked(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _fresh(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--fresh-deadline",
+        type=_seconds,
+        default=None,
+        metavar="S",
+        help="the deadline instead when there is no config to keep (a fresh host, whose "
+        "runners cannot start without GitLab): to wait out a long Retry-After "
+        "(default: --deadline)",
+    )
+
+
+def _retry(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--retry-only",
+        action="store_true",
+        help="sync only if the last run left something to try again (it exited 3, or "
+        "GitLab failed before every runner was registered) or no run is recorded; "
+        "else exit 0 at once, calling and writing nothing (register-runner-retry.timer)",
+    )
+
+
 def _selection(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--runner",
@@ -396,15 +435,15 @@ def _demo(parser: argparse.ArgumentParser) -> None:
 COMMANDS: dict[str, tuple[Any, ...]] = {
     "sync": (
         "converge GitLab and the config with the inputs (the default)",
-        *(_common, _prefix, _network, _changes, _locked),
+        *(_common, _prefix, _network, _fresh, _changes, _locked, _retry),
     ),
     "plan": (
         "show what sync would do; change nothing",
-        *(_common, _prefix, _network, _changes, _plan),
+        *(_common, _prefix, _network, _fresh, _changes, _plan),
     ),
     "status": (
-        "what the last run did (from the state; no API call); exits with its status, "
-        "3 when none is recorded",
+        "what the last run did (from the state; no API call); exits 0 when every runner "
+        "can take jobs, 1 when a person must act, 3 when it is not known",
         *(_common, _prefix),
     ),
     "verify": (
@@ -441,6 +480,11 @@ def _seconds(text: str) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError("must not be negative")
     return value
+
+
+def _optional_path(text: str) -> Optional[Path]:
+    # Empty: a unit's ${VARIABLE} set to nothing turns the file off.
+    return Path(text) if text else None
 
 
 def _positive(text: str) -> int:
@@ -496,7 +540,8 @@ class _Parser(argparse.ArgumentParser):
         # (with zlib, bz2 and lzma): ~5 ms of every start.
         if self._for_output:
             return super()._get_formatter()
-        return self.formatter_class(prog=self.prog, width=80)
+        # Every argparse formatter takes width; typeshed's protocol for them names only prog.
+        return self.formatter_class(prog=self.prog, width=80)  # type: ignore[call-arg]
 
 
 @contextlib.contextmanager

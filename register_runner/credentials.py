@@ -13,7 +13,7 @@ import os
 import pwd
 import re
 import stat
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -83,7 +83,12 @@ def ours(raw: bytes) -> bool:
 
 
 def read(path: Path) -> Optional[bytes]:
-    """The file's bytes, None when there is none; a symlink or a huge file is bad input."""
+    """The file's bytes, None when there is none; a symlink, a FIFO, a folder or a huge
+    file is bad input."""
+    with contextlib.suppress(FileNotFoundError):
+        # The runner's own user may put anything there: a FIFO must not hang the run.
+        if stat.S_ISFIFO(os.lstat(path).st_mode):
+            raise InputError(f"{path}: not a regular file; remove it or move it away")
     raw = read_regular(path)
     if raw is not None and len(raw) > MAX_BYTES:
         raise InputError(f"{path}: larger than {MAX_BYTES} bytes; not a credentials file")
@@ -208,19 +213,6 @@ def _check_existing(at: Where, path: Path) -> None:
             f"{at}: {path} exists and was not written by register-runner (its first line "
             f"is not {HEADER!r}); it is left alone: move it away or choose another path"
         )
-
-
-def check_unique(paths: Iterable[tuple[str, Optional[str]]]) -> None:
-    """Two executor files (path, credentials_file) must not share a credentials file."""
-    seen: dict[str, str] = {}
-    for executor_path, target in paths:
-        if target is None:
-            continue
-        if target in seen:
-            raise InputError(
-                f"{executor_path}: credentials_file {target} is also used by {seen[target]}"
-            )
-        seen[target] = executor_path
 
 
 def unused_keys(where: Callable[[str], Where], keys: Mapping[str, Any]) -> list[str]:

@@ -17,9 +17,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
-from . import __version__, credentials
+from . import _version, credentials
 from . import state as state_file
-from .errors import InputError
+from .errors import InputError, RegisterRunnerError
 from .model import ActionResult, Credentials, Executor, Kind, Observed, Plan, StoredRunner
 from .secret import Secret
 from .state import State
@@ -56,8 +56,12 @@ def custom_stems(workspace: Workspace) -> set[str]:
 
 
 def read_file(path: Path) -> Optional[FileCredentials]:
-    """The credentials in ``path``; None when there is no file or it is not this tool's."""
-    raw = credentials.read(path)
+    """The credentials in ``path``; None when there is no file, it cannot be read (a FIFO,
+    a folder: an executor file naming it is held at load) or it is not this tool's."""
+    try:
+        raw = credentials.read(path)
+    except RegisterRunnerError:
+        return None
     if raw is None or not credentials.ours(raw):
         return None
     values = credentials.parse(raw)
@@ -85,7 +89,7 @@ def _paths(workspace: Workspace, stem: str) -> list[Path]:
     """Where a stem's credentials may be: the file its executor names, and the one this
     tool last wrote for it (the executor file moved it, or stopped naming one)."""
     executor = workspace.executors_by_stem.get(stem)
-    found = [executor.credentials_file] if is_custom(executor) else []
+    found = [executor.credentials_file] if executor is not None and is_custom(executor) else []
     stored = workspace.state.credentials_files.get(stem)
     return [Path(p) for p in dict.fromkeys([*found, stored]) if p]
 
@@ -167,8 +171,7 @@ def _current(path: Path) -> Optional[dict[str, str]]:
         return None
     if not credentials.ours(raw):
         raise InputError(
-            f"{path}: replaced by a file register-runner did not write; it is left alone "
-            "(its runner's new token is kept for the next run)"
+            f"{path}: replaced by a file register-runner did not write; it is left alone"
         )
     values = credentials.parse(raw)
     return {key: values[key] for key in credentials.KEYS if key in values}
@@ -179,22 +182,32 @@ def write_files(
     observed: Observed,
     runners: Mapping[str, StoredRunner],
     fresh: Mapping[str, Credentials],
-) -> tuple[list[ActionResult], int]:
+) -> tuple[list[ActionResult], int, dict[str, str]]:
     """Write the credentials file of every custom runner that has a runner and a token, and
     remove the files this tool wrote whose runner is gone (or moved to another file).
-    Returns what was done, and how many custom runners have their credentials in place.
-    A file is not rewritten when its values would not change; one the runner rewrote
-    while this run worked is left for the next run to take over."""
+    Returns what was done, how many custom runners have their credentials in place, and
+    the files that could not be written (stem → why): a person must act, and the token
+    waits in the state. A held runner's file is left as it is. A file is not rewritten
+    when its values would not change; one the runner rewrote while this run worked is
+    left for the next run to take over."""
     st = workspace.state
     wanted = {e.stem: e for e in workspace.executors if is_custom(e) and e.stem in runners}
     keep = {str(e.credentials_file) for e in wanted.values()}
     records = []
+    failed: dict[str, str] = {}
     for stem, file in sorted(st.credentials_files.items()):
         executor = wanted.get(stem)
-        if executor is not None and executor.credentials_file == file:
+        if stem in workspace.held_stems or (
+            executor is not None and executor.credentials_file == file
+        ):
             continue
         del st.credentials_files[stem]
-        if file not in keep and credentials.remove(Path(file)):
+        try:
+            removed = file not in keep and credentials.remove(Path(file))
+        except RegisterRunnerError as error:
+            failed[stem] = f"{error} (not removed)"
+            continue
+        if removed:
             log.info("event=credentials_removed runner=%s path=%s", stem, file)
             records.append(ActionResult("write", stem, None, "done", f"{file} removed"))
     in_place = 0
@@ -206,7 +219,14 @@ def write_files(
         in_place += 1
         path = Path(str(executor.credentials_file))
         values = _values(workspace, stored, token)
-        current = _current(path)
+        try:
+            current = _current(path)
+        except RegisterRunnerError as error:
+            # Only a file put there while this run worked gets here (load holds the rest):
+            # the token is a new one, in the state.
+            failed[stem] = f"{error} (the runner's token is kept for the next run)"
+            in_place -= 1
+            continue
         st.credentials_files[stem] = str(path)
         if current == values:
             continue
@@ -223,13 +243,18 @@ def write_files(
         # Known before it is written: a crash in between still removes it with its runner.
         state_file.save(workspace.options.prefix, workspace.options.instance, st)
         first = credentials.header(
-            __version__, workspace.identity.host, workspace.identity.instance, stem
+            _version.__version__, workspace.identity.host, workspace.identity.instance, stem
         )
-        credentials.write(path, credentials.render(first, values), executor.credentials_owner)
+        try:
+            credentials.write(path, credentials.render(first, values), executor.credentials_owner)
+        except RegisterRunnerError as error:
+            failed[stem] = f"{error} (the runner's token is kept for the next run)"
+            in_place -= 1
+            continue
         log.info("event=credentials_written runner=%s id=%s path=%s", stem, stored.id, path)
         records.append(ActionResult("write", stem, stored.id, "done", f"{path} written"))
     state_file.save(workspace.options.prefix, workspace.options.instance, st)
-    return records, in_place
+    return records, in_place, failed
 
 
 def in_place(workspace: Workspace, observed: Observed) -> int:
@@ -270,7 +295,11 @@ def planned_files(workspace: Workspace, observed: Observed, plan: Plan) -> list[
             ActionResult("write", executor.stem, runner.id if runner else None, "planned", reason)
         )
     for stem, file in sorted(workspace.state.credentials_files.items()):
-        if wanted.get(stem) != file and file not in wanted.values():
+        if (
+            stem not in workspace.held_stems
+            and wanted.get(stem) != file
+            and file not in wanted.values()
+        ):
             found = read_file(Path(file))
             if found is not None:
                 rows.append(ActionResult("write", stem, found.id, "planned", f"{file}: remove"))

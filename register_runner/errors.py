@@ -38,6 +38,11 @@ class InputError(Error):
     exit_status = 2
 
 
+class HostInputError(InputError):
+    """Bad input of the whole host met while reading one executor file (the site's
+    capture_tags plugin failing): it stops the run, like a bad template."""
+
+
 class TransientError(Error):
     """GitLab unreachable or failing, or the lock busy: worth trying again later."""
 

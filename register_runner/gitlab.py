@@ -101,7 +101,7 @@ class GitLab(Calls):
         data = dict(attributes, **{k: v for k, v in scope.to_json().items() if v is not None})
         what = "create runner"
         answer = self._call(
-            what, "post", "/user/runners", data=data, needs="create_runner", idempotent=False
+            what, "post", "/user/runners", data=data, needs="create_runner", mutating=True
         )
         return self._issued(what, answer)
 
@@ -112,6 +112,7 @@ class GitLab(Calls):
             f"/runners/{runner_id}",
             data=dict(attributes),
             needs="manage_runner",
+            mutating=True,
             expect=None,
         )
 
@@ -123,6 +124,7 @@ class GitLab(Calls):
                 "delete",
                 f"/runners/{runner_id}",
                 needs="manage_runner",
+                mutating=True,
                 expect=None,
             )
         except NotFound:
@@ -131,9 +133,12 @@ class GitLab(Calls):
 
     def reset_token(self, runner_id: int) -> Issued:
         what = f"reset token of runner {runner_id}"
-        # Safe to repeat: a second reset by id hands out a token that works all the same.
         answer = self._call(
-            what, "post", f"/runners/{runner_id}/reset_authentication_token", needs="manage_runner"
+            what,
+            "post",
+            f"/runners/{runner_id}/reset_authentication_token",
+            needs="manage_runner",
+            mutating=True,
         )
         return self._issued(what, answer, runner_id)
 
@@ -173,9 +178,7 @@ class GitLab(Calls):
         data = dict(attributes, token=registration_token.reveal())
         what = "register runner (registration token)"
         try:
-            answer = self._call(
-                what, "post", "/runners", data=data, anonymous=True, idempotent=False
-            )
+            answer = self._call(what, "post", "/runners", data=data, anonymous=True, mutating=True)
         except AccessDenied:
             raise AccessDenied(f"{self.url}: the registration token was rejected (403)") from None
         return self._issued(what, answer)
@@ -207,6 +210,7 @@ class GitLab(Calls):
                 "/runners",
                 data={"token": token.reveal()},
                 anonymous=True,
+                mutating=True,
                 expect=None,
             )
         except AccessDenied:
@@ -221,7 +225,7 @@ class GitLab(Calls):
             "/runners/reset_authentication_token",
             data={"token": token.reveal()},
             anonymous=True,
-            idempotent=False,
+            mutating=True,
         )
         return self._issued(what, answer, need_id=False)  # this answer has no id
 

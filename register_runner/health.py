@@ -11,26 +11,30 @@ state folder already exists (bad input never creates anything).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-from .errors import Error, InputError, RegisterRunnerError
+from ._version import __version__
+from .answers import RateLimits
+from .errors import Error, InputError
 from .files import atomic_write, json_lines, read_regular, state_dir
 from .secret import scrub
 
+if TYPE_CHECKING:
+    from .model import AccessTokenCheck
+
 log = logging.getLogger(__name__)
 
-VERDICTS = ("valid", "invalid", "unknown")
+# "held": GitLab rejected the token, but the mass-invalid guard kept the runner.
+VERDICTS = ("valid", "invalid", "unknown", "held")
+# What register_runner_changes_total counts: the actions that change a runner in GitLab.
+CHANGE_KINDS = ("create", "update", "rotate", "recreate", "delete")
 ACCESS_TOKEN_NOTICE = timedelta(days=14)
-# A token's expiry date never changes (rotating one makes a new token): it is asked again
-# after this long only to notice a revoked token, and at once for a different token.
-ACCESS_TOKEN_RECHECK = timedelta(days=1)
 VERSION = 1
 
 
@@ -43,8 +47,12 @@ class Run:
     runners: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     access_tokens: dict[str, Optional[str]] = field(default_factory=dict)  # url → ISO date
-    # url → {"fingerprint": of the token asked about, "time": when GitLab answered}
-    access_token_checks: dict[str, dict[str, str]] = field(default_factory=dict)
+    rejected_access_tokens: list[str] = field(default_factory=list)  # urls: 401 this run
+    # GitLab failed and the config of an earlier run was left in place.
+    config_kept: bool = False
+    # Changes made by every run recorded so far (kind → count), carried from run to run.
+    changes_total: dict[str, int] = field(default_factory=dict)
+    rate_limits: RateLimits = field(default_factory=RateLimits)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -54,20 +62,55 @@ class Run:
             "runners": self.runners,
             "warnings": self.warnings,
             "access_tokens": self.access_tokens,
-            "access_token_checks": self.access_token_checks,
+            "rejected_access_tokens": self.rejected_access_tokens,
+            "config_kept": self.config_kept,
+            "changes_total": self.changes_total,
+            "rate_limits": {
+                "limited": self.rate_limits.limited,
+                "waited_seconds": self.rate_limits.waited,
+            },
         }
 
     def status_json(self) -> dict[str, Any]:
         """What ``status --json`` prints."""
         return {
             "last_run": {"time": iso(self.time), "exit_status": self.exit_status},
+            "healthy": healthy(self),
             "runners": self.runners,
             "warnings": self.warnings,
             "access_tokens": [
-                {"url": url, "expires_at": expires}
+                {
+                    "url": url,
+                    "expires_at": expires,
+                    "rejected": url in self.rejected_access_tokens,
+                }
                 for url, expires in sorted(self.access_tokens.items())
             ],
         }
+
+
+def status_of(run: Optional[Run]) -> int:
+    """What ``status`` exits with, the one verdict on whether the host's runners can take
+    jobs (the metrics and the API's ``healthy`` say the same): 1 a person must act (a
+    runner invalid or held, the access token rejected, the last run exited 1 or 2, or
+    failed in a way this tool does not know), 3 not known (a verdict unknown, the last
+    run transient, or no run recorded), 0 every runner last verified valid."""
+    if run is None:
+        return 3
+    verdicts = {row.get("verdict") for row in run.runners}
+    if (
+        run.exit_status not in (0, 3)
+        or verdicts & {"invalid", "held"}
+        or run.rejected_access_tokens
+    ):
+        return 1
+    if run.exit_status == 3 or verdicts - {"valid"}:
+        return 3
+    return 0
+
+
+def healthy(run: Optional[Run]) -> bool:
+    return status_of(run) == 0
 
 
 # Set by record_run: the metrics of a command describe the run it recorded, also when the
@@ -86,28 +129,41 @@ def record_run(
     exit_status: int,
     runners: Optional[Sequence[Mapping[str, Any]]],
     warnings: Iterable[str],
-    access_tokens: Optional[AccessTokens],
+    access_tokens: Optional[Mapping[str, AccessTokenCheck]],
+    config_kept: bool = False,
+    changes: Iterable[str] = (),
+    rate_limits: Optional[RateLimits] = None,
 ) -> Run:
     """Write the last-run record (only into an existing state folder) and return it.
-    ``runners`` or ``access_tokens`` None: not known this run; the previous record's are
-    kept, runners with the verdict "unknown"."""
+    ``runners`` None: not known this run; the previous record's are kept, with the
+    verdict "unknown". ``access_tokens`` None (not asked this run): the previous record's
+    expiries and rejections; an expiry GitLab did not answer about is the previous one.
+    ``changes``: the kind of each change this run made in GitLab, added to the totals of
+    the runs before."""
     global _recorded
     previous = read_last_run(prefix, instance)
     if runners is None:
         runners = [dict(r, verdict="unknown") for r in (previous.runners if previous else [])]
-    if access_tokens is None:
-        tokens = dict(previous.access_tokens) if previous else {}
-        checks = dict(previous.access_token_checks) if previous else {}
-    else:
-        tokens = {url: d.isoformat() if d else None for url, d in access_tokens.expiry.items()}
-        checks = dict(access_tokens.checks)
+    before = dict(previous.access_tokens) if previous else {}
+    tokens = dict(before)
+    rejected = list(previous.rejected_access_tokens) if previous else []
+    if access_tokens is not None:
+        tokens, rejected = {url: before.get(url) for url in access_tokens}, []
+        for url, check in access_tokens.items():
+            if check.rejected:
+                rejected.append(url)
+            elif check.answered:
+                tokens[url] = check.expires_at.isoformat() if check.expires_at else None
     run = Run(
         datetime.now(timezone.utc).replace(microsecond=0),
         exit_status,
         [dict(r) for r in runners],
         list(dict.fromkeys(scrub(w) for w in warnings)),
         tokens,
-        checks,
+        sorted(rejected),
+        config_kept,
+        _add_changes(previous.changes_total if previous else {}, changes),
+        rate_limits or RateLimits(),
     )
     _recorded = run
     if state_dir(prefix).is_dir():
@@ -120,9 +176,26 @@ def record_run(
     return run
 
 
+def _add_changes(totals: Mapping[str, int], changes: Iterable[str]) -> dict[str, int]:
+    added = {kind: int(totals.get(kind, 0)) for kind in CHANGE_KINDS}
+    for kind in changes:
+        if kind in added:
+            added[kind] += 1
+    return added
+
+
 def recorded() -> Optional[Run]:
     """The run this process recorded, if any."""
     return _recorded
+
+
+def needs_retry(run: Optional[Run]) -> bool:
+    """Whether a run soon would help: none is recorded, the last one exited 3 (try again
+    later: nothing to keep, the guard holding, the lock busy), or GitLab failed before
+    every executor had a runner. A run that needs a person (1, 2) waits for the timer."""
+    if run is None or run.exit_status == 3:
+        return True
+    return run.config_kept and any(row.get("id") is None for row in run.runners)
 
 
 def read_last_run(prefix: Path, instance: str) -> Optional[Run]:
@@ -142,7 +215,13 @@ def read_last_run(prefix: Path, instance: str) -> Optional[Run]:
             list(data.get("runners", [])),
             list(data.get("warnings", [])),
             dict(data.get("access_tokens", {})),
-            dict(data.get("access_token_checks", {})),
+            [str(url) for url in data.get("rejected_access_tokens", [])],
+            bool(data.get("config_kept", False)),
+            {kind: int(n) for kind, n in dict(data.get("changes_total", {})).items()},
+            RateLimits(
+                int(data.get("rate_limits", {}).get("limited", 0)),
+                float(data.get("rate_limits", {}).get("waited_seconds", 0.0)),
+            ),
         )
     except (ValueError, KeyError, TypeError, AttributeError):
         log.debug("event=last_run_unreadable path=%s", last_run_path(prefix, instance))
@@ -182,13 +261,16 @@ def runner_rows(
     rows = []
     for stem in sorted(set(stored) | set(stems)):
         runner_id = stored[stem].id if stem in stored else None
-        entry = entries.get((stored[stem].url, runner_id)) if stem in stored else None
+        entry = entries.get((stored[stem].url, stored[stem].id)) if stem in stored else None
         credentials = credentials_of(entry) if entry else None
         if credentials is None and runner_id is not None:
             # A runner that is not gitlab-runner: its token is in its credentials file.
             credentials = custom_runners.stored_credentials(st, stem, stored[stem].url, runner_id)
         verdict = verdicts.get(stem) or before.get((stem, runner_id))
-        if runner_id is None or (verdict is None and credentials is None):
+        # No runner yet because GitLab failed is not known bad: only this run's verdict
+        # says so (a previous run's "unknown" is about a runner no longer there).
+        waiting = runner_id is None and verdicts.get(stem) == "unknown"
+        if (runner_id is None and not waiting) or (verdict is None and credentials is None):
             verdict = "invalid"
         rows.append(
             {
@@ -203,78 +285,31 @@ def runner_rows(
     return rows
 
 
-def sync_verdicts(observed: Any, outcome: Any) -> dict[str, str]:
+def sync_verdicts(observed: Any, plan: Any, outcome: Any) -> dict[str, str]:
     """Each runner's verdict after a sync: "valid" for a token just issued (create,
-    recreate, rotate), else what verifying it said."""
+    recreate, rotate), "held" for a rejected token the mass-invalid guard kept, "unknown"
+    for a runner not created because GitLab failed, else what verifying it said."""
     verdicts = {stem: runner.verdict.value for stem, runner in observed.runners.items()}
+    if plan.held:
+        verdicts.update((stem, "held") for stem, v in verdicts.items() if v == "invalid")
     for record in outcome.records:
         if record.token and record.result == "done":
             verdicts[record.runner] = "valid"
+        elif record.kind in ("create", "wait") and record.result == "waiting":
+            # Not created because GitLab failed (or an earlier create is not settled yet):
+            # whether it will run is not known, which is not a person's to fix.
+            verdicts.setdefault(record.runner, "unknown")
     return verdicts
 
 
-@dataclass
-class AccessTokens:
-    """Each client_config's access token expiry (None: never, or GitLab would not say),
-    and when GitLab last said it, for which token."""
-
-    expiry: dict[str, Optional[date]]
-    checks: dict[str, dict[str, str]]
-
-
-def check_access_tokens(workspace: Any) -> AccessTokens:
-    """Each client_config's access token expiry, warned about two weeks ahead; asked of
-    GitLab once a day per token (the last run's answer serves until then). Never changes
-    the exit status."""
-    from .gitlab import AccessDenied  # the HTTP stack only for commands that use it
-
-    options = workspace.options
-    previous = read_last_run(options.prefix, options.instance)
-    now = datetime.now(timezone.utc).replace(microsecond=0)
-    tokens = AccessTokens({}, {})
-    for url, client in sorted(workspace.inputs.clients.items()):
-        if client.access_token is None:
-            continue
-        fingerprint = hashlib.sha256(client.access_token.reveal().encode()).hexdigest()[:16]
-        known = _still_known(previous, url, fingerprint, now)
-        if known is not None:
-            expires, tokens.checks[url] = known
-        else:
-            try:
-                expires = workspace.api(url).access_token_expires_at()
-                tokens.checks[url] = {"fingerprint": fingerprint, "time": iso(now)}
-            except AccessDenied as error:
-                workspace.warn(str(error))
-                expires = None
-            except RegisterRunnerError as error:
-                log.debug("event=access_token_expiry_unknown url=%s reason=%s", url, error)
-                expires = None
-        tokens.expiry[url] = expires
-        if expires is not None and expires - date.today() <= ACCESS_TOKEN_NOTICE:
-            workspace.warn(
-                f"access token for {url} expires on {expires.isoformat()}; create a new "
-                "one and replace it before then"
-            )
-    return tokens
-
-
-def _still_known(
-    previous: Optional[Run], url: str, fingerprint: str, now: datetime
-) -> Optional[tuple[Optional[date], dict[str, str]]]:
-    """The expiry the last run was told for this very token, if it was told less than a
-    day ago."""
-    check = previous.access_token_checks.get(url) if previous else None
-    if previous is None or not isinstance(check, dict) or url not in previous.access_tokens:
+def expiry_notice(url: str, expires: Optional[date]) -> Optional[str]:
+    """The warning for an access token that expires within two weeks."""
+    if expires is None or expires - date.today() > ACCESS_TOKEN_NOTICE:
         return None
-    try:
-        asked = _parse_time(str(check["time"]))
-        said = previous.access_tokens[url]
-        expires = date.fromisoformat(said) if said else None
-    except (KeyError, ValueError):
-        return None
-    if check.get("fingerprint") != fingerprint or not now - ACCESS_TOKEN_RECHECK < asked <= now:
-        return None
-    return expires, check
+    return (
+        f"access token for {url} expires on {expires.isoformat()}; create a new one and "
+        "replace it before then"
+    )
 
 
 # -- node_exporter textfile -----------------------------------------------------------
@@ -290,8 +325,8 @@ def write_metrics(path: Path, instance: str, run: Optional[Run]) -> None:
 
 
 def render_metrics(instance: str, run: Optional[Run]) -> str:
-    """The metrics of ``run``; without one (nothing recorded yet), only the runner counts,
-    all zero."""
+    """The metrics of ``run``; without one (nothing recorded yet), unhealthy and the
+    runner counts, all zero."""
     families: list[tuple[str, str, list[tuple[dict[str, str], float]]]] = []
     if run is not None:
         families += [
@@ -307,9 +342,17 @@ def render_metrics(instance: str, run: Optional[Run]) -> str:
                 [({}, run.exit_status)],
             ),
         ]
+    families.append(
+        (
+            "register_runner_healthy",
+            "1 when every runner of this host can take jobs (status would exit 0), else 0.",
+            [({}, int(healthy(run)))],
+        )
+    )
     counts = dict.fromkeys(VERDICTS, 0)
     for row in run.runners if run else []:
-        counts[row.get("verdict") if row.get("verdict") in counts else "unknown"] += 1
+        verdict = row.get("verdict")
+        counts[verdict if isinstance(verdict, str) and verdict in counts else "unknown"] += 1
     families.append(
         (
             "register_runner_runners",
@@ -342,15 +385,60 @@ def render_metrics(instance: str, run: Optional[Run]) -> str:
             tokens,
         )
     )
+    families += _run_details(run)
     lines = []
     for name, help_text, samples in families:
         lines.append(f"# HELP {name} {help_text}")
-        lines.append(f"# TYPE {name} gauge")
+        lines.append(f"# TYPE {name} {_type_of(name)}")
         for labels, value in samples:
             labels = {"instance": instance, **labels}
             rendered = ",".join(f'{key}="{_escape(value)}"' for key, value in labels.items())
             lines.append(f"{name}{{{rendered}}} {_number(value)}")
     return "\n".join(lines) + "\n"
+
+
+Family = tuple[str, str, list[tuple[dict[str, str], float]]]
+
+
+def _run_details(run: Optional[Run]) -> list[Family]:
+    """What the last run met and did besides its verdicts: a kept config, its changes,
+    GitLab's rate limit."""
+    if run is None:
+        return []
+    totals = {kind: run.changes_total.get(kind, 0) for kind in CHANGE_KINDS}
+    return [
+        (
+            "register_runner_config_kept",
+            "1 when GitLab failed in the last run and the config of an earlier run was "
+            "kept (the runners run, unchecked), else 0.",
+            [({}, int(run.config_kept))],
+        ),
+        (
+            "register_runner_changes_total",
+            "Changes sync made to runners in GitLab, by kind, over the runs recorded here.",
+            [({"kind": kind}, count) for kind, count in totals.items()],
+        ),
+        (
+            "register_runner_rate_limited_requests",
+            "Requests GitLab answered 429 (too many requests) in the last run.",
+            [({}, run.rate_limits.limited)],
+        ),
+        (
+            "register_runner_rate_limit_wait_seconds",
+            "Seconds the last run waited for GitLab's rate limit (Retry-After, or pacing "
+            "as the budget ran low).",
+            [({}, run.rate_limits.waited)],
+        ),
+        (
+            "register_runner_build_info",
+            "The register-runner version that wrote these metrics; always 1.",
+            [({"version": __version__}, 1)],
+        ),
+    ]
+
+
+def _type_of(name: str) -> str:
+    return "counter" if name.endswith("_total") else "gauge"
 
 
 def _escape(value: str) -> str:

@@ -58,6 +58,12 @@ def hostname() -> str:
     return socket.gethostname().split(".")[0] or "localhost"
 
 
+def prefix_key(prefix: Path) -> str:
+    """A short key for the prefix's real path, for the marker: two prefixes of one host
+    differ in it, and --prefix through a symlink is the same prefix."""
+    return hashlib.sha256(str(prefix.resolve()).encode()).hexdigest()[:8]
+
+
 @dataclass(frozen=True)
 class SystemId:
     """The system ID this host goes by, and what must be saved for it to stick."""

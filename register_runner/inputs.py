@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, Union, cast
 
 from . import credentials, files, tags
 from .clients import CLIENT_CONFIGS, PLACEHOLDERS, client_configs, parse_scope, parse_url
-from .errors import InputError
+from .errors import HostInputError, InputError
 from .model import ClientConfig, Executor, Identity, typed
 from .parsed import ParsedFiles
 from .tags import TagPolicy
@@ -28,6 +29,9 @@ ACCESS_LEVELS = ("not_protected", "ref_protected")
 MAX_TAGS = 50
 MIN_TIMEOUT = 600
 MAX_NOTE = 1024
+# [register_runner] host: it goes into the marker and the default names, so nothing that
+# could break either (a space, a bracket, "=").
+HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
 # The keys of a [[runners]] entry gitlab-runner knows (gitlab-api.md "Keys gitlab-runner
 # knows"). It ignores any other silently, so a typo there is warned about, and still
 # copied: a newer gitlab-runner may know the key.
@@ -69,14 +73,25 @@ class Globals:
 
 
 @dataclass(frozen=True)
+class BadFile:
+    """An executor file that is bad input: its runner (by stem) is held as it is."""
+
+    stem: str
+    path: Path
+    error: str  # the one line naming the file (and line and value)
+
+
+@dataclass(frozen=True)
 class Inputs:
     template_path: Path
     globals: Globals
     clients: Mapping[str, ClientConfig]
     executors: tuple[Executor, ...]
     executor_dir: Path
+    identity: Identity  # the one given, with the template's host name if it sets one
     warnings: tuple[str, ...] = ()  # for the run's warnings: nothing wrong enough to stop
     tag_policy: TagPolicy = field(default_factory=TagPolicy)
+    bad: tuple[BadFile, ...] = ()  # only with isolate: the files whose runners are held
 
 
 def template_path(prefix: Path, instance: str) -> Path:
@@ -92,14 +107,18 @@ def load(
     tag_schema_file: Optional[Path] = None,
     check_permissions: bool = True,
     parsed: Optional[ParsedFiles] = None,
+    isolate: bool = False,
 ) -> Inputs:
     """``check_permissions``: refuse secret and TLS files others may write (False for
-    --insecure-permissions). ``parsed``: executor files an earlier run parsed."""
+    --insecure-permissions). ``parsed``: executor files an earlier run parsed.
+    ``isolate``: a bad executor file is listed in ``bad`` (its runner is held, the others
+    go on) instead of raising; the host-wide input still raises."""
     parsed = parsed or ParsedFiles(None)
     path = template_path(prefix, identity.instance)
     text = read_text(path)
     document = read_toml(path, text)
     clients = client_configs(path, text, document, environ, check_permissions)
+    identity = with_host(path, text, document, identity)
     if "runners" in document:
         raise InputError(
             f"{locate(path, text, 'runners')}: [[runners]] do not belong in the "
@@ -117,15 +136,54 @@ def load(
     )
     executor_dir = prefix / identity.instance
     warnings: list[str] = []
-    executors = tuple(
-        _executor(file, clients, identity, policy, warnings, parsed)
-        for file in executor_files(executor_dir)
-    )
-    _check_unique_names(executors)
-    credentials.check_unique((e.path, e.credentials_file) for e in executors)
+    found: list[Executor] = []
+    bad: list[BadFile] = []
+    for entry in _listing(executor_dir):
+        file = executor_dir / entry.name
+        try:
+            _check_entry(executor_dir, entry)
+            found.append(_executor(file, clients, identity, policy, warnings, parsed))
+        except HostInputError:
+            raise
+        except InputError as error:
+            # A name that is not text never had a runner: its stem only has to print safely.
+            stem = file.stem if not files.name_problem(file.name) else ascii(file.stem)
+            bad.append(BadFile(stem, file, str(error)))
+    executors = _unique(found, bad)
+    bad.sort(key=lambda b: b.path)
+    for held in bad:
+        parsed.forget(held.path)
+    if bad and not isolate:
+        raise InputError(bad[0].error)
     left_out = (CLIENT_CONFIGS, tags.SETTINGS_TABLE)
     globals_ = Globals(path, text, {k: v for k, v in document.items() if k not in left_out})
-    return Inputs(path, globals_, clients, executors, executor_dir, tuple(warnings), policy)
+    return Inputs(
+        path,
+        globals_,
+        clients,
+        executors,
+        executor_dir,
+        identity,
+        tuple(warnings),
+        policy,
+        tuple(bad),
+    )
+
+
+def with_host(path: Path, text: str, document: Mapping[str, Any], identity: Identity) -> Identity:
+    """``identity`` named as the template's ``[register_runner] host`` says: a fleet's
+    inventory name instead of the kernel's host name, for the marker and the default
+    names. The system ID stays the machine's."""
+    settings = document.get(tags.SETTINGS_TABLE)
+    host = settings.get("host") if isinstance(settings, dict) else None
+    if host is None:
+        return identity
+    if not isinstance(host, str) or not HOST_NAME.fullmatch(host):
+        raise InputError(
+            f"{locate(path, text, 'host')}: host must be a host name (letters, digits, "
+            f"'.', '-' and '_'), not {host!r}"
+        )
+    return replace(identity, host=host)
 
 
 def _tag_policy(
@@ -158,7 +216,10 @@ def _tag_policy(
             f'"{tags.GITLAB_RUNNER_AUTH}"'
         )
     capture_tags = _option(path, text, settings, "capture_tags", capture_tags)
-    tag_schema_file = _option(path, text, settings, "tag_schema", tag_schema_file)
+    # A Path: _option joins a tag_schema to the prefix.
+    tag_schema_file = cast(
+        Optional[Path], _option(path, text, settings, "tag_schema", tag_schema_file)
+    )
     if identity_tags is True:
         host_tags += tags.identity_tags(identity.host, identity.instance)
     origin = tags.capture_origin(capture_tags) if capture_tags is not None else None
@@ -204,26 +265,32 @@ def _option(
 
 
 def executor_files(folder: Path) -> list[Path]:
+    """Every executor file's path, bad ones too (``_check_entry`` tells them)."""
+    return [folder / entry.name for entry in _listing(folder)]
+
+
+def _listing(folder: Path) -> list[os.DirEntry[str]]:
     if not folder.exists():
         return []
     if not folder.is_dir():
         raise InputError(f"{folder}: not a folder")
     with os.scandir(folder) as listing:
         # The listing's file types spare a stat per file (there may be hundreds).
-        found = sorted(
+        return sorted(
             (entry for entry in listing if _is_executor_name(entry.name)),
             key=lambda entry: entry.name,
         )
-    for entry in found:
-        problem = files.name_problem(entry.name)
-        if problem:
-            raise InputError(f"{folder}/{entry.name!a}: {problem}; rename the file")
-        if not entry.is_file():
-            raise files.not_regular(folder / entry.name, _mode(entry))
-    return [folder / entry.name for entry in found]
 
 
-def _mode(entry: os.DirEntry) -> int:
+def _check_entry(folder: Path, entry: os.DirEntry[str]) -> None:
+    problem = files.name_problem(entry.name)
+    if problem:
+        raise InputError(f"{folder}/{entry.name!a}: {problem}; rename the file")
+    if not entry.is_file():
+        raise files.not_regular(folder / entry.name, _mode(entry))
+
+
+def _mode(entry: os.DirEntry[str]) -> int:
     try:
         return entry.stat().st_mode
     except OSError:
@@ -338,7 +405,7 @@ def _runner_keys(path: Path, text: str, document: Mapping[str, Any]) -> dict[str
     if isinstance(runners, dict) and _is_table(runners):
         # A flat file that spells its sub-tables [runners.docker]: same meaning as [docker].
         keys.pop("runners")
-        keys.update(runners.unwrap())
+        keys.update(_plain(runners))
     return keys
 
 
@@ -466,12 +533,28 @@ def _typed(where: Where, key: str, value: Any, kind: type, described: str) -> An
         raise InputError(f"{where}: {key} must be {described}") from None
 
 
-def _check_unique_names(executors: tuple[Executor, ...]) -> None:
-    seen: dict[str, str] = {}
+def _unique(executors: list[Executor], bad: list[BadFile]) -> tuple[Executor, ...]:
+    """The executors, less each that takes a runner name or a credentials file an earlier
+    one (by file name) has: that one is bad input, the first keeps its runner."""
+    names: dict[str, str] = {}
+    targets: dict[str, str] = {}
+    kept = []
     for executor in executors:
-        if executor.name in seen:
-            raise InputError(
+        if executor.name in names:
+            error = (
                 f"{executor.path}: runner name {executor.name!r} is also used by "
-                f"{seen[executor.name]}"
+                f"{names[executor.name]}"
             )
-        seen[executor.name] = executor.path
+        elif executor.credentials_file is not None and executor.credentials_file in targets:
+            error = (
+                f"{executor.path}: credentials_file {executor.credentials_file} is also used "
+                f"by {targets[executor.credentials_file]}"
+            )
+        else:
+            names[executor.name] = executor.path
+            if executor.credentials_file is not None:
+                targets[executor.credentials_file] = executor.path
+            kept.append(executor)
+            continue
+        bad.append(BadFile(executor.stem, Path(executor.path), error))
+    return tuple(kept)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Optional
 
 from .secret import Secret
@@ -65,20 +66,36 @@ class Scope:
 
 @dataclass(frozen=True)
 class Identity:
-    """Who this host is, for default names and the marker stored in GitLab."""
+    """Who this host is, for default names and the marker stored in GitLab.
+
+    ``prefix_key`` tells apart two prefixes of one host that use the same instance name
+    (same host, instance, stems and system ID): neither may take the other's runners for
+    its own. Empty, the marker is the one releases before the key wrote.
+    """
 
     host: str
     instance: str
     system_id: str
+    prefix_key: str = ""
 
     def default_name(self, stem: str) -> str:
         return f"{self.host}-{self.instance}-{stem}"
 
     def marker(self, stem: str) -> str:
+        key = f" prefix={self.prefix_key}" if self.prefix_key else ""
         return (
             f"[register-runner host={self.host} instance={self.instance} "
-            f"executor={stem} system_id={self.system_id}]"
+            f"executor={stem} system_id={self.system_id}{key}]"
         )
+
+
+_PREFIX_KEY = re.compile(r" prefix=[0-9a-f]+\]\Z")
+
+
+def earlier_marker(note: str) -> str:
+    """``note`` (a maintenance_note ending in a marker) as releases before the prefix key
+    wrote it: what the runners an existing host already has carry."""
+    return _PREFIX_KEY.sub("]", note)
 
 
 @dataclass(frozen=True)
@@ -133,6 +150,26 @@ class Verdict(enum.Enum):
     INVALID = "invalid"  # a 403: the only answer that proves a token dead
     UNKNOWN = "unknown"  # timeout, 5xx, 429: proves nothing
     UNCHECKED = "unchecked"
+
+
+class Evidence(enum.Enum):
+    """What ``GET /runners/:id`` said of a runner whose token GitLab rejected, when the
+    mass-invalid guard asks: whether the 403s are real."""
+
+    GONE = "gone"  # 404: GitLab lost it (restored from a backup, deleted by hand)
+    REPLACED = "replaced"  # the id is another runner's now (another marker, or none)
+    LISTED = "listed"  # still there with this host's marker: the 403s are GitLab-side
+    UNREADABLE = "unreadable"  # the access token may not read it
+    UNKNOWN = "unknown"  # GitLab did not answer
+
+
+@dataclass(frozen=True)
+class AccessTokenCheck:
+    """What ``GET /personal_access_tokens/self`` said of a client_config's access token."""
+
+    answered: bool  # False: GitLab could not be asked (unreachable, failing)
+    expires_at: Optional[date] = None  # None: never, or GitLab would not say
+    rejected: bool = False  # 401: expired, revoked or mistyped
 
 
 @dataclass(frozen=True)
@@ -357,6 +394,9 @@ class Plan:
     actions: tuple[Action, ...]
     warnings: tuple[str, ...] = ()
     held: bool = False  # the mass-invalid guard stopped every create and delete
+    refusals: tuple[str, ...] = ()  # what a person must fix before this plan can converge
+    # GitLabs whose access token was rejected: nothing that needs it is sent there.
+    blocked: frozenset[str] = frozenset()
 
     def of_kind(self, *kinds: Kind) -> list[Action]:
         return [a for a in self.actions if a.kind in kinds]
@@ -374,6 +414,9 @@ class Observed:
     pending_deletes: list[PendingDelete] = field(default_factory=list)
     # Stems whose create may have happened without this host learning the outcome.
     unresolved: frozenset[str] = frozenset()
+    # Asked only when the mass-invalid guard would hold: stem → what GitLab said.
+    evidence: dict[str, Evidence] = field(default_factory=dict)
+    access_tokens: dict[str, AccessTokenCheck] = field(default_factory=dict)  # by url
 
     @property
     def unverified(self) -> bool:

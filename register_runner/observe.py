@@ -12,11 +12,14 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, Optional
 
-from . import custom_runners, migrate, state
-from .errors import RegisterRunnerError, TransientError
+from . import custom_runners, health, migrate, state
+from .answers import AccessDenied
+from .errors import RefusedError, RegisterRunnerError, TransientError
 from .model import (
     REGISTRATION_ATTRIBUTES,
+    AccessTokenCheck,
     Credentials,
+    Evidence,
     Observed,
     PendingCreate,
     PendingDelete,
@@ -25,8 +28,10 @@ from .model import (
     StoredRunner,
     UnwrittenToken,
     Verdict,
+    earlier_marker,
 )
 from .output import credentials_of
+from .reconcile import mass_invalid
 from .timeutil import now_utc
 from .workspace import Workspace
 
@@ -72,17 +77,17 @@ def known_runners(workspace: Workspace) -> dict[str, RunnerState]:
     runners.update(adopted)
     by_name = {e.name: e for e in workspace.executors if e.stem not in runners}
     for (url, runner_id), entry in sorted(entries.items()):
-        executor = by_name.get(entry.get("name", ""))
+        named = by_name.get(entry.get("name", ""))
         credentials = credentials_of(entry)
-        if executor and credentials and url == executor.url:
+        if named and credentials and url == named.url:
             log.info(
                 "event=adopt runner=%s id=%s: config entry without state, adopted by name",
-                executor.stem,
+                named.stem,
                 runner_id,
             )
-            stored = StoredRunner(runner_id, url, executor.scope, {})
-            runners[executor.stem] = _runner(executor.stem, stored, credentials)
-            del by_name[executor.name]
+            stored = StoredRunner(runner_id, url, named.scope, {})
+            runners[named.stem] = _runner(named.stem, stored, credentials)
+            del by_name[named.name]
         else:
             workspace.warn(
                 f"{workspace.output}: entry {entry.get('name')!r} (runner "
@@ -108,8 +113,10 @@ def _runner(stem: str, stored: StoredRunner, credentials: Optional[Credentials])
 def observe(
     workspace: Workspace, runners: Mapping[str, RunnerState], *, refresh: bool = False
 ) -> Observed:
-    """Verify every token not yet checked with the host's system ID, concurrently.
-    ``refresh``: also read each runner's attributes from GitLab, so that a change made
+    """Verify every token not yet checked with the host's system ID, and ask GitLab about
+    each access token, concurrently. When the mass-invalid guard would hold (and no
+    ``--force``), read the runners whose tokens were rejected: the evidence that settles
+    it. ``refresh``: also read each runner's attributes from GitLab, so that a change made
     there by hand is seen as drift (otherwise drift is judged against what this tool last
     applied)."""
     urls = {e.stem: e.url for e in workspace.executors}
@@ -128,13 +135,28 @@ def observe(
             return replace(runner, verdict=verdict, applied=_in_gitlab(workspace, runner))
         return replace(runner, verdict=verdict)
 
-    checked = {r.stem: r for r in workspace.concurrently(check, to_check)}
+    # Every access token is asked about alongside the verifications, on the same pool: a
+    # rejected one is found on every run, at the cost of no extra round trip.
+    tokens = sorted(u for u, c in workspace.inputs.clients.items() if c.access_token is not None)
+
+    def ask(item: Any) -> Any:
+        return check(item) if isinstance(item, RunnerState) else _access_token(workspace, item)
+
+    answers = workspace.concurrently(ask, [*to_check, *tokens])
+    checked = {r.stem: r for r in answers[: len(to_check)]}
     observed = Observed(
         pending_deletes=list(workspace.state.pending_deletes),
         unresolved=frozenset(workspace.state.pending_creates),
+        access_tokens=dict(zip(tokens, answers[len(to_check) :])),
     )
     for stem, runner in runners.items():
         observed.runners[stem] = checked.get(stem, runner)
+    for url, token in observed.access_tokens.items():
+        notice = health.expiry_notice(url, token.expires_at)
+        if notice:
+            workspace.warn(notice)
+    if not workspace.options.force and mass_invalid(observed.runners.values()):
+        observed.evidence = _guard_evidence(workspace, observed)
     unknown = sorted(stem for stem, r in checked.items() if r.verdict is Verdict.UNKNOWN)
     if unknown:
         reasons = sorted({workspace.api(checked[stem].url).last_failure for stem in unknown})
@@ -144,6 +166,44 @@ def observe(
             "kept as they are"
         )
     return observed
+
+
+def _access_token(workspace: Workspace, url: str) -> AccessTokenCheck:
+    try:
+        return AccessTokenCheck(True, workspace.api(url).access_token_expires_at())
+    except AccessDenied:  # only a 401 is raised: every other refusal is "will not say"
+        return AccessTokenCheck(False, rejected=True)
+    except RegisterRunnerError as error:
+        log.debug("event=access_token_expiry_unknown url=%s reason=%s", url, error)
+        return AccessTokenCheck(False)
+
+
+def _guard_evidence(workspace: Workspace, observed: Observed) -> dict[str, Evidence]:
+    """What GitLab says of each runner whose token it rejected; not asked with an access
+    token GitLab has just rejected too (that answer is known)."""
+    refused = {url for url, token in observed.access_tokens.items() if token.rejected}
+    rejected = [r for r in observed.runners.values() if r.verdict is Verdict.INVALID]
+    asked = [r for r in rejected if r.url not in refused]
+    answers = workspace.concurrently(lambda r: _evidence(workspace, r), asked)
+    said = {r.stem: answer for r, answer in zip(asked, answers)}
+    return {r.stem: said.get(r.stem, Evidence.UNREADABLE) for r in rejected}
+
+
+def _evidence(workspace: Workspace, runner: RunnerState) -> Evidence:
+    """Whether GitLab still has the runner whose token it rejected, as this host's."""
+    try:
+        details = workspace.api(runner.url).get_runner(runner.id)
+    except TransientError as error:
+        log.info("event=guard_unanswered runner=%s id=%s: %s", runner.stem, runner.id, error)
+        return Evidence.UNKNOWN
+    except RegisterRunnerError as error:
+        log.info("event=guard_unreadable runner=%s id=%s: %s", runner.stem, runner.id, error)
+        return Evidence.UNREADABLE
+    if details is None:
+        return Evidence.GONE
+    if owned(details, workspace.identity.marker(runner.stem)):
+        return Evidence.LISTED
+    return Evidence.REPLACED
 
 
 def _in_gitlab(workspace: Workspace, runner: RunnerState) -> Mapping[str, Any]:
@@ -159,17 +219,25 @@ def _in_gitlab(workspace: Workspace, runner: RunnerState) -> Mapping[str, Any]:
     return {key: details.get(key) for key in REGISTRATION_ATTRIBUTES if key in details}
 
 
-def owned(details: Optional[Mapping[str, Any]], marker: str) -> bool:
+def owned(details: Optional[Mapping[str, Any]], marker: str, *, earlier: bool = True) -> bool:
     """Whether GitLab's details of a runner carry this host's marker for that executor:
-    the proof of ownership a delete by id needs."""
-    return details is not None and marker in str(details.get("maintenance_note") or "")
+    the proof of ownership a delete by id needs.
+
+    ``earlier``: the marker without the prefix key, as releases before it wrote it, counts
+    too: the runners an existing host already has carry it. Only for a runner this prefix
+    knows by its id (state, config, journal); a runner found by listing must carry the
+    key, or it may be another prefix's of the same instance name."""
+    if details is None:
+        return False
+    note = str(details.get("maintenance_note") or "")
+    return marker in note or (earlier and earlier_marker(marker) in note)
 
 
 def recover(workspace: Workspace) -> None:
-    """Resolve creates whose outcome is unknown (the answer was lost, unreadable, or the
-    run was killed): list the runners of their scope, find the ones carrying this host's
-    marker for that executor, adopt one (its token is reset by id, so it is ours to use)
-    and delete the others. Needs read_api to list and manage_runner to adopt.
+    """Resolve creates whose outcome is unknown (the answer was lost, unreadable or a 5xx,
+    or the run was killed): list the runners of their scope, find the ones carrying this
+    host's marker for that executor, adopt one (its token is reset by id, so it is ours to
+    use) and delete the others. Needs read_api to list and manage_runner to adopt.
 
     What cannot be resolved stays journaled: the create is never sent again blindly
     (``--force`` sends it again, once the operator has checked GitLab by hand). An adopted
@@ -185,6 +253,9 @@ def recover(workspace: Workspace) -> None:
         groups.setdefault((entry.url, entry.scope), []).append(entry)
     for (url, scope), entries in sorted(groups.items(), key=lambda g: (g[0][0], str(g[0][1]))):
         if url not in workspace.inputs.clients:
+            continue
+        if workspace.inputs.clients[url].access_token is None:
+            _unresolved(workspace, entries, RefusedError(f"{url}: no access token to list runners"))
             continue
         api = workspace.api(url)
         try:
@@ -212,7 +283,8 @@ def recover(workspace: Workspace) -> None:
 def _resolve(workspace: Workspace, api: Any, entry: PendingCreate, candidates: list[int]) -> None:
     """Adopt the first of ``candidates`` that carries the marker, delete the others that
     do; the ones that do not are someone else's and are left alone."""
-    ours = [i for i in candidates if owned(api.get_runner(i), entry.marker)]
+    # Not known by id: only the marker this create sent proves it (no earlier form).
+    ours = [i for i in candidates if owned(api.get_runner(i), entry.marker, earlier=False)]
     st = workspace.state
     if not ours:
         return

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -123,12 +123,15 @@ def runner_entries(
     clients: Mapping[str, ClientConfig],
     runners: Mapping[str, StoredRunner],
     credentials: Callable[[str], Optional[Credentials]],
+    kept: Optional[Mapping[str, Mapping[str, Any]]] = None,
 ) -> list[dict[str, Any]]:
     """The [[runners]] entries, sorted by stem, of every executor that has a runner and a
     token (``credentials`` by stem). A runner that is not gitlab-runner has none: it
-    would take that runner's jobs."""
-    entries = []
-    for executor in sorted(executors, key=lambda e: e.stem):
+    would take that runner's jobs. ``kept``: entries of held runners (by stem), written
+    as they are."""
+    kept = kept or {}
+    entries: list[tuple[str, dict[str, Any]]] = [(s, dict(e)) for s, e in kept.items()]
+    for executor in executors:
         stored = runners.get(executor.stem)
         if executor.credentials_file is not None or stored is None:
             continue
@@ -137,18 +140,45 @@ def runner_entries(
             continue
         client = clients.get(stored.url)
         entries.append(
-            runner_entry(
-                executor.name,
-                stored.url,
-                stored.id,
-                found,
-                client.tls_ca_file if client else None,
-                executor.settings,
-                tls_cert_file=client.tls_cert_file if client else None,
-                tls_key_file=client.tls_key_file if client else None,
+            (
+                executor.stem,
+                runner_entry(
+                    executor.name,
+                    stored.url,
+                    stored.id,
+                    found,
+                    client.tls_ca_file if client else None,
+                    executor.settings,
+                    tls_cert_file=client.tls_cert_file if client else None,
+                    tls_key_file=client.tls_key_file if client else None,
+                ),
             )
         )
-    return entries
+    return [entry for _, entry in sorted(entries, key=lambda item: item[0])]
+
+
+def kept_entries(
+    config: ExistingConfig,
+    observed: Observed,
+    held: Iterable[str],
+    rotated: Optional[Mapping[RunnerKey, Credentials]] = None,
+) -> dict[str, dict[str, Any]]:
+    """The config entries of the held stems' runners as they are, but for a token
+    gitlab-runner rotated meanwhile (``rotated``)."""
+    by_key = config.by_key()
+    kept = {}
+    for stem in held:
+        runner = observed.runners.get(stem)
+        key = (runner.url, runner.id) if runner is not None else None
+        entry = by_key.get(key) if key is not None else None
+        if key is None or entry is None:
+            continue
+        entry = dict(entry)
+        newer = (rotated or {}).get(key)
+        if newer is not None:
+            entry.update(newer.as_entry())
+        kept[stem] = entry
+    return kept
 
 
 def observed_credentials(
@@ -165,7 +195,10 @@ def observed_credentials(
 
 
 def entries_as_observed(
-    executors: Sequence[Executor], clients: Mapping[str, ClientConfig], observed: Observed
+    executors: Sequence[Executor],
+    clients: Mapping[str, ClientConfig],
+    observed: Observed,
+    kept: Optional[Mapping[str, Mapping[str, Any]]] = None,
 ) -> list[dict[str, Any]]:
     """The entries a sync that changes nothing in GitLab would write (``plan``)."""
     runners = {
@@ -173,7 +206,7 @@ def entries_as_observed(
         for stem, r in observed.runners.items()
     }
     return runner_entries(
-        executors, clients, runners, lambda stem: observed_credentials(observed, stem, {})
+        executors, clients, runners, lambda stem: observed_credentials(observed, stem, {}), kept
     )
 
 

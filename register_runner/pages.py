@@ -71,7 +71,7 @@ class Adapter(requests.adapters.HTTPAdapter):
 
     def build_connection_pool_key_attributes(
         self, request: Any, verify: Any, cert: Any = None
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
+    ) -> tuple[Any, Any]:
         host, _ = super().build_connection_pool_key_attributes(request, True, None)
         return host, {"ssl_context": self._ssl_context, "cert_reqs": "CERT_REQUIRED"}
 

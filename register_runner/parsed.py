@@ -73,6 +73,13 @@ class ParsedFiles:
             self._used.pop(previous, None)
         self.parse(path, text)
 
+    def forget(self, path: Path) -> None:
+        """``path`` is bad input: it is not kept, so a run that holds it changes nothing of
+        its own on disk (and it is judged afresh next time)."""
+        digest = self._digests.pop(path, None)
+        if digest is not None:
+            self._used.pop(digest, None)
+
     def save(self) -> None:
         """Keep what this run parsed (and only that) for the next run; best effort."""
         if self.path is None or self._used == self._known:
@@ -159,4 +166,9 @@ def rebuild(value: Any, text: str) -> Any:
         return {key: rebuild(item, text) for key, item in inner.items()}
     if kind == _ARRAY:
         return [rebuild(item, text) for item in inner]
-    return {_DATETIME: datetime, _DATE: date, _TIME: time}[kind].fromisoformat(inner)
+    parse = {
+        _DATETIME: datetime.fromisoformat,
+        _DATE: date.fromisoformat,
+        _TIME: time.fromisoformat,
+    }
+    return parse[kind](inner)

@@ -84,6 +84,7 @@ def emit_result(as_json: bool, result: Any) -> None:
         "changed": result.changed,
         "config": str(result.config),
         "system_id": result.system_id,
+        "errors": list(result.errors),  # bad executor files: their runners were held
     }
     if result.command != "plan":
         summary.update(config_written=result.config_written, seconds=result.seconds)

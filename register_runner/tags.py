@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
-from .errors import InputError
+from .errors import HostInputError, InputError
 from .files import read_file
 from .tomlfile import Where
 
@@ -26,8 +26,9 @@ from .tomlfile import Where
 MAX_SCHEMA_BYTES = 1 << 20
 SETTINGS_TABLE = "register_runner"
 # capture_tags and tag_schema: the --capture-tags and --tag-schema every command uses (the
-# timer's sync, plan, prune-legacy), so that no run tags the runners differently.
-SETTINGS_KEYS = ("tags", "identity_tags", "capture_tags", "tag_schema")
+# timer's sync, plan, prune-legacy), so that no run tags the runners differently. host:
+# the name a fleet knows the host by (inputs.with_host).
+SETTINGS_KEYS = ("tags", "identity_tags", "capture_tags", "tag_schema", "host")
 # identity_tags = "gitlab-runner-auth": the tags that tool gave (see properties()).
 GITLAB_RUNNER_AUTH = "gitlab-runner-auth"
 
@@ -93,6 +94,7 @@ class Capture:
         env: Optional[list[str]],
         tag_schema: Optional[Mapping[str, Any]],
     ) -> Union[dict[str, Any], list[str]]:
+        key: Optional[tuple[Optional[str], Optional[tuple[str, ...]]]]
         key = (executor_type, tuple(env) if env is not None else None)
         if not self.takes_arguments:
             key = None
@@ -114,14 +116,14 @@ class Capture:
             else:
                 result = self.function()
         except Exception as error:
-            raise InputError(
+            raise HostInputError(
                 f"{self.source}: capture_tags() failed: {type(error).__name__}: {error}"
             ) from None
         if isinstance(result, dict) and all(isinstance(k, str) for k in result):
             return result
         if isinstance(result, (list, tuple)) and all(isinstance(t, str) for t in result):
             return list(result)
-        raise InputError(
+        raise HostInputError(
             f"{self.source}: capture_tags() must return a dict of properties "
             "(gitlab-runner-auth's form) or a list of strings"
         )

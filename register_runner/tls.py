@@ -83,7 +83,9 @@ def check_peer_name(sock: ssl.SSLSocket, host: str) -> None:
     IP address must be one of its IP addresses, a name one of its DNS names, where a
     leading ``*.`` stands for exactly one label (RFC 6125; the subject's common name is
     not used, as browsers and urllib3 do)."""
-    names = [(kind, value) for kind, value in sock.getpeercert().get("subjectAltName", ())]
+    # Plain dict: typeshed's union of value types hides subjectAltName's pairs.
+    cert: dict = sock.getpeercert() or {}
+    names = [(kind, value) for kind, value in cert.get("subjectAltName", ())]
     try:
         address: Optional[object] = ipaddress.ip_address(host)
     except ValueError:

@@ -46,6 +46,10 @@ def parse_toml(path: Path, text: str) -> tomlkit.TOMLDocument:
         elif message == "Unexpected character: '\\x00'":
             # tomlkit reads past the end as a NUL character.
             line, col, message = _end_of_file(text)
+        elif _BAD_VALUE.match(message):
+            # tomlkit points past a bare word (`run_untagged = fals`) and names the next
+            # character: the word is what the person typed.
+            col, message = _bad_value(text, line, col) or (col, message)
         where = f"{path}:{line}:{col}" if line else str(path)
         raise InputError(f"{where}: invalid TOML: {message}") from None
 
@@ -58,6 +62,32 @@ def read_toml(path: Path, text: str) -> dict[str, Any]:
         # tomlkit says what is wrong and where; it also accepts a few documents the strict
         # parser refuses (it did before this parser was added, so it still does).
         return parse_toml(path, text).unwrap()
+
+
+_BAD_VALUE = re.compile(r"Unexpected character|Invalid (number|date|time|datetime)$")
+_BARE_WORD = re.compile(r"[^\s=,\[\]{}#\"']+")
+_ASSIGNED = re.compile(r"^\s*([^\s=#\[\]\"']+)\s*=\s*")
+
+
+def _bad_value(text: str, line: Optional[int], col: int) -> Optional[tuple[int, str]]:
+    """The column and description of the bare word at or just before ``col``, if any."""
+    lines = text.splitlines()
+    if not line or line > len(lines):
+        return None
+    current = lines[line - 1]
+    for match in _BARE_WORD.finditer(current):
+        if match.start() <= col - 1 <= match.end():
+            word = match.group()
+            assigned = _ASSIGNED.match(current)
+            shown = (
+                f"{assigned.group(1)} = {word}"
+                if assigned and assigned.end() == match.start()
+                else repr(word)
+            )
+            return match.start() + 1, (
+                f"{shown}: not a TOML value (a string needs quotes; booleans are true or false)"
+            )
+    return None
 
 
 def _column(text: str, line: Optional[int], key: str) -> int:

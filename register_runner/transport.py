@@ -24,12 +24,13 @@ import logging
 import os
 import select
 import socket
+import ssl
 import threading
 import time
 import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import Any, Optional, Union, cast
 from urllib.parse import unquote, urlencode, urljoin, urlsplit
 
 from . import tls
@@ -223,7 +224,7 @@ class Channel:
             try:
                 connection.connect()
                 if self.ssl_context is not None:
-                    tls.check_peer_name(connection.sock, self.origin[1])
+                    tls.check_peer_name(cast(ssl.SSLSocket, connection.sock), self.origin[1])
             except (OSError, http.client.HTTPException, ValueError) as error:
                 connection.close()
                 if self.deadline.passed():
@@ -304,7 +305,8 @@ def environment_proxy(origin: str) -> Optional[Proxy]:
     import urllib.request
 
     scheme, host, _port = origin_of(origin)
-    if urllib.request.proxy_bypass_environment(host):
+    # Undocumented (and so not in typeshed), but what urllib's own proxy_bypass calls.
+    if urllib.request.proxy_bypass_environment(host):  # type: ignore[attr-defined]
         return None
     proxies = urllib.request.getproxies_environment()
     url = proxies.get(scheme) or proxies.get("all")
@@ -383,7 +385,7 @@ def network_failure(
             reason = f"cannot connect: no connection to {host}:{port} within {timeout:g} s"
             return reason, False, False
         errors = [c for c in chain if isinstance(c, OSError) and c.strerror]
-        why = errors[0].strerror.lower() if errors else "failed"
+        why = (errors[0].strerror or "").lower() if errors else "failed"
         return f"cannot connect to {host}:{port}: {why}", False, True
     if timed_out:
         return f"no answer from {host}:{port} within {timeout:g} s", True, False

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar, Union
 
 from . import inputs, state
+from .answers import RateLimits
 from .errors import InputError
 from .files import check_instance_name, check_secure, exclusive_lock, state_dir
-from .hostid import hostname, resolve_system_id
+from .hostid import hostname, prefix_key, resolve_system_id
 from .inputs import Inputs
 from .model import Executor, Identity
 from .output import ExistingConfig, output_path, read_config
@@ -42,6 +43,9 @@ class Options:
     prefix: Path
     instance: str = "main"
     deadline: float = 30.0
+    # The deadline instead when there is no config to keep (a fresh host): its runners
+    # cannot start anyway, so it may wait out a rate limit that the deadline would not.
+    fresh_deadline: Optional[float] = None
     timeout: float = 10.0
     jobs: Optional[int] = None  # None: one per call up to MAX_JOBS
     force: bool = False
@@ -102,6 +106,12 @@ class Workspace:
     def executors_by_stem(self) -> dict[str, Executor]:
         return {e.stem: e for e in self.executors}
 
+    @functools.cached_property
+    def held_stems(self) -> dict[str, str]:
+        """Stems whose executor file is bad input, with why: their runners are left as they
+        are (no API call, no deletion, their config entry and credentials file kept)."""
+        return {bad.stem: f"held: {bad.error}" for bad in self.inputs.bad}
+
     @property
     def output(self) -> Path:
         return output_path(self.options.prefix, self.options.instance)
@@ -120,8 +130,11 @@ class Workspace:
             if self._pool is None:
                 from .gitlab import Connection, Deadline, Pool
 
+                deadline = self.options.deadline
+                if not self.config.entries and self.options.fresh_deadline is not None:
+                    deadline = self.options.fresh_deadline
                 connection = Connection(
-                    Deadline(self.options.deadline),
+                    Deadline(deadline),
                     self.options.timeout,
                     system_id=self.identity.system_id,
                     # With a usable config the runners start without GitLab: a GitLab that
@@ -132,6 +145,12 @@ class Workspace:
                 )
                 self._pool = Pool(connection, self.options.jobs or MAX_JOBS)
             return self._pool
+
+    def rate_limits(self) -> RateLimits:
+        """The run's rate-limit counts so far (zero when it made no API call)."""
+        with self._pool_lock:
+            pool = self._pool
+        return pool.connection.pause.counts() if pool is not None else RateLimits()
 
     def keep_parsed(self) -> None:
         """Once the inputs passed every check (bad input changes nothing on disk)."""
@@ -177,16 +196,23 @@ def lock_path(options: Options) -> Path:
     return state_dir(options.prefix, create=True) / f"{options.instance}.lock"
 
 
-def load(options: Options, environ: Mapping[str, str], *, read_only: bool = False) -> Workspace:
+def load(
+    options: Options,
+    environ: Mapping[str, str],
+    *,
+    read_only: bool = False,
+    isolate: bool = False,
+) -> Workspace:
     """The prefix, once ``check_prefix`` has passed (each command checks it first, before
     it takes the lock). ``read_only``: change nothing on disk (``plan``), not even a
-    missing system ID file."""
+    missing system ID file. ``isolate``: a bad executor file holds only its runner
+    (``Workspace.held_stems``) instead of stopping the command."""
     prefix = options.prefix
     loaded_state = state.load(prefix, options.instance)
     with _system_id_lock(prefix, read_only):
         # Saved only once the inputs are known good: bad input changes nothing on disk.
         system_id = resolve_system_id(prefix)
-        identity = Identity(hostname(), options.instance, system_id.value)
+        identity = Identity(hostname(), options.instance, system_id.value, prefix_key(prefix))
         parsed = ParsedFiles(None if read_only else parsed_path(prefix, options.instance))
         loaded = inputs.load(
             prefix,
@@ -196,7 +222,9 @@ def load(options: Options, environ: Mapping[str, str], *, read_only: bool = Fals
             tag_schema_file=options.tag_schema,
             check_permissions=not options.insecure_permissions,
             parsed=parsed,
+            isolate=isolate,
         )
+        identity = loaded.identity
         if not read_only:
             system_id.save()
     config = read_config(output_path(prefix, options.instance), parsed)

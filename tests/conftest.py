@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+from hypothesis import settings
 
 from register_runner.testing.fake_gitlab import FakeGitLab
 from register_runner.testing.prefix import Prefix, make_prefix, run_cli
@@ -18,6 +19,13 @@ from register_runner.testing.prefix import Prefix, make_prefix, run_cli
 GROUP_ID = 42
 PROJECT_ID = 7
 ALL_SCOPES = ("create_runner", "manage_runner", "read_api")
+
+# The properties try 50 examples each in every run of the suite, CI's included (250-300,
+# as before, cost ~20 s of CPU on 2 CPUs); `scripts/properties` runs them with the full
+# count (--hypothesis-profile=full). No deadline: a busy machine is not a failure.
+settings.register_profile("suite", max_examples=50, deadline=None)
+settings.register_profile("full", max_examples=300, deadline=None)
+settings.load_profile("suite")
 
 
 @pytest.hookimpl(trylast=True)

@@ -48,9 +48,9 @@ def test_detailed_exit_status_and_options_as_keywords(gitlab, make):
     assert update.runner == "shell" and update.changes == (("locked", None, True),)
 
 
-def test_bad_input_raises_input_error_with_exit_status_2(gitlab, make):
+def test_bad_host_wide_input_raises_input_error_with_exit_status_2(gitlab, make):
     prefix = make()
-    prefix.write_executor("shell", "executor = \n")
+    prefix.write_template("concurrent = \n")
     before = prefix.snapshot()
 
     with pytest.raises(register_runner.InputError) as raised:
@@ -58,8 +58,26 @@ def test_bad_input_raises_input_error_with_exit_status_2(gitlab, make):
 
     assert raised.value.exit_status == 2
     assert isinstance(raised.value, register_runner.Error)
-    assert "shell.toml:1" in str(raised.value)
+    assert "config.template.main.toml:1" in str(raised.value)
     assert prefix.snapshot() == before and gitlab.requests == []
+
+
+def test_a_bad_executor_file_is_in_the_result_errors_with_exit_status_2(gitlab, make):
+    """The run goes on for the other runners, so it returns what it did instead of
+    raising; the bad file's runner is held (here: never created)."""
+    prefix = make(executors={"good": SHELL})
+    prefix.write_executor("shell", "executor = \n")
+
+    result = register_runner.sync(prefix=prefix.root)
+
+    assert result.exit_status == 2
+    (error,) = result.errors
+    assert error.startswith(f"{prefix.executor_dir / 'shell.toml'}:1:")
+    assert [r.description.split("-")[-1] for r in gitlab.runners()] == ["good"]
+    assert [r["name"].split("-")[-1] for r in prefix.runners()] == ["good"]
+    (held,) = [a for a in result.actions if a.runner == "shell"]
+    assert (held.kind, held.result, held.id) == ("keep", "kept", None)
+    assert held.reason == f"held: {error}"
 
 
 def test_unknown_option_is_a_type_error(make):

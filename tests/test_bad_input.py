@@ -1,7 +1,9 @@
 """The bad-input catalogue: every malformed input, through the real CLI, against the fake
 GitLab. The contract: exit 2 and ONE clear line naming the file (and the line, for TOML
-syntax errors); no traceback, no secret; nothing changed, in GitLab or on disk, and no API
-call at all (input errors are found before the first one).
+syntax errors); no traceback, no secret. Input that concerns the whole host (template,
+secrets, prefix, state, folder): nothing changed, in GitLab or on disk, and no API call at
+all (input errors are found before the first one). One bad executor file (a case naming
+only files under main/): its runner is held as it is, the other runners converge.
 
 Cases marked ``synced`` first run a successful sync, so that runners exist in GitLab and in
 the config, and only then break the input: those runners and that config must survive.
@@ -648,7 +650,16 @@ def assert_one_clear_line(result, case: Case, root: Path, secrets: tuple[str, ..
         assert secret not in result.stderr + result.stdout
 
 
-@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def _per_file(case: Case) -> bool:
+    names = (case.names,) if isinstance(case.names, str) else case.names
+    return all(name.startswith("main/") for name in names)
+
+
+HOST_WIDE = [case for case in CASES if not _per_file(case)]
+PER_FILE = [case for case in CASES if _per_file(case)]
+
+
+@pytest.mark.parametrize("case", HOST_WIDE, ids=[case.id for case in HOST_WIDE])
 def test_bad_input(case: Case, gitlab, pat, make, cli, tmp_path):
     prefix = make(executors={"shell": SHELL})
     if case.synced:
@@ -674,6 +685,55 @@ def test_bad_input(case: Case, gitlab, pat, make, cli, tmp_path):
         assert len(runners_before) == 1
 
 
+def _registration(runner) -> tuple:
+    return (runner.id, runner.token, runner.description, runner.tag_list, runner.run_untagged)
+
+
+def _stem(runner) -> str:
+    return re.search(r"executor=(\S+)", runner.maintenance_note or "").group(1)
+
+
+@pytest.mark.parametrize("case", PER_FILE, ids=[case.id for case in PER_FILE])
+def test_a_bad_executor_file_holds_only_its_runner(case: Case, gitlab, pat, make, cli, tmp_path):
+    prefix = make(executors={"shell": SHELL})
+    if case.synced:
+        assert cli(prefix).returncode == 0
+    else:
+        ensure_system_id(prefix.root)
+    ctx = Ctx(prefix, gitlab.url, pat, tmp_path)
+    case.setup(ctx)
+    before = {r.id: _registration(r) for r in gitlab.runners()}
+    stems_before = {_stem(r) for r in gitlab.runners()}
+    entries_before = prefix.runners() if prefix.output.exists() else []
+
+    # The run goes on to ask every GitLab about its access token: the second GitLab of
+    # the cases with two does not exist, and is not waited for.
+    result = cli(prefix, "sync", "--deadline", "1", env=ctx.env)
+
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    for secret in (pat, *filter(None, [case.secret])):
+        assert secret not in result.stderr + result.stdout
+    lines = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    held = {stem for line in lines for stem in re.findall(r"runner (\S+) held", line)}
+    assert len(held) == len(lines), lines  # one line per bad file
+    named = _named(case, prefix.root)
+    (line,) = [line for line in lines if any(name in line for name in named)]
+    if case.line == ANY_LINE:
+        assert any(re.search(re.escape(name) + r":\d+:", line) for name in named), line
+    elif case.line is not None:
+        assert any(f"{name}:{case.line}:" in line for name in named), line
+    # The held runners: not changed, not deleted, their config entries kept as they were.
+    after = {r.id: _registration(r) for r in gitlab.runners()}
+    assert all(after.get(runner_id) == looks for runner_id, looks in before.items())
+    assert all(entry in prefix.runners() for entry in entries_before if entry["id"] in before)
+    # The others converge: each good file without a runner gets one, and only they do.
+    created = sorted(_stem(r) for r in gitlab.runners() if r.id not in before)
+    good = {path.stem for path in prefix.executor_dir.iterdir()} - held
+    assert created == sorted(good - stems_before)
+    assert {r.method for r in gitlab.mutating_requests()} <= {"POST"}
+
+
 # -- beside the catalogue -----------------------------------------------------------------
 
 
@@ -692,7 +752,7 @@ def test_insecure_permissions_lets_a_writable_prefix_through(gitlab, prefix, cli
 
 @pytest.mark.parametrize(
     "case",
-    [c for c in CASES if c.id in ("no-client_configs", "executor-url-matches-no-client")],
+    [c for c in CASES if c.id in ("no-client_configs", "client-url-not-http")],
     ids=lambda c: c.id,
 )
 def test_bad_input_on_a_brand_new_prefix_writes_nothing(case, gitlab, pat, make, cli, tmp_path):
@@ -718,7 +778,6 @@ def test_bad_input_on_a_brand_new_prefix_writes_nothing(case, gitlab, pat, make,
         in (
             "template-unterminated-string",
             "secret-file-missing",
-            "executor-url-matches-no-client",
             "executor-folder-emptied-after-sync",
             "prefix-world-writable",
         )

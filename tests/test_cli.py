@@ -192,15 +192,22 @@ def test_json_error_object_on_exit_2(args):
     assert error["exit_status"] == 2 and error["error"]
 
 
-def test_json_error_object_names_the_bad_file(gitlab, prefix, cli):
+def test_json_names_the_bad_executor_file_in_errors(gitlab, prefix, cli):
+    """A bad executor file does not end the run: the sync's document says exit 2 and
+    names the file; the good executor's runner is created all the same."""
     prefix.write_executor("broken", "executor = [\n")
     result = cli(prefix, "sync", "--json")
     assert result.returncode == 2
-    assert json.loads(result.stdout) == {
-        "exit_status": 2,
-        "error": f"{prefix.executor_dir / 'broken.toml'}:1:12: invalid TOML: unexpected end of "
+    document = json.loads(result.stdout)
+    assert document["exit_status"] == 2
+    assert document["errors"] == [
+        f"{prefix.executor_dir / 'broken.toml'}:1:12: invalid TOML: unexpected end of "
         "file: the [ here is never closed",
-    }
+    ]
+    assert [(a["action"], a["runner"]) for a in document["actions"][:2]] == [
+        ("create", "shell"),
+        ("keep", "broken"),
+    ]
 
 
 @pytest.mark.parametrize(

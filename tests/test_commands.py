@@ -45,17 +45,30 @@ def test_verify_invalid_token_exits_1(gitlab, prefix, cli):
 
 
 def test_verify_unreachable_exits_3(gitlab, prefix, cli):
+    assert cli(prefix).returncode == 0
+    before = prefix.snapshot()
+    token = prefix.runner("shell")["token"]
     gitlab.down()
-    result = cli(
-        prefix, "verify", "--url", gitlab.url, "--token", "glrt-whatever", "--deadline", "1"
-    )
+    result = cli(prefix, "verify", "--url", gitlab.url, "--token", token, "--deadline", "1")
     assert result.returncode == 3
+    assert "token: could not tell whether the token is valid: " in result.stderr
+    assert f"connection refused by 127.0.0.1:{gitlab.port}" in result.stderr
+    assert "verify (unknown)" in result.stdout and token not in result.stdout + result.stderr
+    assert prefix.snapshot() == before
 
 
 def test_verify_5xx_exits_3(gitlab, prefix, cli):
+    assert cli(prefix).returncode == 0
+    before = prefix.snapshot()
+    token = prefix.runner("shell")["token"]
     gitlab.fail_next(count=100, status=503)
-    result = cli(prefix, "verify", "--url", gitlab.url, "--token", "glrt-x", "--deadline", "1")
+    gitlab.clear_requests()
+    result = cli(prefix, "verify", "--url", gitlab.url, "--token", token, "--deadline", "1")
     assert result.returncode == 3
+    assert f"{gitlab.url}: verify token: GitLab answered 503; gave up after" in result.stderr
+    assert token not in result.stdout + result.stderr
+    assert gitlab.mutating_requests() == [] and prefix.snapshot() == before
+    assert gitlab.runners()[0].token == token
 
 
 def test_verify_usage_errors_exit_2(gitlab, prefix, cli, tmp_path):
@@ -91,13 +104,25 @@ def test_verify_the_whole_config(gitlab, make, cli):
     rows = {r["runner"]: r["result"] for r in json.loads(result.stdout)["actions"]}
     assert rows == {"a": "valid", "b": "invalid"}
     gitlab.fail_next(count=100, status=503, path=r"^/runners/verify$")
-    assert cli(prefix, "verify", "--deadline", "1").returncode == 3
+    before = prefix.snapshot()
+    gitlab.clear_requests()
+    failing = cli(prefix, "verify", "--deadline", "1", "--json")
+    assert failing.returncode == 3
+    warnings = json.loads(failing.stdout)["warnings"]
+    assert sorted(w.split(":")[0] for w in warnings) == ["a", "b"]
+    assert all("verify token: GitLab answered 503" in w for w in warnings)
+    assert gitlab.mutating_requests() == [] and prefix.snapshot() == before
 
 
 def test_verify_config_unreachable_exits_3(gitlab, prefix, cli):
     assert cli(prefix).returncode == 0
+    before = prefix.snapshot()
     gitlab.down()
-    assert cli(prefix, "verify", "--deadline", "1").returncode == 3
+    result = cli(prefix, "verify", "--deadline", "1")
+    assert result.returncode == 3
+    assert "shell: could not tell whether the token is valid: " in result.stderr
+    assert "connection refused" in result.stderr
+    assert prefix.snapshot() == before
 
 
 # -- unregister and reset-token -----------------------------------------------------------

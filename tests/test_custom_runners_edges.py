@@ -109,9 +109,13 @@ def test_two_executors_cannot_share_a_credentials_file(gitlab, make, cli, folder
 
     result = cli(prefix)
 
+    # The first file (by name) keeps it; the second is bad input and its runner is held.
     assert result.returncode == 2
-    assert "also used by" in result.stderr and str(prefix.executor_dir / "a.toml") in result.stderr
-    assert mutations(gitlab) == [] and list(folder.iterdir()) == []
+    b, a = prefix.executor_dir / "b.toml", prefix.executor_dir / "a.toml"
+    assert f"{b}: credentials_file {folder / 'x.env'} is also used by {a}" in result.stderr
+    assert mutations(gitlab) == [("POST", "/user/runners")]
+    assert "executor=a " in gitlab.runners()[0].maintenance_note
+    assert list(folder.iterdir()) == [folder / "x.env"]
 
 
 def test_the_line_of_a_bad_key_is_named(gitlab, make, cli, folder):

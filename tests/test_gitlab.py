@@ -131,22 +131,49 @@ def test_legacy_registration_gone(scripted):
         adapter(scripted).register_legacy(Secret("GR1348941x"), {})
 
 
-def test_ambiguous_create_is_not_retried(scripted):
-    scripted.post("/user/runners", status_code=504, json={})
-    with pytest.raises(Unavailable) as raised:
-        adapter(scripted).create_runner(Scope(), {})
+MUTATING_CALLS = {
+    "create": ("post", "/user/runners", lambda api: api.create_runner(Scope(), {})),
+    "legacy register": (
+        "post",
+        "/runners",
+        lambda api: api.register_legacy(Secret("GR1348941x"), {}),
+    ),
+    "update": ("put", "/runners/5", lambda api: api.update_runner(5, {"paused": True})),
+    "delete": ("delete", "/runners/5", lambda api: api.delete_runner(5)),
+    "delete by token": ("delete", "/runners", lambda api: api.delete_by_token(Secret("glrt-x"))),
+    "reset": (
+        "post",
+        "/runners/5/reset_authentication_token",
+        lambda api: api.reset_token(5),
+    ),
+    "reset by token": (
+        "post",
+        "/runners/reset_authentication_token",
+        lambda api: api.reset_by_token(Secret("glrt-x")),
+    ),
+}
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504, 520])
+@pytest.mark.parametrize("call", sorted(MUTATING_CALLS))
+def test_5xx_to_a_mutating_call_is_an_unknown_outcome_never_retried(scripted, call, status):
+    # GitLab (or the proxy in front) may have acted before answering 5xx: a retry could
+    # make a duplicate, or reset a token whose successor was never seen.
+    verb, path, send = MUTATING_CALLS[call]
+    getattr(scripted, verb)(path, status_code=status, json={"message": "boom"})
+    with pytest.raises(Unavailable, match=f"answered {status}; it may have acted") as raised:
+        send(adapter(scripted))
     assert raised.value.ambiguous and scripted.call_count == 1
 
 
-def test_503_create_is_retried(scripted):
-    scripted.post(
-        "/user/runners",
-        [
-            {"status_code": 503, "json": {}},
-            {"status_code": 201, "json": {"id": 1, "token": "glrt-y"}, "headers": JSON},
-        ],
+@pytest.mark.parametrize("status", [500, 503])
+def test_5xx_to_a_read_is_retried(scripted, status):
+    scripted.get(
+        "/runners/5",
+        [{"status_code": status, "json": {}}, {"status_code": 200, "json": {"id": 5}}],
     )
-    assert adapter(scripted).create_runner(Scope(), {}).id == 1
+    assert adapter(scripted).get_runner(5) == {"id": 5}
+    assert scripted.call_count == 2
 
 
 def test_429_pauses_for_retry_after(scripted):

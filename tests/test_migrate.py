@@ -15,7 +15,7 @@ from register_runner.gitlab import Issued
 from register_runner.inputs import Identity
 from register_runner.model import Executor, Scope, Verdict
 from register_runner.secret import Secret
-from register_runner.tags import Capture, TagPolicy, flatten_values, load_capture, violation
+from register_runner.tags import Capture, TagPolicy, flatten_values, load_capture
 
 URL = "https://gitlab.example.com"
 IDENTITY = Identity("build01", "main", "s_0123456789ab")
@@ -182,26 +182,6 @@ def test_capture_tags_by_file(tmp_path):
     assert not load_capture(str(module)).takes_arguments
     with pytest.raises(InputError, match="needs a Python file"):
         load_capture(str(tmp_path / "missing.py"))
-
-
-@pytest.mark.parametrize(
-    ("schema", "value", "ok"),
-    [
-        (LLNL_SCHEMA, {"hostname": "h", "instance": "main", "executor_type": "shell"}, True),
-        (LLNL_SCHEMA, {"hostname": "h", "executor_type": "shell"}, False),
-        (LLNL_SCHEMA, {"hostname": 1, "instance": "main", "executor_type": "shell"}, False),
-        (LLNL_SCHEMA, {"hostname": "h", "instance": "m", "executor_type": "shell", "x": 1}, True),
-        ({"additionalProperties": False, "properties": {"a": {}}}, {"a": 1, "b": 2}, False),
-        ({"additionalProperties": {"type": "string"}}, {"b": "s"}, True),
-        ({"additionalProperties": {"type": "string"}}, {"b": 2}, False),
-        ({"type": ["string", "null"]}, None, True),
-        ({"type": ["string", "null"]}, 3, False),
-        ({"type": "number"}, 1.5, True),
-        ({"type": "integer"}, True, False),
-    ],
-)
-def test_schema_object_subset(schema, value, ok):
-    assert (violation(schema, value) is None) is ok
 
 
 def test_gitlab_runner_auths_schema_file_is_accepted(tmp_path):

@@ -147,7 +147,7 @@ class Site:
         return result
 
     def migrate_template(self, settings: str = "") -> None:
-        """The one edit the README asks for: the same tags as gitlab-runner-auth gave."""
+        """The one edit docs/migrating.md asks for: the same tags as gitlab-runner-auth gave."""
         self.prefix.write_template(
             self.template + '\n[register_runner]\nidentity_tags = "gitlab-runner-auth"\n' + settings
         )

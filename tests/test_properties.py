@@ -172,7 +172,6 @@ def deletes(plan: Plan) -> list:
 # -- properties: the planner --------------------------------------------------------------
 
 
-@settings(max_examples=250, deadline=None)
 @given(scenario(), st.booleans(), st.booleans())
 def test_plan_deletes_only_what_it_should(case, force, prune):
     desired, observed = case
@@ -191,7 +190,6 @@ def test_plan_deletes_only_what_it_should(case, force, prune):
         assert deletes(plan) == []
 
 
-@settings(max_examples=250, deadline=None)
 @given(scenario(), st.booleans(), st.booleans())
 def test_every_desired_stem_gets_exactly_one_action(case, force, prune):
     desired, observed = case
@@ -256,7 +254,6 @@ def converges(case, force: bool, prune: bool) -> None:
     assert sorted(a.stem for a in again.actions) == sorted(e.stem for e in desired)
 
 
-@settings(max_examples=250, deadline=None)
 @given(scenario(), st.booleans(), st.booleans())
 def test_one_apply_converges(case, force, prune):
     """(iii) apply the plan, check every token again (all VALID): nothing left to do."""
@@ -271,7 +268,6 @@ def test_an_update_does_not_leave_a_due_rotation_for_the_next_run(force):
     converges(UPDATE_AND_ROTATION_DUE, force, True)
 
 
-@settings(max_examples=150, deadline=None)
 @given(scenario(), st.booleans(), st.booleans(), st.randoms(use_true_random=False))
 def test_the_order_of_desired_does_not_matter(case, force, prune, random):
     desired, observed = case
@@ -285,7 +281,6 @@ def test_the_order_of_desired_does_not_matter(case, force, prune, random):
     )
 
 
-@settings(max_examples=250, deadline=None)
 @given(scenario(), st.booleans())
 def test_mass_invalid_holds_every_create_and_delete(case, prune):
     """(v) more than half of two or more checked tokens INVALID, no --force: held."""
@@ -308,7 +303,6 @@ def test_mass_invalid_holds_every_create_and_delete(case, prune):
         assert plan == forced
 
 
-@settings(max_examples=250, deadline=None)
 @given(scenario(), st.booleans())
 def test_the_deletion_guard(case, force):
     """With the default --max-deletions: refuse iff this run would delete more than half
@@ -329,7 +323,6 @@ def test_the_deletion_guard(case, force):
     reconcile(desired, observed, now=NOW, force=force, prune=False)
 
 
-@settings(max_examples=150, deadline=None)
 @given(scenario(), st.integers(0, 6))
 def test_an_explicit_max_deletions(case, limit):
     desired, observed = case
@@ -419,9 +412,7 @@ def write_executor(prefix: Path, data: bytes) -> None:
 # -- properties: executor files -----------------------------------------------------------
 
 
-@settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     st.dictionaries(pass_key_st, values_st, max_size=6),
     registration_st,
@@ -452,9 +443,7 @@ def test_pass_through_keys_reach_the_settings_unchanged(disk, passed, attributes
 GARBAGE_ALPHABET = "[]{}=\"'.,#\n\t \\ab01-_:+"
 
 
-@settings(
-    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     st.binary(max_size=200)
     | st.text(GARBAGE_ALPHABET, max_size=120).map(str.encode)
@@ -525,7 +514,6 @@ TEMPLATE_LINES = (
 )
 
 
-@settings(max_examples=200, deadline=None)
 @given(
     st.binary(max_size=200) | st.lists(st.sampled_from(TEMPLATE_LINES), max_size=10).map(b"".join)
 )

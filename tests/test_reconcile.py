@@ -8,6 +8,8 @@ import pytest
 
 from register_runner.errors import InputError
 from register_runner.model import (
+    AccessTokenCheck,
+    Evidence,
     Executor,
     Kind,
     Observed,
@@ -265,3 +267,91 @@ def test_a_create_of_unknown_outcome_waits_unless_forced():
 
 def observe(*states: RunnerState) -> Observed:
     return Observed({state.stem: state for state in states})
+
+
+# -- the mass-invalid guard settled by evidence, the rejected access token -----------------
+
+
+def _guarded(evidence):
+    """a, b rejected (with what GET /runners/:id said), c valid, d new, e stale."""
+    observed = Observed(
+        {
+            "a": runner("a", 1, Verdict.INVALID),
+            "b": runner("b", 2, Verdict.INVALID),
+            "c": runner("c", 3),
+            "e": runner("e", 5, Verdict.UNCHECKED),  # stale: not verified
+        },
+        evidence=dict(zip("ab", evidence)),
+    )
+    return reconcile([executor(s) for s in "abcd"], observed, now=NOW)
+
+
+@pytest.mark.parametrize(
+    "evidence",
+    [(Evidence.GONE, Evidence.GONE), (Evidence.GONE, Evidence.REPLACED)],
+)
+def test_runners_gitlab_lost_are_recreated_without_their_old_ids(evidence):
+    plan = _guarded(evidence)
+    assert not plan.held and not plan.refusals
+    assert [(a.kind, a.stem, a.runner_id) for a in plan.actions] == [
+        (Kind.RECREATE, "a", None),  # the old id is not this host's to delete any more
+        (Kind.RECREATE, "b", None),
+        (Kind.KEEP, "c", 3),
+        (Kind.CREATE, "d", None),
+        (Kind.DELETE, "e", 5),  # proven by its own token or marker when deleted
+    ]
+    assert "no longer has those runners" in plan.warnings[0]
+
+
+@pytest.mark.parametrize(
+    ("evidence", "refused"),
+    [
+        ((Evidence.GONE, Evidence.LISTED), False),
+        ((Evidence.LISTED, Evidence.UNREADABLE), False),  # GitLab-side, whatever else
+        ((Evidence.GONE, Evidence.UNREADABLE), True),
+        ((Evidence.UNKNOWN, Evidence.GONE), False),
+        ((), False),  # not asked: never released
+    ],
+)
+def test_any_runner_not_proven_gone_holds_everything(evidence, refused):
+    plan = _guarded(evidence)
+    assert plan.held and not plan.mutates
+    assert bool(plan.refusals) is refused
+    if refused:
+        assert "read_api or manage_runner" in plan.refusals[0] and "--force" in plan.refusals[0]
+    else:
+        assert plan.warnings[0].startswith("held by the mass-invalid guard")
+
+
+def test_nothing_that_needs_a_rejected_access_token_is_planned():
+    other = "https://other.example.com"
+    observed = Observed(
+        {"a": runner("a", 1, Verdict.INVALID), "b": runner("b", 2), "c": runner("c", 3)},
+        [PendingDelete(9, URL, "older")],
+        access_tokens={URL: AccessTokenCheck(False, rejected=True), other: AccessTokenCheck(True)},
+    )
+    desired = [executor("a"), executor("b", locked=True), executor("d"), executor("o", url=other)]
+    plan = reconcile(desired, observed, now=NOW)
+    assert [(a.kind, a.stem, a.runner_id) for a in plan.actions] == [
+        (Kind.KEEP, "a", 1),
+        (Kind.KEEP, "b", 2),
+        (Kind.WAIT, "d", None),
+        (Kind.CREATE, "o", None),  # another GitLab, another token
+        (Kind.KEEP, "c", 3),
+        (Kind.KEEP, "older", 9),
+    ]
+    assert plan.blocked == {URL}
+    (refusal,) = plan.refusals
+    assert refusal.startswith(f"{URL}: the access token was rejected (401")
+
+
+def test_a_rejected_access_token_is_the_one_refusal_when_the_guard_cannot_read():
+    observed = Observed(
+        {s: runner(s, i, Verdict.INVALID) for i, s in enumerate("ab", 1)},
+        evidence={"a": Evidence.UNREADABLE, "b": Evidence.UNREADABLE},
+        access_tokens={URL: AccessTokenCheck(False, rejected=True)},
+    )
+    plan = reconcile([executor("a"), executor("b")], observed, now=NOW)
+    assert plan.held and not plan.mutates
+    (refusal,) = plan.refusals
+    assert "rejected (401" in refusal

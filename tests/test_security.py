@@ -309,7 +309,7 @@ def trickling(headers_too: bool):
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n")
             while not stop.is_set():
                 conn.sendall(b"H" if headers_too else b" ")
-                time.sleep(0.5)
+                time.sleep(0.1)
 
     def serve():
         with contextlib.suppress(OSError):
@@ -350,9 +350,28 @@ def test_a_useless_retry_after_is_no_tight_loop(tmp_path, value):
 
 @pytest.mark.parametrize("status", [408, 501, 505, 599])
 def test_odd_server_errors_are_transient(tmp_path, status):
-    with Recorder(lambda h, b: send(h, status)) as gitlab:
+    def answer(handler, body):
+        # The create answers the odd status; the access token's expiry is not known (404),
+        # so that its check does not spend the deadline the create is judged by.
+        send(handler, status if handler.command == "POST" else 404)
+
+    with Recorder(answer) as gitlab:
         prefix = make_prefix(tmp_path / "p", gitlab.url, TOKEN)
-        assert run(prefix, "sync", "--deadline", "1").returncode == 3
+        result = run(prefix, "sync", "--deadline", "1")
+    assert result.returncode == 3, result.stderr
+    assert f"create shell: {gitlab.url}: create runner: " in result.stderr
+    creates = [r for r in gitlab.requests if r[:2] == ("POST", "/api/v4/user/runners")]
+    if status == 408:
+        # The request never reached GitLab: sent again until the deadline (which may cut
+        # the last try short, and then names itself).
+        assert f"GitLab answered {status}; gave up after" in result.stderr or (
+            "no complete answer within the 1 s deadline" in result.stderr
+        )
+        assert len(creates) >= 2
+    else:  # GitLab may have acted: never sent again in the run, journaled for the next
+        assert f"GitLab answered {status}; it may have acted" in result.stderr
+        assert "looks for the runner by its marker" in result.stderr and len(creates) == 1
+    assert not prefix.output.exists()
 
 
 def test_an_html_sign_in_page_is_transient(tmp_path):
@@ -367,14 +386,17 @@ def test_an_html_sign_in_page_is_transient(tmp_path):
 
 
 @pytest.mark.parametrize("name", [b"bad\nname.toml", b"caf\xe9.toml"])
-def test_an_executor_file_name_that_is_not_text_is_refused_before_any_call(tmp_path, name):
-    with Recorder(lambda h, b: send(h, 503)) as gitlab:
-        prefix = make_prefix(tmp_path / "p", gitlab.url, TOKEN)
+def test_an_executor_file_name_that_is_not_text_is_refused_and_never_printed_raw(tmp_path, name):
+    """Its runner is held like any bad file's; the name, whatever bytes it has, cannot
+    break the one error line (nor start a log line of its own)."""
+    with Recorder(lambda h, b: send(h, 200, b"{}")) as gitlab:
+        prefix = make_prefix(tmp_path / "p", gitlab.url, TOKEN, executors={})
         path = os.path.join(os.fsencode(prefix.executor_dir), name)
         Path(os.fsdecode(path)).write_text('executor = "shell"\n')
         result = run(prefix, "sync")
     assert result.returncode == 2 and "rename the file" in result.stderr, result.stderr
-    assert result.stderr.count("\n") == 1 and gitlab.requests == []
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert [r for r in gitlab.requests if r[0] != "GET"] == []
 
 
 def test_a_dangling_lock_symlink_is_never_followed(tmp_path):

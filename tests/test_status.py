@@ -62,13 +62,14 @@ def test_status_shows_why_the_last_start_failed(gitlab, prefix, cli):
     assert cli(prefix).returncode == 2
     result = cli(prefix, "status", "--json")
 
-    assert result.returncode == 2
+    # Bad input needs a person: status says so (1), and which exit the run had.
+    assert result.returncode == 1
     report = json.loads(result.stdout)
     assert report["last_run"]["exit_status"] == 2
     assert any("broken.toml" in w and "end of file" in w for w in report["warnings"])
-    # Carried over from the last good run, unchecked this time.
-    assert [(r["runner"], r["verdict"]) for r in report["runners"]] == [("shell", "unknown")]
-    # The record (which snapshot() leaves out) is the only thing bad input changed.
+    # The bad file held only its own runner (it has none): shell was checked as usual.
+    assert [(r["runner"], r["verdict"]) for r in report["runners"]] == [("shell", "valid")]
+    # The record (which snapshot() leaves out) is the only thing the run changed.
     after = prefix.snapshot()
     changed = {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
     assert changed == {"main/broken.toml"}
@@ -125,23 +126,27 @@ def test_metrics_written_when_gitlab_is_down(gitlab, prefix, cli, tmp_path):
     assert values[("register_runner_runners", frozenset({main, ("state", "valid")}))] == 0
 
 
-def test_runners_whose_tokens_gitlab_refuses_are_invalid(gitlab, make, cli, tmp_path):
+def test_runners_whose_tokens_gitlab_refuses_while_listing_them_are_held(
+    gitlab, make, cli, tmp_path
+):
     prefix = make(executors={"a": 'executor = "shell"\n', "b": 'executor = "shell"\n'})
     assert cli(prefix).returncode == 0
     for runner in prefix.runners():
         gitlab.revoke_runner_token(runner["id"])
     metrics_file = tmp_path / "rr.prom"
 
-    # Every token refused at once: the mass-invalid guard keeps them, and says so.
-    cli(prefix, "sync", "--metrics-file", str(metrics_file))
+    # Every token refused at once, the runners still listed: the guard keeps them.
+    assert cli(prefix, "sync", "--metrics-file", str(metrics_file)).returncode == 3
 
-    report = json.loads(cli(prefix, "status", "--json").stdout)
-    assert {r["runner"]: r["verdict"] for r in report["runners"]} == {
-        "a": "invalid",
-        "b": "invalid",
-    }
-    key = ("register_runner_runners", frozenset({("instance", "main"), ("state", "invalid")}))
-    assert metrics(metrics_file)[key] == 2
+    status = cli(prefix, "status", "--json")
+    report = json.loads(status.stdout)
+    assert status.returncode == 1 and report["healthy"] is False
+    assert {r["runner"]: r["verdict"] for r in report["runners"]} == {"a": "held", "b": "held"}
+    values = metrics(metrics_file)
+    main = ("instance", "main")
+    assert values[("register_runner_runners", frozenset({main, ("state", "held")}))] == 2
+    assert values[("register_runner_runners", frozenset({main, ("state", "invalid")}))] == 0
+    assert values[("register_runner_healthy", frozenset({main}))] == 0
 
 
 def test_access_token_expiring_soon_is_warned_and_exported(gitlab, make, cli, tmp_path):
@@ -162,7 +167,9 @@ def test_access_token_expiring_soon_is_warned_and_exported(gitlab, make, cli, tm
     )
     assert metrics(metrics_file)[key] > 1.6e9
     report = json.loads(cli(prefix, "status", "--json").stdout)
-    assert report["access_tokens"] == [{"url": gitlab.url, "expires_at": soon.isoformat()}]
+    assert report["access_tokens"] == [
+        {"url": gitlab.url, "expires_at": soon.isoformat(), "rejected": False}
+    ]
     assert any("expires on" in w for w in report["warnings"])
 
 

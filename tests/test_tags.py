@@ -12,6 +12,19 @@ from register_runner.tags import identity_tags, violation
 
 SHELL = 'executor = "shell"\ntags = ["linux"]\n'
 SETTINGS = '\n[register_runner]\ntags = ["site-a"]\nidentity_tags = true\n'
+# The shape of gitlab-runner-auth's tag_schema.json: an object of the runner's properties,
+# with annotations (and its "custom-name") that are ignored.
+OBJECT_SCHEMA = {
+    "$schema": "http://json-schema.org/schema/",
+    "title": "tag_schema",
+    "type": "object",
+    "properties": {
+        "hostname": {"type": "string"},
+        "executor_type": {"type": "string", "enum": ["shell", "custom"]},
+    },
+    "required": ["hostname", "instance", "executor_type"],
+    "custom-name": "custom",
+}
 
 
 def test_template_tags_and_identity_tags_reach_every_runner(gitlab, make, cli):
@@ -60,7 +73,7 @@ def test_broken_capture_tags_module_is_bad_input(gitlab, prefix, cli, tmp_path, 
     assert result.stderr.count("\n") == 1 and gitlab.requests == []
 
 
-def test_tag_schema_checked_before_any_api_call(gitlab, prefix, cli, tmp_path):
+def test_tags_against_the_schema_hold_the_runner_until_they_match(gitlab, prefix, cli, tmp_path):
     schema = tmp_path / "tags.json"
     schema.write_text(
         json.dumps(
@@ -72,7 +85,7 @@ def test_tag_schema_checked_before_any_api_call(gitlab, prefix, cli, tmp_path):
 
     assert refused.returncode == 2
     assert "shell.toml" in refused.stderr and "fewer than 2 items" in refused.stderr
-    assert gitlab.requests == []
+    assert gitlab.mutating_requests() == []
     prefix.write_executor("shell", 'executor = "shell"\ntags = ["linux", "x86-64"]\n')
     assert cli(prefix, "sync", "--tag-schema", str(schema)).returncode == 0
     assert len(gitlab.runners()) == 1
@@ -101,6 +114,18 @@ def test_unsupported_schema_keyword_is_refused(gitlab, prefix, cli, tmp_path):
         ({"anyOf": [{"contains": {"const": "a"}}, {"contains": {"const": "b"}}]}, ["b"], True),
         ({"allOf": [{"contains": {"const": "a"}}, {"contains": {"const": "b"}}]}, ["b"], False),
         ({"not": {"contains": {"const": "root"}}}, ["root"], False),
+        (OBJECT_SCHEMA, {"hostname": "h", "instance": "main", "executor_type": "shell"}, True),
+        (OBJECT_SCHEMA, {"hostname": "h", "executor_type": "shell"}, False),
+        (OBJECT_SCHEMA, {"hostname": 1, "instance": "main", "executor_type": "shell"}, False),
+        (OBJECT_SCHEMA, {"hostname": "h", "instance": "main", "executor_type": "docker"}, False),
+        (OBJECT_SCHEMA, {"hostname": "h", "instance": "m", "executor_type": "shell", "x": 1}, True),
+        ({"additionalProperties": False, "properties": {"a": {}}}, {"a": 1, "b": 2}, False),
+        ({"additionalProperties": {"type": "string"}}, {"b": "s"}, True),
+        ({"additionalProperties": {"type": "string"}}, {"b": 2}, False),
+        ({"type": ["string", "null"]}, None, True),
+        ({"type": ["string", "null"]}, 3, False),
+        ({"type": "number"}, 1.5, True),
+        ({"type": "integer"}, True, False),
     ],
 )
 def test_schema_subset(schema, value, ok):

@@ -74,7 +74,7 @@ def test_same_verdict_and_line_on_the_bad_input_catalogue(case, tmp_path):
 DAMAGE = st.sampled_from(["", "[", "]", "{", "}", '"', "'", "=", "\n", "#", ",", ".", " = 1\n"])
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(suppress_health_check=[HealthCheck.too_slow])
 @given(
     good=st.sampled_from(GOOD),
     where=st.floats(min_value=0, max_value=1),

@@ -1,5 +1,5 @@
 """The systemd units in contrib/systemd: systemd accepts them, and they keep the promises
-the README and the contract make.
+the manual (docs/installing.md) and the contract make.
 
 Every shipped unit goes through `systemd-analyze verify` (Debian's systemd package) in a
 temporary copy whose executables point at stubs, since verify insists that they exist.
@@ -234,6 +234,10 @@ def test_runner_reads_the_config_register_runner_writes(name):
     assert config == args.prefix / f"config.{args.instance}.toml"
 
 
+def longest_deadline(args) -> float:
+    return max(args.deadline, args.fresh_deadline or 0)
+
+
 @pytest.mark.parametrize("name", sorted(runner_units()))
 def test_start_timeout_outlasts_the_lock_wait_and_the_deadline(name):
     # A start that times out fails even with "-" before the pre-step.
@@ -241,7 +245,7 @@ def test_start_timeout_outlasts_the_lock_wait_and_the_deadline(name):
     (pre,) = unit[("Service", "ExecStartPre")]
     args = register_runner_args(command(pre)[1])
     timeout = seconds(unit[("Service", "TimeoutStartSec")][-1])
-    assert timeout > args.lock_timeout + args.deadline
+    assert timeout > args.lock_timeout + longest_deadline(args)
 
 
 def test_template_runs_its_own_instance():
@@ -273,7 +277,8 @@ def test_sync_service_runs_sync_on_the_prefix(name):
     args = register_runner_args(argv)
     assert (args.command, args.prefix) == ("sync", Path("/etc/gitlab-runner"))
     assert args.instance == ("%i" if "@" in name else "main")
-    assert seconds(unit[("Service", "TimeoutStartSec")][-1]) > args.lock_timeout + args.deadline
+    timeout = seconds(unit[("Service", "TimeoutStartSec")][-1])
+    assert timeout > args.lock_timeout + longest_deadline(args)
 
 
 @pytest.mark.parametrize("name", ["register-runner.timer", "register-runner@.timer"])
@@ -300,3 +305,79 @@ def test_path_unit_starts_the_sync_on_executor_changes(name, folder):
     expected = name.replace(".path", ".service").replace("@.", "@%i.")
     assert path[("Path", "Unit")] == [expected]
     assert expected.replace("%i", "") in sync_units()
+
+
+def register_runner_commands() -> dict[str, tuple[dict, object]]:
+    """Every register-runner command line the shipped units run, by unit, with the unit
+    as systemd sees it (the drop-in merged into the stock unit)."""
+    units = {**runner_units(), **sync_units()}
+    found = {}
+    for name, unit in units.items():
+        for key in (("Service", "ExecStartPre"), ("Service", "ExecStart")):
+            for value in unit.get(key, []):
+                argv = command(value)[1]
+                if argv[0] == "/usr/local/bin/register-runner":
+                    found[name] = (unit, register_runner_args(argv))
+    return found
+
+
+def environment(unit: dict) -> dict[str, str]:
+    return dict(pair.split("=", 1) for pair in unit.get(("Service", "Environment"), []))
+
+
+def test_every_run_writes_metrics_to_node_exporters_folder():
+    commands = register_runner_commands()
+    assert set(commands) >= {
+        "drop-in",
+        "gitlab-runner.service",
+        "gitlab-runner@.service",
+        "register-runner.service",
+        "register-runner@.service",
+        "register-runner-retry.service",
+        "register-runner-retry@.service",
+    }
+    for name, (unit, args) in commands.items():
+        # One variable says where: a drop-in (or /etc/sysconfig/gitlab-runner) moves it.
+        assert str(args.metrics_file) == "${REGISTER_RUNNER_METRICS}", name
+        path = Path(environment(unit)["REGISTER_RUNNER_METRICS"])
+        assert path.parent == Path("/var/lib/prometheus/node-exporter"), name
+        assert path.name == f"register-runner-{args.instance}.prom", name
+
+
+def test_pre_step_and_timer_of_one_instance_share_one_metrics_file():
+    # They describe the same prefix and instance: two files would disagree.
+    by_instance: dict[str, set[str]] = {}
+    for unit, args in register_runner_commands().values():
+        path = environment(unit)["REGISTER_RUNNER_METRICS"]
+        by_instance.setdefault(args.instance, set()).add(path)
+    assert by_instance == {
+        "main": {"/var/lib/prometheus/node-exporter/register-runner-main.prom"},
+        "%i": {"/var/lib/prometheus/node-exporter/register-runner-%i.prom"},
+    }
+
+
+def test_a_fresh_host_may_wait_out_a_rate_limit_of_a_minute():
+    # GitLab's throttle window is a minute: a Retry-After up to 60 s fits.
+    for name, (_, args) in register_runner_commands().items():
+        assert args.fresh_deadline is not None and args.fresh_deadline > 60, name
+        assert args.deadline <= 30, name  # a host with a config is not held back
+
+
+@pytest.mark.parametrize("name", ["register-runner-retry.timer", "register-runner-retry@.timer"])
+def test_a_run_cut_short_is_retried_within_minutes_with_jitter(name):
+    timer = sync_units()[name]
+    service = timer.get(("Timer", "Unit"), [name.replace(".timer", ".service")])[-1]
+    unit, args = register_runner_commands()[service.replace("%i", "")]
+    assert args.command == "sync" and args.retry_only
+    assert args.instance == ("%i" if "@" in name else "main")
+    assert "-" not in command(unit[("Service", "ExecStart")][0])[0]
+    jitter = seconds(timer[("Timer", "RandomizedDelaySec")][-1])
+    again = seconds(timer[("Timer", "OnUnitInactiveSec")][-1])
+    assert jitter >= 60
+    assert again + jitter <= 10 * 60  # minutes, not the hourly timer
+    # Its first run comes once the boot's pre-step is over (the start timeout bounds it),
+    # so that the two do not both sync a fresh host.
+    first = seconds(timer[("Timer", "OnBootSec")][-1])
+    for runner in runner_units().values():
+        assert first > seconds(runner[("Service", "TimeoutStartSec")][-1])
+    assert timer[("Install", "WantedBy")] == ["timers.target"]

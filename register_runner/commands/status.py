@@ -1,6 +1,7 @@
 """``register-runner status``: what the last run did, from its record under the prefix; no
 API call and no lock, so it answers at once even while a sync runs or GitLab is down.
-Exits with the last run's exit status, 3 when no run is recorded."""
+Exits with whether the host's runners can take jobs (health.status_of): 0 yes, 1 a person
+must act, 3 not known (3 too when no run is recorded)."""
 
 from __future__ import annotations
 
@@ -26,12 +27,15 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         print(describe(last))
-    return last.exit_status
+    return health.status_of(last)
 
 
 def describe(last: health.Run) -> str:
     """A short table: the run, then one line per runner, then the warnings."""
-    lines = [f"last run {health.iso(last.time)}: exit status {last.exit_status}"]
+    lines = [
+        f"last run {health.iso(last.time)}: exit status {last.exit_status}; "
+        + ("healthy" if health.healthy(last) else "NOT healthy")
+    ]
     rows = [("RUNNER", "ID", "VERDICT", "TOKEN EXPIRES")] + [
         (
             r["runner"],
@@ -44,6 +48,9 @@ def describe(last: health.Run) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     lines += [f"{a:<{widths[0]}}  {b:>{widths[1]}}  {c:<{widths[2]}}  {d}" for a, b, c, d in rows]
     for url, expires in sorted(last.access_tokens.items()):
-        lines.append(f"access token for {url}: expires {expires or 'never (or unknown)'}")
+        if url in last.rejected_access_tokens:
+            lines.append(f"access token for {url}: REJECTED (401); replace it")
+        else:
+            lines.append(f"access token for {url}: expires {expires or 'never (or unknown)'}")
     lines += [f"warning: {w}" for w in last.warnings]
     return "\n".join(lines)

@@ -4,9 +4,10 @@ config. 0 valid, 1 invalid (GitLab answered 403), 3 could not tell."""
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from .. import custom_runners, report, state
 from ..clients import MAX_SECRET_BYTES
@@ -17,6 +18,8 @@ from ..model import ClientConfig, Scope, Verdict, normalize_url
 from ..output import credentials_of, output_path, read_config
 from ..secret import Secret
 from ..workspace import MAX_JOBS, Options
+
+log = logging.getLogger(__name__)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,7 +72,7 @@ def verify_config(options: Options, *, as_json: bool) -> int:
         raise InputError(f"{path}: no such file; run register-runner first")
     # Runners are known by their executor file's stem everywhere else too, and by their
     # GitLab and id together.
-    stems = {(r.url, r.id): stem for stem, r in stored.runners.items()}
+    stems: dict[tuple[str, Any], str] = {(r.url, r.id): stem for stem, r in stored.runners.items()}
     checks = []
     for index, entry in enumerate(config.entries, 1):
         credentials = credentials_of(entry)
@@ -106,10 +109,12 @@ def verify_tokens(options: Options, checks: list, system_id: Optional[str], as_j
     connection = Connection(Deadline(options.deadline), options.timeout, system_id=system_id or "")
     pool = Pool(connection, options.jobs or MAX_JOBS)
 
-    def check(item: tuple) -> tuple[Verdict, Optional[int]]:
+    def check(item: tuple) -> tuple[Verdict, Optional[int], str]:
         _, client, token, _ = item
-        verdict, issued = pool.client(client).verify(token, system_id)
-        return verdict, issued.id if issued else None
+        api = pool.client(client)
+        verdict, issued = api.verify(token, system_id)
+        why = api.last_failure if verdict is Verdict.UNKNOWN else ""
+        return verdict, issued.id if issued else None, why
 
     try:
         results = pool.map(check, checks)
@@ -123,9 +128,17 @@ def verify_tokens(options: Options, checks: list, system_id: Optional[str], as_j
             "result": verdict.value,
             "reason": f"{client.url} {token.masked}",
         }
-        for (name, client, token, known), (verdict, found) in zip(checks, results)
+        for (name, client, token, known), (verdict, found, _) in zip(checks, results)
     ]
-    verdicts = {verdict for verdict, _ in results}
+    # "unknown" alone does not say whether to wait or to fix something: say why.
+    warnings = [
+        f"{name}: could not tell whether the token is valid: {why}"
+        for (name, *_), (verdict, _, why) in zip(checks, results)
+        if verdict is Verdict.UNKNOWN
+    ]
+    for warning in warnings:
+        log.warning("%s", warning)
+    verdicts = {verdict for verdict, _, _ in results}
     status = 1 if Verdict.INVALID in verdicts else 3 if Verdict.UNKNOWN in verdicts else 0
-    report.emit(as_json, {"command": "verify", "exit_status": status}, rows, [])
+    report.emit(as_json, {"command": "verify", "exit_status": status}, rows, warnings)
     return status

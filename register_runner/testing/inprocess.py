@@ -20,13 +20,12 @@ import threading
 import traceback
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Optional
+from typing import Literal, Optional
 
 from .. import cli, health, report, secret
-from .prefix import CHILD_TIMEOUT
 
 # The filters a release build of Python starts with (no -W option).
-DEFAULT_FILTERS = (
+DEFAULT_FILTERS: tuple[tuple[Literal["default", "ignore"], type[Warning], str], ...] = (
     ("default", DeprecationWarning, "__main__"),
     ("ignore", DeprecationWarning, ""),
     ("ignore", PendingDeprecationWarning, ""),
@@ -42,11 +41,13 @@ def run(
     argv: Sequence[str],
     environment: Mapping[str, str],
     input: Optional[str],
+    timeout: float,
 ) -> subprocess.CompletedProcess:
     """``register-runner argv`` with ``environment`` as its whole environment; ``command``
-    is what the CompletedProcess names, as for a child."""
+    is what the CompletedProcess names, as for a child; past ``timeout`` s the test process
+    ends (see _watchdog)."""
     with contextlib.ExitStack() as stack:
-        for context in (_one_at_a_time, _watchdog(), _fresh_package_state()):
+        for context in (_one_at_a_time, _watchdog(timeout), _fresh_package_state()):
             stack.enter_context(context)
         stack.enter_context(_environment(environment))
         stdout, stderr = stack.enter_context(_stdio(input))
@@ -71,11 +72,11 @@ def _exit_status(main, stderr: io.TextIOBase) -> int:  # type: ignore[no-untyped
 
 
 @contextlib.contextmanager
-def _watchdog() -> Iterator[None]:
-    """A child that hangs is killed after CHILD_TIMEOUT; a run in this process cannot be,
+def _watchdog(timeout: float) -> Iterator[None]:
+    """A child that hangs is killed after ``timeout``; a run in this process cannot be,
     so the whole test process ends instead, after printing every thread's stack: the
     test fails rather than hanging the suite."""
-    faulthandler.dump_traceback_later(CHILD_TIMEOUT, exit=True, file=sys.__stderr__)
+    faulthandler.dump_traceback_later(timeout, exit=True, file=sys.__stderr__ or sys.stderr)
     try:
         yield
     finally:

@@ -137,7 +137,7 @@ def run_cli(
         )
     from . import inprocess  # not for the benchmarks, which import this module too
 
-    return inprocess.run(command, args, environment, input)
+    return inprocess.run(command, args, environment, input, CHILD_TIMEOUT)
 
 
 def start_cli(args: Sequence[str], *, env: Optional[Mapping[str, str]] = None) -> subprocess.Popen:

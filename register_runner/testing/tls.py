@@ -112,7 +112,9 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=1)
 
 
-def _builder(subject, issuer, public_key, start, end) -> Any:
+def _builder(
+    subject: Any, issuer: Any, public_key: Any, start: datetime.datetime, end: datetime.datetime
+) -> Any:
     from cryptography import x509
 
     return (

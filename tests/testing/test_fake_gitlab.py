@@ -447,6 +447,16 @@ def test_get_runner_details_never_have_the_token(gl, api, admin):
     assert (resp.status_code, resp.json()) == (404, {"message": "404 Runner Not Found"})
 
 
+def test_get_runner_include_projects_false_leaves_the_projects_out(gl, api, admin):
+    rid = gl.add_runner("project_type", project_id=7).id
+    assert api.get(f"/runners/{rid}", admin).json()["projects"][0]["id"] == 7
+    assert api.get(f"/runners/{rid}", admin, params={"include_projects": "true"}).json()["projects"]
+    body = api.get(f"/runners/{rid}", admin, params={"include_projects": "false"}).json()
+    assert "projects" not in body and body["id"] == rid and body["groups"] == []
+    resp = api.get(f"/runners/{rid}", admin, params={"include_projects": "maybe"})
+    assert (resp.status_code, resp.json()) == (400, {"error": "include_projects is invalid"})
+
+
 def test_put_runner(gl, api, admin):
     rid = create(api, admin, tag_list=["a", "b"], run_untagged=False).json()["id"]
     resp = api.put(f"/runners/{rid}", admin, json={"tag_list": ["c"], "description": "new"})
@@ -473,6 +483,27 @@ def test_put_runner(gl, api, admin):
     snap = gl.runner(rid)
     assert snap.paused is True and snap.tag_list == ["x", "y"]
     assert api.put("/runners/999", admin, json={"paused": True}).status_code == 404
+
+
+def test_put_runner_active_and_paused_are_mutually_exclusive(gl, api, admin):
+    r = gl.add_runner()
+    for body in ({"active": True, "paused": False}, {"active": False, "paused": False}):
+        resp = api.put(f"/runners/{r.id}", admin, json=body)
+        assert (resp.status_code, resp.json()) == (
+            400,
+            {"error": "active, paused are mutually exclusive"},
+        )
+    resp = api.put(f"/runners/{r.id}", admin, data={"active": "false", "paused": "true"})
+    assert resp.status_code == 400
+    assert gl.runner(r.id).paused is False
+    reg = gl.registration_token()
+    resp = api.post("/runners", json={"token": reg, "active": True, "paused": True})
+    assert (resp.status_code, resp.json()) == (
+        400,
+        {"error": "active, paused are mutually exclusive"},
+    )
+    assert [x.id for x in gl.runners()] == [r.id]
+    assert api.put(f"/runners/{r.id}", admin, json={"active": False}).json()["paused"] is True
     assert api.delete("/runners/999", admin).status_code == 404
 
 
@@ -542,6 +573,89 @@ def test_python_gitlab_follows_the_pagination(gl, admin):
 # ---------------------------------------------------------------------- filters
 
 
+def test_list_version_prefix_matches_whole_components_of_a_manager_version(gl, api, admin):
+    def runner_with(*versions):
+        r = gl.add_runner("project_type", project_id=1)
+        for n, version in enumerate(versions):
+            api.post(
+                "/runners/verify",
+                json={"token": r.token, "system_id": f"s_{n:012d}", "info": {"version": version}},
+            )
+        return r.id
+
+    v1751 = runner_with("17.5.1")
+    v17500 = runner_with("17.50.0")
+    v16 = runner_with("16.11.3")
+    both = runner_with("15.0.0", "17.5.0~beta.1")
+    silent = gl.add_runner("project_type", project_id=1).id
+
+    def ids(prefix, path="/runners"):
+        resp = api.get(path, admin, params={"version_prefix": prefix})
+        assert resp.status_code == 200, resp.text
+        return [r["id"] for r in resp.json()]
+
+    assert ids("17") == ids("17.") == [v1751, v17500, both]
+    assert ids("17.5") == ids("17.5.") == [v1751, both]
+    assert ids("17.5.1") == [v1751]
+    assert ids("15.0.0", "/runners/all") == [both]
+    assert ids("16.11", "/projects/1/runners") == [v16]
+    assert silent not in ids("1") and ids("18") == []
+    # Grape checks the value against /^[\d+.]+/, only its start: accepted, matches nothing.
+    assert ids("17.x") == []
+    for bad in ("x17", "", "v17"):
+        resp = api.get("/runners", admin, params={"version_prefix": bad})
+        assert resp.json() == {"error": "version_prefix is invalid"}, bad
+
+
+def test_list_deprecated_scope_filters_and_refuses_what_the_endpoint_does_not_know(gl, api, admin):
+    now = time.time()
+    online = gl.add_runner("project_type", project_id=1, contacted_at=now)
+    offline = gl.add_runner("project_type", project_id=1, contacted_at=now - 3 * 3600)
+    stale = gl.add_runner("project_type", project_id=1, created_at=now - 8 * 86400)
+    paused = gl.add_runner("group_type", group_id=2, paused=True)
+    shared = gl.add_runner("instance_type", contacted_at=now)
+
+    def ids(path, scope, **params):
+        resp = api.get(path, admin, params={"scope": scope, **params})
+        assert resp.status_code == 200, resp.text
+        return [r["id"] for r in resp.json()]
+
+    owned = "/runners"
+    assert ids(owned, "online") == [online.id]
+    assert ids(owned, "offline") == [offline.id]
+    assert ids(owned, "stale") == [stale.id]
+    assert ids(owned, "never_contacted") == [paused.id]
+    assert ids(owned, "paused") == [paused.id]
+    assert ids(owned, "active") == [online.id, offline.id, stale.id]
+    assert ids(owned, "active", type="group_type") == []
+
+    every = "/runners/all"
+    assert ids(every, "shared") == ids(every, "instance_type") == [shared.id]
+    assert ids(every, "specific") == [online.id, offline.id, stale.id, paused.id]
+    assert ids(every, "group_type") == [paused.id]
+    assert ids(every, "project_type", status="online") == [online.id]
+    assert ids(every, "online") == [online.id, shared.id]
+    assert ids("/projects/1/runners", "stale") == [stale.id]
+    assert ids("/projects/1/runners", "group_type") == []
+    # The group list has no scope parameter: Grape drops it, nothing is filtered.
+    assert ids("/groups/2/runners", "online") == [paused.id, shared.id]
+    assert ids("/groups/2/runners", "sleepy") == [paused.id, shared.id]
+
+    for path in (owned, every, "/projects/1/runners"):
+        resp = api.get(path, admin, params={"scope": "sleepy"})
+        assert (resp.status_code, resp.json()) == (
+            400,
+            {"error": "scope does not have a valid value"},
+        ), path
+    # GET /runners declares every scope, then filters by the statuses only.
+    for scope in ("specific", "shared", "instance_type", "project_type"):
+        resp = api.get(owned, admin, params={"scope": scope})
+        assert (resp.status_code, resp.json()) == (
+            400,
+            {"message": "Scope contains invalid value"},
+        ), scope
+
+
 def test_list_filters(gl, api, admin):
     now = time.time()
     online = gl.add_runner("project_type", project_id=1, tag_list=("a", "b"), contacted_at=now)
@@ -568,7 +682,6 @@ def test_list_filters(gl, api, admin):
     assert ids(tag_list="a") == [online.id, offline.id, group.id]
     assert ids(tag_list="a,b") == [online.id, group.id]
     assert ids(tag_list="b,c") == [never.id, group.id]
-    assert ids(version_prefix="17.") == ids()
     items = api.get("/runners", admin, params={"status": "online"}).json()
     assert items[0]["online"] is True and items[0]["status"] == "online"
     for bad in ({"type": "shared"}, {"status": "sleepy"}, {"paused": "maybe"}):
@@ -641,8 +754,11 @@ def test_request_log_and_mutating_requests(gl, api, admin):
 
 
 def test_unknown_paths_are_404(gl, api, admin, http):
-    assert api.get("/projects/1/variables", admin).json() == {"message": "404 Not Found"}
-    assert api.call("PATCH", "/runners/1", admin).status_code == 404
+    # GitLab's catch-all API route answers with Grape's "error" key, not "message".
+    resp = api.get("/projects/1/variables", admin)
+    assert (resp.status_code, resp.json()) == (404, {"error": "404 Not Found"})
+    resp = api.call("PATCH", "/runners/1", admin)
+    assert (resp.status_code, resp.json()) == (404, {"error": "404 Not Found"})
     assert http.get(gl.url + "/users/sign_in", timeout=5).status_code == 404
 
 

@@ -80,10 +80,6 @@ class FakeGitLab(_Faults, _Routes):
         return f"{self._scheme}://{host}:{self.port}"
 
     @property
-    def _scheme(self) -> str:
-        return "https" if self.tls is not None else "http"
-
-    @property
     def api_url(self) -> str:
         return self.url + "/api/v4"
 
@@ -292,8 +288,9 @@ class FakeGitLab(_Faults, _Routes):
                 prefix="glrt-",
                 token=attrs.get("token"),
             )
-            if "created_at" in attrs:
-                r.created_at = _to_ts(attrs["created_at"])
+            created = _to_ts(attrs.get("created_at"))
+            if created is not None:
+                r.created_at = created
             r.contacted_at = _to_ts(attrs.get("contacted_at"))
             return r.snapshot()
 

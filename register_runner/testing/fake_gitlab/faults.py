@@ -9,19 +9,16 @@ import threading
 import time
 from collections import deque
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 from .misbehave import _Misbehaviour
-from .model import _access_token, _ApiError
-
-if TYPE_CHECKING:
-    from .fake import FakeGitLab
+from .model import _access_token, _ApiError, _User
 
 
 class Block:
     """Holds matching requests until :meth:`release` (see :meth:`FakeGitLab.block`)."""
 
-    def __init__(self, owner: FakeGitLab, method: Optional[str], path: Optional[str], when: str):
+    def __init__(self, owner: _Faults, method: Optional[str], path: Optional[str], when: str):
         if when not in ("before", "after"):
             raise ValueError("when must be 'before' or 'after'")
         self._owner = owner
@@ -56,7 +53,9 @@ class Block:
 class _Fail:
     __slots__ = ("count", "method", "path", "retry_after", "status")
 
-    def __init__(self, count, status, method, path, retry_after):
+    def __init__(
+        self, count: int, status: int, method: Optional[str], path: Optional[str], retry_after: Any
+    ) -> None:
         self.count = count
         self.status = status
         self.method = method.upper() if method else None
@@ -71,6 +70,10 @@ class _Fail:
 
 class _Faults:
     """Part of FakeGitLab: the faults a test injects (fail, hold, rate-limit, misbehave)."""
+
+    # Set by FakeGitLab.__init__.
+    _lock: threading.Lock
+    _users: dict[str, _User]
 
     def _init_faults(self) -> None:
         self._fails: list[_Fail] = []

@@ -6,6 +6,7 @@ had its effect first, e.g. a runner was created, and only the answer goes wrong)
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import Any, Optional
 
 from .model import _json
@@ -117,7 +118,7 @@ class _Misbehaviour:
         real = _json(answer.payload) if answer.payload is not None else b"{}"
         length = max(int(self.options["size"]), len(real))
 
-        def chunks():
+        def chunks() -> Iterator[bytes]:
             yield real
             left = length - len(real)
             block = b" " * 65536

@@ -6,6 +6,7 @@ import json
 import math
 import secrets
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from http import HTTPStatus
@@ -17,6 +18,9 @@ RUNNER_TYPES = ("instance_type", "group_type", "project_type")
 ACCESS_LEVELS = ("not_protected", "ref_protected")
 STATUSES = ("online", "offline", "stale", "never_contacted")
 DEPRECATED_STATUSES = ("active", "paused")
+# The deprecated ``scope`` of the list endpoints: Ci::Runner::AVAILABLE_SCOPES.
+LEGACY_TYPES = ("specific", "shared")
+SCOPES = LEGACY_TYPES + RUNNER_TYPES + DEPRECATED_STATUSES + STATUSES
 ONLINE_WINDOW = 2 * 3600
 STALE_AFTER = 7 * 86400
 MAX_TAGS = 50
@@ -154,7 +158,17 @@ class _User:
         "username",
     )
 
-    def __init__(self, uid, username, token, scopes, admin, groups, projects, expires_at=None):
+    def __init__(
+        self,
+        uid: int,
+        username: str,
+        token: str,
+        scopes: Iterable[str],
+        admin: bool,
+        groups: Iterable[int],
+        projects: Iterable[int],
+        expires_at: Optional[date] = None,
+    ) -> None:
         self.id = uid
         self.username = username
         self.token = token
@@ -210,6 +224,25 @@ class _RunnerState:
         "token",
         "token_valid",
     )
+    access_level: str
+    contacted_at: Optional[float]
+    created_at: float
+    description: str
+    expires: Optional[float]
+    group_id: Optional[int]
+    id: int
+    locked: bool
+    maintenance_note: Optional[str]
+    managers: dict[str, dict[str, Any]]
+    maximum_timeout: Optional[int]
+    paused: bool
+    prefix: str
+    project_id: Optional[int]
+    run_untagged: bool
+    runner_type: str
+    tags: list[str]
+    token: str
+    token_valid: bool
 
     def snapshot(self) -> Runner:
         return Runner(
@@ -247,7 +280,15 @@ class _Ctx:
 
     __slots__ = ("fields", "headers", "host", "method", "path", "query_pairs")
 
-    def __init__(self, method, path, query_pairs, fields, headers, host):
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        query_pairs: list[tuple[str, str]],
+        fields: dict[str, Any],
+        headers: Any,
+        host: str,
+    ) -> None:
         self.method = method
         self.path = path
         self.query_pairs = query_pairs
@@ -432,6 +473,12 @@ _ATTR_KEYS = (
     "maximum_timeout",
     "maintenance_note",
 )
+
+
+def _active_or_paused(fields: dict[str, Any]) -> None:
+    """Grape's ``mutually_exclusive :active, :paused`` (PUT /runners/:id, POST /runners)."""
+    if "active" in fields and "paused" in fields:
+        raise _bad("active, paused are mutually exclusive")
 
 
 def _runner_attrs(fields: dict[str, Any]) -> dict[str, Any]:

@@ -10,22 +10,26 @@ from typing import Any, Callable
 
 from .model import (
     _ATTR_KEYS,
+    DEPRECATED_STATUSES,
     ONLINE_WINDOW,
     RUNNER_TYPES,
     SCOPE_CREATE,
     SCOPE_MANAGE_READ,
     SCOPE_MANAGE_WRITE,
     SCOPE_READ,
+    SCOPES,
     STALE_AFTER,
+    STATUSES,
     VERSION,
+    _active_or_paused,
     _ApiError,
+    _as_bool,
     _as_int,
     _as_str,
     _bad,
     _Ctx,
     _hash_error,
     _iso,
-    _message,
     _model_errors,
     _runner_attrs,
     _RunnerState,
@@ -41,7 +45,8 @@ class _Routes(_Store):
                 m = pattern.match(ctx.path)
                 if m is not None and method == ctx.method:
                     return handler(self, ctx, m)
-            return 404, _message(404), []
+            # Grape's catch-all route (`error!("404 Not Found", 404)`): "error", not "message".
+            return 404, {"error": "404 Not Found"}, []
         except _ApiError as exc:
             return exc.status, exc.body, exc.headers
         except Exception as exc:  # a bug in the fake: say so loudly
@@ -109,6 +114,7 @@ class _Routes(_Store):
         token = ctx.fields.get("token")
         if token is None or token == "":
             raise _bad("token is missing")
+        _active_or_paused(ctx.fields)
         if not self.allow_registration_tokens:
             raise _ApiError(410)
         scope = self._reg_scopes.get(_as_str(token))
@@ -168,13 +174,15 @@ class _Routes(_Store):
                 return False
             return self._can_update(user, r)
 
-        return self._paginate(ctx, self._filtered(ctx, visible))
+        # GET /runners declares every scope but filters by the statuses only.
+        scopes = DEPRECATED_STATUSES + STATUSES
+        return self._paginate(ctx, self._filtered(ctx, visible, scopes))
 
     def _r_list_all(self, ctx: _Ctx, m: Any) -> tuple[int, Any, list]:
         user = self._user(ctx, SCOPE_READ)
         if not user.admin:
             raise _ApiError(403)
-        return self._paginate(ctx, self._filtered(ctx, lambda r: True))
+        return self._paginate(ctx, self._filtered(ctx, lambda r: True, SCOPES))
 
     def _r_list_group(self, ctx: _Ctx, m: Any) -> tuple[int, Any, list]:
         user = self._user(ctx, SCOPE_READ)
@@ -187,7 +195,8 @@ class _Routes(_Store):
                 r.runner_type == "group_type" and r.group_id == gid
             )
 
-        return self._paginate(ctx, self._filtered(ctx, visible))
+        # GET /groups/:id/runners declares no scope: Grape drops the parameter.
+        return self._paginate(ctx, self._filtered(ctx, visible, None))
 
     def _r_list_project(self, ctx: _Ctx, m: Any) -> tuple[int, Any, list]:
         user = self._user(ctx, SCOPE_READ)
@@ -198,12 +207,16 @@ class _Routes(_Store):
         def visible(r: _RunnerState) -> bool:
             return r.runner_type == "project_type" and r.project_id == pid
 
-        return self._paginate(ctx, self._filtered(ctx, visible))
+        return self._paginate(ctx, self._filtered(ctx, visible, SCOPES))
 
     def _r_get(self, ctx: _Ctx, m: Any) -> tuple[int, Any, list]:
         user = self._user(ctx, SCOPE_MANAGE_READ)
+        projects = ctx.fields.get("include_projects")
+        with_projects = projects in (None, "") or _as_bool("include_projects", projects)
         r = self._runner_for(ctx, m, user, update=False)
         body = self._details(r, self._can_update(user, r))
+        if not with_projects:
+            del body["projects"]
         if self.runner_details_token:  # LLNL's runner_details.rb patch
             body["token"] = r.token
         return 200, body, []
@@ -217,6 +230,7 @@ class _Routes(_Store):
                 "maximum_timeout, maintenance_note are missing, "
                 "at least one parameter must be provided"
             )
+        _active_or_paused(ctx.fields)
         r = self._runner_for(ctx, m, user, update=True)
         errors = _model_errors(
             attrs.get("tags", r.tags),

@@ -89,7 +89,8 @@ class _Server(ThreadingHTTPServer):
     fake: FakeGitLab
     ssl_context: Optional[ssl.SSLContext] = None
 
-    def handle_error(self, request, client_address):  # quiet: clients hang up all the time
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Quiet: clients hang up all the time.
         exc = sys.exc_info()[1]
         if not isinstance(exc, (OSError, ValueError)):
             traceback.print_exc()

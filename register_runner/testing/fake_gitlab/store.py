@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 import time
 from typing import Any, Callable, Optional
 from urllib.parse import urlencode
@@ -15,6 +16,7 @@ from .model import (
     LEGACY_SYSTEM_ID,
     MAX_PER_PAGE,
     RUNNER_TYPES,
+    SCOPES,
     STATUSES,
     _access_token,
     _ApiError,
@@ -29,10 +31,30 @@ from .model import (
     _RunnerState,
     _User,
 )
+from .server import TLSFiles
 
 
 class _Store:
     """Part of FakeGitLab (which holds the state these methods read and change)."""
+
+    # Set by FakeGitLab.__init__.
+    tls: Optional[TLSFiles]
+    allow_registration_tokens: bool
+    runner_token_lifetime: Optional[float]
+    runner_details_token: bool
+    _lock: threading.Lock
+    _runners: dict[int, _RunnerState]
+    _by_token: dict[str, int]
+    _users: dict[str, _User]
+    _reg_scopes: dict[str, tuple]
+    _next_runner_id: int
+    _next_manager_id: int
+    _endless_pagination: bool
+    _endless_origin: Optional[str]
+
+    @property
+    def _scheme(self) -> str:
+        return "https" if self.tls is not None else "http"
 
     # ------------------------------------------------------------ auth helpers
 
@@ -284,7 +306,15 @@ class _Store:
         headers.append(("Link", ", ".join(links)))
         return 200, body, headers
 
-    def _filtered(self, ctx: _Ctx, keep: Callable[[_RunnerState], bool]) -> list[_RunnerState]:
+    def _filtered(
+        self,
+        ctx: _Ctx,
+        keep: Callable[[_RunnerState], bool],
+        scopes: Optional[tuple[str, ...]],
+    ) -> list[_RunnerState]:
+        """The runners ``keep`` lets through that match the request's filters; ``scopes``:
+        the values of the deprecated ``scope`` the endpoint filters by (None: it has no
+        ``scope`` parameter)."""
         fields = ctx.fields
         rtype = fields.get("type")
         if rtype not in (None, "") and rtype not in RUNNER_TYPES:
@@ -292,33 +322,69 @@ class _Store:
         status = fields.get("status")
         if status not in (None, "") and status not in STATUSES + DEPRECATED_STATUSES:
             raise _bad("status does not have a valid value")
+        scope = fields.get("scope") if scopes is not None else None
+        if scope not in (None, "") and scope not in SCOPES:
+            raise _bad("scope does not have a valid value")
         paused = None
         if fields.get("paused") not in (None, ""):
             paused = _as_bool("paused", fields["paused"])
         tags = _as_tags(fields.get("tag_list")) if "tag_list" in fields else []
+        prefix = None
         if "version_prefix" in fields:
             prefix = _as_str(fields["version_prefix"])
-            if prefix and not re.match(r"^[\d.]+$", prefix):
+            # Grape's `regexp: /^[\d+.]+/`: Ruby's ^ is any line's start, and nothing
+            # anchors the end.
+            if not re.search(r"^[\d+.]+", prefix, re.MULTILINE):
                 raise _bad("version_prefix is invalid")
+        # Past Grape's validation, the endpoint refuses a declared scope it does not filter by.
+        if scope and scopes is not None and scope not in scopes:
+            raise _ApiError(400, {"message": "Scope contains invalid value"})
         now = time.time()
         out = []
         for r in self._runners.values():
             if not keep(r):
                 continue
+            if scope and not _in_scope(r, scope, now):
+                continue
             if rtype and r.runner_type != rtype:
+                continue
+            if status and not _in_scope(r, status, now):
                 continue
             if paused is not None and r.paused != paused:
                 continue
-            if status:
-                if status == "active":
-                    if r.paused:
-                        continue
-                elif status == "paused":
-                    if not r.paused:
-                        continue
-                elif r.status(now) != status:
-                    continue
+            if prefix is not None and not any(
+                _version_matches(mgr["version"], prefix) for mgr in r.managers.values()
+            ):
+                continue
             if tags and not all(t in r.tags for t in tags):
                 continue
             out.append(r)
         return out
+
+
+def _in_scope(r: _RunnerState, scope: str, now: float) -> bool:
+    """Whether ``r`` is in the list scope (a type, a status, a legacy type) named ``scope``."""
+    if scope == "specific":
+        return r.runner_type != "instance_type"
+    if scope == "shared":
+        return r.runner_type == "instance_type"
+    if scope in RUNNER_TYPES:
+        return r.runner_type == scope
+    if scope == "active":
+        return not r.paused
+    if scope == "paused":
+        return r.paused
+    return r.status(now) == scope
+
+
+def _version_matches(version: Optional[str], prefix: str) -> bool:
+    """Ci::RunnerManager.with_version_prefix: "17" and "17." match 17.x.y, "17.5" and
+    "17.5." match 17.5.y (not 17.50.0), "17.5.1" matches 17.5.1 and its pre-releases."""
+    if re.search(r"\d+\.\d+\.\d+", prefix):
+        head = r"\d+\.\d+\.\d+"
+    else:
+        head = r"\d+\.\d+\." if re.search(r"\d+\.\d+", prefix) else r"\d+\."
+        if not prefix.endswith("."):
+            prefix += "."
+    m = re.match(head, version or "")
+    return m is not None and m.group(0) == prefix

@@ -1,0 +1,162 @@
+"""What the metrics say about each run, end to end: the real CLI against the fake GitLab,
+the file read with Prometheus's own parser. A kept config, the changes made, the 429s met
+and the seconds waited for them, the version."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+import register_runner
+
+MAIN = ("instance", "main")
+
+
+def metrics(path) -> dict:
+    """{(name, frozenset(labels)): value} as Prometheus parses the file."""
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(path.read_text())
+        for sample in family.samples
+    }
+
+
+def value(values: dict, name: str, **labels: str) -> float:
+    return values[(name, frozenset({MAIN, *labels.items()}))]
+
+
+def changes(values: dict) -> dict:
+    return {
+        kind: value(values, "register_runner_changes_total", kind=kind)
+        for kind in ("create", "update", "rotate", "recreate", "delete")
+    }
+
+
+def test_429s_and_the_wait_for_them_are_counted(gitlab, prefix, cli, tmp_path):
+    gitlab.fail_next(count=1, status=429, path=r"^/user/runners$", retry_after=1)
+    metrics_file = tmp_path / "rr.prom"
+
+    result = cli(prefix, "sync", "--metrics-file", str(metrics_file))
+
+    assert result.returncode == 0, result.stderr
+    values = metrics(metrics_file)
+    assert value(values, "register_runner_rate_limited_requests") == 1
+    assert value(values, "register_runner_rate_limit_wait_seconds") >= 1.0
+    assert value(values, "register_runner_config_kept") == 0
+    assert changes(values)["create"] == 1
+
+    # The next run met no limit: the counts are the last run's, not a sum.
+    assert cli(prefix, "sync", "--metrics-file", str(metrics_file)).returncode == 0
+    values = metrics(metrics_file)
+    assert value(values, "register_runner_rate_limited_requests") == 0
+    assert value(values, "register_runner_rate_limit_wait_seconds") == 0
+
+
+def test_changes_are_a_counter_carried_over_runs(gitlab, make, cli, tmp_path):
+    prefix = make(executors={"a": 'executor = "shell"\n', "b": 'executor = "shell"\n'})
+    metrics_file = tmp_path / "rr.prom"
+    assert cli(prefix, "sync", "--metrics-file", str(metrics_file)).returncode == 0
+    assert changes(metrics(metrics_file)) == {
+        "create": 2,
+        "update": 0,
+        "rotate": 0,
+        "recreate": 0,
+        "delete": 0,
+    }
+
+    prefix.write_executor("a", 'executor = "shell"\ntags = ["new"]\n')
+    prefix.remove_executor("b")
+    assert cli(prefix, "sync", "--metrics-file", str(metrics_file)).returncode == 0
+
+    assert changes(metrics(metrics_file)) == {
+        "create": 2,
+        "update": 1,
+        "rotate": 0,
+        "recreate": 0,
+        "delete": 1,
+    }
+    # Nothing to do: the totals stay, an idle host's counter does not reset.
+    assert cli(prefix, "sync", "--metrics-file", str(metrics_file)).returncode == 0
+    assert changes(metrics(metrics_file))["create"] == 2
+
+
+def test_a_kept_config_is_flagged(gitlab, prefix, cli, tmp_path):
+    metrics_file = tmp_path / "rr.prom"
+    assert cli(prefix, "sync", "--metrics-file", str(metrics_file)).returncode == 0
+    assert value(metrics(metrics_file), "register_runner_config_kept") == 0
+    gitlab.fail_next(status=503, count=1000)
+
+    result = cli(prefix, "sync", "--deadline", "1", "--metrics-file", str(metrics_file))
+
+    assert result.returncode == 0  # the runners go on with the config of the last run
+    assert value(metrics(metrics_file), "register_runner_config_kept") == 1
+
+
+def test_a_fresh_host_has_no_config_to_keep(gitlab, prefix, cli, tmp_path):
+    gitlab.fail_next(status=503, count=1000)
+    metrics_file = tmp_path / "rr.prom"
+
+    result = cli(prefix, "sync", "--deadline", "1", "--metrics-file", str(metrics_file))
+
+    assert result.returncode == 3
+    values = metrics(metrics_file)
+    assert value(values, "register_runner_config_kept") == 0
+    assert value(values, "register_runner_last_run_exit_code") == 3
+
+
+def test_build_info_names_the_version(prefix, cli, tmp_path):
+    metrics_file = tmp_path / "rr.prom"
+    assert cli(prefix, "sync", "--metrics-file", str(metrics_file)).returncode == 0
+    values = metrics(metrics_file)
+    assert value(values, "register_runner_build_info", version=register_runner.__version__) == 1
+
+
+def test_the_python_api_result_has_the_rate_limit_counts(gitlab, prefix):
+    gitlab.fail_next(count=2, status=429, path=r"^/user/runners$", retry_after=1)
+
+    result = register_runner.sync(prefix.root, prefix.instance)
+
+    assert result.exit_status == 0
+    assert result.rate_limits.limited == 2
+    assert result.rate_limits.waited >= 2.0
+
+
+def test_a_metrics_folder_that_is_missing_does_not_fail_the_run(gitlab, prefix, cli, tmp_path):
+    # The shipped units name node_exporter's folder, which a host without it lacks.
+    metrics_file = tmp_path / "no-node-exporter" / "register-runner-main.prom"
+
+    result = cli(prefix, "sync", "--metrics-file", str(metrics_file))
+
+    assert result.returncode == 0
+    assert len(prefix.runners()) == 1
+    (line,) = [line for line in result.stderr.splitlines() if "metrics not written" in line]
+    assert str(metrics_file) in line
+    status = cli(prefix, "status")
+    assert status.returncode == 0, status.stdout
+
+
+@pytest.mark.parametrize("words", [["--metrics-file="], ["--metrics-file", ""]])
+def test_an_empty_metrics_file_writes_none(gitlab, prefix, cli, words):
+    # What the units pass with REGISTER_RUNNER_METRICS= (empty): no metrics, no complaint.
+    result = cli(prefix, "sync", *words)
+
+    assert result.returncode == 0, result.stderr
+    assert "metrics file" not in result.stderr and "not written" not in result.stderr
+
+
+def test_a_recreate_counts_once(gitlab, prefix, cli, tmp_path):
+    metrics_file = tmp_path / "rr.prom"
+    assert cli(prefix).returncode == 0
+    (runner,) = prefix.runners()
+    gitlab.revoke_runner_token(runner["id"])
+
+    assert cli(prefix, "sync", "--metrics-file", str(metrics_file)).returncode == 0
+
+    # New runner made, old one deleted: one recreate, not a recreate and a delete.
+    assert changes(metrics(metrics_file)) == {
+        "create": 1,
+        "update": 0,
+        "rotate": 0,
+        "recreate": 1,
+        "delete": 0,
+    }
