@@ -160,7 +160,7 @@ def _retry_not_needed(args: argparse.Namespace, status: _Status) -> bool:
     )
 
 
-# Past --deadline (and --lock-timeout, for a command that waits for the lock) what is
+# Past the deadline (and --lock-timeout, for a command that waits for the lock) what is
 # left of a run is local and quick: writing the config, the state, the record.
 GRACE = 5.0
 # The record of a run that overran may hang as the run did (on the same NFS mount).
@@ -174,7 +174,9 @@ def _arm_watchdog(args: argparse.Namespace, status: _Status) -> None:
     """End the process at the deadline plus GRACE, whatever the run is stuck on that no
     timeout of its own ends (a read from a hung NFS mount, a getaddrinfo that never
     returns). Only for a process of its own: a library caller of the API is never ended."""
-    limit = args.deadline + getattr(args, "lock_timeout", 0.0) + GRACE
+    # A fresh host's run may take --fresh-deadline: which one applies is known only later.
+    deadline = max(args.deadline, getattr(args, "fresh_deadline", None) or 0.0)
+    limit = deadline + getattr(args, "lock_timeout", 0.0) + GRACE
     timer = threading.Timer(limit, _overrun, (args, status, limit))
     timer.daemon = True
     timer.start()
@@ -190,13 +192,15 @@ def _overrun(args: argparse.Namespace, status: _Status, limit: float) -> None:
 
 
 def _end_overrun(args: argparse.Namespace, status: _Status, limit: float) -> NoReturn:
-    waited = "--deadline" + (" and --lock-timeout" if hasattr(args, "lock_timeout") else "")
+    fresh = getattr(args, "fresh_deadline", None) or 0.0
+    waited = "--fresh-deadline" if fresh > args.deadline else "--deadline"
+    waited += " and --lock-timeout" if hasattr(args, "lock_timeout") else ""
     _fail(
         status,
         3,
         f"the run passed its deadline ({waited} plus {GRACE:g} s, {limit:g} s in all) "
-        "and was ended while still waiting (on GitLab, DNS or a local file); the last "
-        "config was kept",
+        "and was ended while still waiting (on GitLab, DNS or a local file); the config "
+        "on disk is the last good one",
     )
     if hasattr(args, "prefix"):
         recorder = threading.Thread(target=_record_quietly, args=(args, status), daemon=True)
