@@ -19,6 +19,7 @@ __all__ = [
     "RegisterRunnerError",
     "TransientError",
     "__version__",
+    "gc",
     "plan",
     "sync",
 ]
@@ -34,5 +35,12 @@ def sync(*args: Any, **kwargs: Any) -> Any:
 def plan(*args: Any, **kwargs: Any) -> Any:
     """See ``register_runner.api.plan``."""
     from .api import plan as run
+
+    return run(*args, **kwargs)
+
+
+def gc(*args: Any, **kwargs: Any) -> Any:
+    """See ``register_runner.api.gc``."""
+    from .api import gc as run
 
     return run(*args, **kwargs)

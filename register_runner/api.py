@@ -19,14 +19,16 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from . import custom_runners, health, migrate, report
+from . import custom_runners, health, migrate, report, stale
 from .answers import RateLimits
 from .apply import Outcome, apply
+from .errors import InputError
 from .files import exclusive_lock
-from .model import ActionResult, Kind, Observed, Plan
+from .model import CONFIG_ROW, ActionResult, Kind, Observed, Plan
 from .observe import known_runners, observe, recover
 from .output import content_of, entries_as_observed, kept_entries, render
 from .reconcile import check_not_emptied, reconcile, select
@@ -90,8 +92,10 @@ def sync(
         workspace.keep_parsed()  # with the config this run wrote
         status = _sync_status(workspace, plan_, observed, outcome)
         run = _record(workspace, plan_, observed, outcome, status)
+    config_row = _config_row(plan_, observed, outcome)
     return replace(
-        _applied("sync", status, workspace, outcome, started), healthy=health.healthy(run)
+        _applied("sync", status, workspace, outcome, started, config_row),
+        healthy=health.healthy(run),
     )
 
 
@@ -155,7 +159,7 @@ def plan(
     actions += leftovers
     write = "kept (held)" if plan_.held else "changes" if config_changes else "unchanged"
     actions.append(
-        ActionResult("write" if config_changes else "keep", "(config)", None, "planned", write)
+        ActionResult("write" if config_changes else "keep", CONFIG_ROW, None, "planned", write)
     )
     diff = ""
     if config_changes and not any(a.kind in TOKEN_CHANGES for a in config_actions):
@@ -178,6 +182,84 @@ def plan(
         diff,
         errors=_errors(workspace),
         rate_limits=workspace.rate_limits(),
+    )
+
+
+@dataclass(frozen=True)
+class GcResult:
+    """What ``gc`` found (and, with ``yes``, deleted): one ``delete`` action per dead
+    runner, ``result`` "planned", "done", "already gone" or "failed"."""
+
+    exit_status: int  # what the CLI exits with
+    changed: bool  # runners were deleted, or (dry run) would be
+    actions: tuple[ActionResult, ...]
+    warnings: tuple[str, ...]
+    dry_run: bool
+    older_than: timedelta
+    seconds: float = 0.0
+
+    @property
+    def deleted(self) -> int:
+        return sum(1 for action in self.actions if action.result == "done")
+
+
+def gc(
+    prefix: Union[str, Path] = DEFAULT_PREFIX,
+    instance: str = "main",
+    *,
+    older_than: timedelta = timedelta(days=30),
+    yes: bool = False,
+    max_deletions: Optional[int] = None,
+    detailed_exitcode: bool = False,
+    deadline: float = 30.0,
+    timeout: float = 10.0,
+    jobs: Optional[int] = None,
+    insecure_permissions: bool = False,
+    lock_timeout: float = 60.0,
+    environ: Optional[Mapping[str, str]] = None,
+) -> GcResult:
+    """The runners carrying this tool's marker, in every GitLab of the template, that have
+    not contacted GitLab for longer than ``older_than`` (or never did, and were created
+    longer ago), except this host's own; deleted with ``yes``. Needs read_api (instance
+    runners: an admin's token); deleting needs manage_runner. ``exit_status``: 0, 4 with
+    ``detailed_exitcode`` when runners would be deleted, 1 when GitLab refused (a
+    missing scope), 3 when it failed."""
+    started = time.monotonic()
+    if older_than < stale.MIN_AGE:
+        raise InputError(
+            f"--older-than {older_than}: at least {stale.MIN_AGE} (GitLab records a "
+            "runner's contacts only every hour or so)"
+        )
+    opts = Options(
+        prefix=Path(prefix),
+        instance=instance,
+        deadline=deadline,
+        timeout=timeout,
+        jobs=jobs,
+        insecure_permissions=insecure_permissions,
+        max_deletions=max_deletions,
+    )
+    check_prefix(opts)
+    environ = os.environ if environ is None else environ
+    lock = exclusive_lock(lock_path(opts), lock_timeout)
+    with lock, load(opts, environ, read_only=not yes) as workspace:
+        rows, errors = stale.collect(
+            workspace, older_than=older_than, delete=yes, max_deletions=max_deletions, now=now_utc()
+        )
+    for error in errors:
+        workspace.warn(str(error))
+    status = stale.exit_status(errors)
+    changed = any(row.result in ("done", "planned") for row in rows)
+    if status == 0 and detailed_exitcode and changed and not yes:
+        status = CHANGES_PENDING
+    return GcResult(
+        status,
+        changed,
+        tuple(rows),
+        tuple(workspace.warnings),
+        not yes,
+        older_than,
+        round(time.monotonic() - started, 3),
     )
 
 
@@ -207,13 +289,18 @@ def act_on_runners(
 
 
 def _applied(
-    command: str, status: int, workspace: Workspace, outcome: Outcome, started: float
+    command: str,
+    status: int,
+    workspace: Workspace,
+    outcome: Outcome,
+    started: float,
+    *extra: ActionResult,
 ) -> Result:
     return Result(
         command,
         status,
         outcome.changed,
-        tuple(outcome.records),
+        (*outcome.records, *extra),
         tuple(workspace.warnings),
         workspace.output,
         outcome.wrote,
@@ -222,6 +309,19 @@ def _applied(
         errors=_errors(workspace),
         rate_limits=workspace.rate_limits(),
     )
+
+
+def _config_row(plan_: Plan, observed: Observed, outcome: Outcome) -> ActionResult:
+    """Sync's row for the config, as plan has one: what became of it."""
+    if outcome.wrote:
+        return ActionResult("write", CONFIG_ROW, None, "done", "written")
+    if plan_.held:
+        reason = "kept (held)"
+    elif outcome.failing or observed.failing:
+        reason = "kept (GitLab failing)"
+    else:
+        reason = "unchanged"
+    return ActionResult("keep", CONFIG_ROW, None, "kept", reason)
 
 
 def _plan(workspace: Workspace) -> tuple[Observed, Plan]:

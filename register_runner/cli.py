@@ -14,10 +14,12 @@ import importlib
 import json
 import logging
 import os
+import re
 import sys
 import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, NoReturn, Optional
 
@@ -119,7 +121,7 @@ OPTIONS_WITH_VALUES = frozenset(
     {"-p", "--prefix", "--instance", "--service-instance", "--metrics-file", "--keep"}
     | {"--credentials-directory", "--deadline", "--timeout", "--jobs", "--capture-tags"}
     | {"--tag-schema", "--max-deletions", "--lock-timeout", "--runner", "--url", "--token"}
-    | {"--token-file", "--system-id", "--tls-ca-file", "--fresh-deadline"}
+    | {"--token-file", "--system-id", "--tls-ca-file", "--fresh-deadline", "--older-than"}
 )
 
 
@@ -322,18 +324,7 @@ def _changes(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="override the guards: empty executor folder, mass-invalid tokens, --max-deletions",
     )
-    parser.add_argument(
-        "--capture-tags",
-        metavar="NAME",
-        help="a module on PYTHONPATH (as in LLNL's gitlab-runner-auth) or a .py file whose "
-        "capture_tags() returns tags or properties for the runners",
-    )
-    parser.add_argument(
-        "--tag-schema",
-        type=Path,
-        metavar="FILE",
-        help="a JSON schema each runner's tag list must match, checked before any API call",
-    )
+    _tags(parser)
     parser.add_argument(
         "--refresh",
         action="store_true",
@@ -352,6 +343,21 @@ def _changes(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="N",
         help="refuse to delete more runners in one run (default: half of them, at least 1)",
+    )
+
+
+def _tags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--capture-tags",
+        metavar="NAME",
+        help="a module on PYTHONPATH (as in LLNL's gitlab-runner-auth) or a .py file whose "
+        "capture_tags() returns tags or properties for the runners",
+    )
+    parser.add_argument(
+        "--tag-schema",
+        type=Path,
+        metavar="FILE",
+        help="a JSON schema each runner's tag list must match, checked before any API call",
     )
 
 
@@ -425,6 +431,31 @@ def _prune_legacy(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--yes", action="store_true", help="delete them (default: only list)")
 
 
+def _gc(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--older-than",
+        type=_age,
+        default=timedelta(days=30),
+        metavar="AGE",
+        help="runners silent for longer than this: 30d (the default), 12h, 2w; at least 2h",
+    )
+    parser.add_argument("--yes", action="store_true", help="delete them (default: only list)")
+    parser.add_argument(
+        "--max-deletions",
+        type=_count,
+        default=None,
+        metavar="N",
+        help="refuse to delete more runners in one run (default 20)",
+    )
+    parser.add_argument(
+        "--lock-timeout",
+        type=_seconds,
+        default=60.0,
+        metavar="S",
+        help="wait this long for another run on the prefix (default 60)",
+    )
+
+
 def _demo(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--keep",
@@ -470,7 +501,12 @@ COMMANDS: dict[str, tuple[Any, ...]] = {
     "prune-legacy": (
         "list (--yes: delete) the runners gitlab-runner-auth left in GitLab for this "
         "host and instance",
-        *(_common, _prefix, _network, _locked, _prune_legacy),
+        *(_common, _prefix, _network, _locked, _tags, _prune_legacy),
+    ),
+    "gc": (
+        "list (--yes: delete) the runners of dead or re-imaged hosts: this tool's, silent "
+        "for longer than --older-than, in every GitLab of the template",
+        *(_common, _prefix, _network, _plan, _gc),
     ),
     "demo": (
         "try it: plan and sync an example prefix against a built-in fake GitLab",
@@ -484,6 +520,16 @@ def _seconds(text: str) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError("must not be negative")
     return value
+
+
+_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _age(text: str) -> timedelta:
+    match = re.fullmatch(r"(\d+)([smhdw])", text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError("a number and a unit: 30d, 12h, 90m, 2w")
+    return timedelta(seconds=int(match[1]) * _AGE_UNITS[match[2]])
 
 
 def _optional_path(text: str) -> Optional[Path]:
@@ -585,7 +631,8 @@ def _fail(status: _Status, code: int, message: str) -> None:
     else:
         print(f"{PROG}: error: {message}", file=sys.stderr)
     if status.as_json:
-        print(json.dumps({"exit_status": code, "error": message}), flush=True)
+        document = {"schema": report.JSON_SCHEMA, "exit_status": code, "error": message}
+        print(json.dumps(document), flush=True)
 
 
 def quote(text: str) -> str:

@@ -152,9 +152,10 @@ class GitLab(Calls):
             raise Unavailable(f"{self.url}: {what}: GitLab's answer is not a runner")
         return answer
 
-    def list_runners(self, scope: Scope) -> list[dict[str, Any]]:
+    def list_runners(self, scope: Scope, status: Optional[str] = None) -> list[dict[str, Any]]:
         """Every runner of ``scope``'s type that the token may see (all pages, each within
-        the deadline). Pages are followed on this origin only."""
+        the deadline), only those of GitLab's ``status`` (stale, offline, …) when given.
+        Pages are followed on this origin only."""
         path = {
             "instance_type": "/runners/all",
             "group_type": f"/groups/{scope.group_id}/runners",
@@ -164,7 +165,7 @@ class GitLab(Calls):
             "list runners",
             "get",
             path,
-            query={"type": scope.runner_type},
+            query={"type": scope.runner_type, **({"status": status} if status else {})},
             needs="read_api",
             expect="pages",
         )

@@ -11,11 +11,21 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .errors import RegisterRunnerError, TransientError
-from .model import ActionResult, Executor, RunnerState, Scope, Verdict, normalize_url
+from .model import (
+    REGISTRATION_ATTRIBUTES,
+    ActionResult,
+    Executor,
+    PendingDelete,
+    RunnerState,
+    Scope,
+    Verdict,
+    normalize_url,
+)
 from .output import credentials_of
 from .secret import Secret
 from .tags import legacy_hostname
@@ -45,12 +55,14 @@ def legacy_matches(
     executors: Sequence[Executor],
     host: str,
     instance: str,
+    taken: Collection[str] = (),
 ) -> tuple[dict[str, Mapping[str, Any]], list[str]]:
     """The output entries gitlab-runner-auth wrote, by the stem of the executor file that
     describes the same runner now, and a warning for each such entry that cannot be
     matched. An entry matches when it has no ``name``, a token, its description for this
-    host and instance, and exactly one executor file (among ``executors``) has its
-    ``executor`` type and url; two entries for one file match neither."""
+    host and instance, and exactly one executor file (among ``executors``, but not those
+    whose stem is ``taken``: they have a runner) has its ``executor`` type and url; two
+    entries for one file match neither."""
     by_type: dict[str, list[Executor]] = {}
     for executor in executors:
         by_type.setdefault(str(executor.settings.get("executor")), []).append(executor)
@@ -68,15 +80,20 @@ def legacy_matches(
         ):
             continue
         url = normalize_url(str(entry.get("url", "")))
-        candidates = [e for e in by_type.get(executor_type, []) if e.url == url]
+        of_type = [e for e in by_type.get(executor_type, []) if e.url == url]
+        candidates = [e for e in of_type if e.stem not in taken]
         if len(candidates) == 1:
             found.setdefault(candidates[0].stem, []).append(entry)
             continue
-        why = (
-            f"{len(candidates)} executor files have executor = {executor_type!r} and url {url}"
-            if candidates
-            else f"no executor file has executor = {executor_type!r} and url {url}"
-        )
+        if candidates:
+            why = (
+                f"{len(candidates)} executor files have executor = {executor_type!r} and url {url}"
+            )
+        elif of_type:
+            files = ", ".join(sorted(Path(e.path).name for e in of_type))
+            why = f"{files} already has a runner in the state and config"
+        else:
+            why = f"no executor file has executor = {executor_type!r} and url {url}"
         warnings.append(
             f"gitlab-runner-auth's runner {entry['description']!r} is not adopted: {why}; "
             "it is dropped from the config and left in GitLab (plan lists it, prune-legacy "
@@ -98,15 +115,17 @@ def adopt(
     matches: Mapping[str, Mapping[str, Any]],
     executors: Mapping[str, Executor],
     verify: Verify,
+    read: Callable[[str, int], Mapping[str, Any]],
 ) -> dict[str, RunnerState]:
     """This host's runners from gitlab-runner-auth's entries (see legacy_matches), by stem.
 
     Its entries have no ``id`` (gitlab-runner adds one when it rewrites the file): it is
     learnt from ``verify(url, token)`` (``POST /runners/verify`` answers it since GitLab
     15.10). A token GitLab rejects is not adopted (a new runner is created; the old one is
-    a leftover). Nothing is recorded as applied, so the next sync sends every registration
-    attribute, the marker included. Raises TransientError when GitLab cannot say: the
-    runner must not be replaced meanwhile."""
+    a leftover). What GitLab holds (``read(url, id)``) is recorded as applied, so the next
+    sync sends the registration attributes that differ, the marker among them (all of
+    them when GitLab would not say). Raises TransientError when GitLab cannot say whether
+    the token is valid: the runner must not be replaced meanwhile."""
     runners = {}
     for stem, entry in sorted(matches.items()):
         executor = executors[stem]
@@ -142,7 +161,7 @@ def adopt(
             runner_id,
             executor.url,
             executor.scope,
-            {},
+            read(executor.url, runner_id),
             credentials.token,
             credentials.obtained_at,
             credentials.expires_at,
@@ -220,22 +239,48 @@ def find_leftovers(
 def adopt_legacy(
     workspace: Workspace, runners: Mapping[str, RunnerState]
 ) -> dict[str, RunnerState]:
-    """gitlab-runner-auth's config entries adopted by the executors that have no runner
-    among ``runners`` yet (see legacy_matches and adopt); warnings go to the workspace."""
+    """gitlab-runner-auth's config entries adopted by the executors that have no usable
+    runner among ``runners`` (none, or one whose token the config lost: after a rollback
+    to gitlab-runner-auth, which rewrote the config with runners of its own); warnings go
+    to the workspace. A runner of this host that an adopted one replaces is queued for
+    deletion, which proves ownership first, as for the old runner of a recreate."""
     if workspace.foreign:
         return {}
-    free = [e for e in workspace.executors if e.stem not in runners]
+    free = [
+        e for e in workspace.executors if e.stem not in runners or runners[e.stem].token is None
+    ]
     matches, warnings = legacy_matches(
         workspace.config.entries, free, legacy_hostname(), workspace.identity.instance
     )
     for warning in warnings:
         workspace.warn(warning)
     system_id = workspace.identity.system_id
-    return adopt(
+    adopted = adopt(
         matches,
         {e.stem: e for e in free},
         lambda url, token: workspace.api(url).verify(token, system_id),
+        lambda url, runner_id: _registration_attributes(workspace, url, runner_id),
     )
+    for stem, runner in adopted.items():
+        replaced = runners.get(stem)
+        if replaced is not None and (replaced.url, replaced.id) != (runner.url, runner.id):
+            workspace.state.pending_deletes.append(
+                PendingDelete(replaced.id, replaced.url, stem, replaced.token)
+            )
+    return adopted
+
+
+def _registration_attributes(workspace: Workspace, url: str, runner_id: int) -> Mapping[str, Any]:
+    """What GitLab holds for a runner (GET /runners/:id), so that an adopted runner's
+    update sends, and plan shows, only what differs; nothing when GitLab will not say."""
+    try:
+        details = workspace.api(url).get_runner(runner_id)
+    except RegisterRunnerError as error:
+        log.debug("event=adopt_attributes_unknown id=%s reason=%s", runner_id, error)
+        return {}
+    if details is None:
+        return {}
+    return {key: details[key] for key in REGISTRATION_ATTRIBUTES if key in details}
 
 
 def plan_leftovers(workspace: Workspace, runners: Mapping[str, RunnerState]) -> list[ActionResult]:

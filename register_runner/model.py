@@ -64,6 +64,15 @@ class Scope:
         )
 
 
+# How every marker this tool writes begins, whatever its version, host or prefix.
+MARKER_START = "[register-runner "
+
+
+def carries_marker(note: Any) -> bool:
+    """Whether a runner's maintenance note holds a marker of this tool (any host's)."""
+    return isinstance(note, str) and MARKER_START in note
+
+
 @dataclass(frozen=True)
 class Identity:
     """Who this host is, for default names and the marker stored in GitLab.
@@ -84,7 +93,7 @@ class Identity:
     def marker(self, stem: str) -> str:
         key = f" prefix={self.prefix_key}" if self.prefix_key else ""
         return (
-            f"[register-runner host={self.host} instance={self.instance} "
+            f"{MARKER_START}host={self.host} instance={self.instance} "
             f"executor={stem} system_id={self.system_id}{key}]"
         )
 
@@ -349,6 +358,10 @@ class Action:
         return self.kind not in (Kind.KEEP, Kind.WAIT)
 
 
+# The runner column of the row about the output config itself, in plan and sync alike.
+CONFIG_ROW = "(config)"
+
+
 @dataclass(frozen=True)
 class ActionResult:
     """One action of a run: ``kind`` (create, keep, update, rotate, recreate, delete,
@@ -371,22 +384,19 @@ class ActionResult:
         return self.result in ("done", "old runner deleted") and self.kind not in ("keep", "wait")
 
     def as_row(self) -> dict[str, Any]:
-        """The row ``--json`` and the table print."""
-        row: dict[str, Any] = {
+        """The row ``--json`` and the table print: the same keys for every kind of row
+        and every command (None where a key does not apply), a stable interface."""
+        return {
             "action": self.kind,
             "runner": self.runner,
             "id": self.id,
+            "new_id": self.new_id,
             "reason": self.reason,
             "result": self.result,
+            "error": self.error,
             "changes": [{"attribute": k, "old": old, "new": new} for k, old, new in self.changes],
+            "token": self.token,
         }
-        if self.new_id is not None:
-            row["new_id"] = self.new_id
-        if self.error is not None:
-            row["error"] = self.error
-        if self.token is not None:
-            row["token"] = self.token
-        return row
 
 
 @dataclass(frozen=True)

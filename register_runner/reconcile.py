@@ -145,8 +145,8 @@ def _same(key: str, wanted: Any, applied: Any) -> bool:
 
 
 def _normalised(value: Any) -> Any:
-    # GitLab does not keep tag order.
-    return sorted(value) if isinstance(value, (list, tuple)) else value
+    # GitLab keeps a runner's tags as a set: neither order nor repeats are a change.
+    return sorted(set(value)) if isinstance(value, (list, tuple)) else value
 
 
 def rotation_due(state: RunnerState, now: datetime) -> bool:

@@ -15,7 +15,12 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .model import CONFIG_ROW
 from .secret import mask, scrub
+
+# The version of what --json prints (keys and types of the summary and of every row):
+# raised only when a key changes meaning or goes, never when one is added.
+JSON_SCHEMA = 1
 
 # A token in a config: gitlab-runner's `token = "…"`, in any TOML string quoting.
 _TOKEN_LINE = re.compile(r"""^(\s*"?token"?\s*=\s*)(["'])(.*?)(\2)""")
@@ -69,7 +74,8 @@ def emit(
 ) -> None:
     # Secrets are masked where they enter; scrubbing what is printed is the second line.
     if as_json:
-        document = dict(summary, actions=list(rows), warnings=list(warnings))
+        document = {"schema": JSON_SCHEMA, **summary, "actions": list(rows)}
+        document["warnings"] = list(warnings)
         sys.stdout.write(scrub(json.dumps(document, indent=2, default=str)) + "\n")
     elif table_wanted():
         print(scrub(table(rows)))
@@ -77,7 +83,8 @@ def emit(
 
 
 def emit_result(as_json: bool, result: Any) -> None:
-    """Print an ``api.Result``: the table, or the JSON summary."""
+    """Print an ``api.Result``: the table, or the JSON summary. The config row carries
+    the config diff (plan only, tokens masked; None when there is none)."""
     summary: dict[str, Any] = {
         "command": result.command,
         "exit_status": result.exit_status,
@@ -86,11 +93,14 @@ def emit_result(as_json: bool, result: Any) -> None:
         "system_id": result.system_id,
         "errors": list(result.errors),  # bad executor files: their runners were held
     }
-    if result.command != "plan":
+    if result.command != "plan":  # plan's output depends on its inputs alone
         summary.update(config_written=result.config_written, seconds=result.seconds)
     rows = [a.as_row() for a in result.actions]
-    if result.config_diff:
-        rows[-1].update(reason=f"{rows[-1]['reason']} (diff below)", diff=result.config_diff)
+    for row in rows:
+        if row["runner"] == CONFIG_ROW:
+            row["diff"] = result.config_diff or None
+            if result.config_diff:
+                row["reason"] = f"{row['reason']} (diff below)"
     emit(as_json, summary, rows, result.warnings)
 
 

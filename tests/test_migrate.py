@@ -14,6 +14,7 @@ from register_runner.errors import InputError, TransientError
 from register_runner.gitlab import Issued
 from register_runner.inputs import Identity
 from register_runner.model import Executor, Scope, Verdict
+from register_runner.reconcile import attribute_changes
 from register_runner.secret import Secret
 from register_runner.tags import Capture, TagPolicy, flatten_values, load_capture
 
@@ -309,7 +310,18 @@ def test_ambiguous_legacy_entries_are_not_adopted_and_said_so():
     assert matches == {} and "2 config entries" in warnings[0]
 
 
-def test_adopt_learns_the_id_from_verify_and_records_nothing_applied():
+def test_an_entry_for_a_file_that_has_a_runner_is_named_so_and_tags_compare_as_a_set():
+    matches, warnings = migrate.legacy_matches(
+        [entry("shell")], [executor("fast", "shell")], "node12", "main", taken={"fast"}
+    )
+    assert matches == {}
+    assert "fast.toml already has a runner" in warnings[0] and "no executor file" not in warnings[0]
+    same = attribute_changes({"tag_list": ["b", "a"]}, {"tag_list": ["a", "b", "a"]})
+    assert same == ()
+    assert attribute_changes({"tag_list": ["a"]}, {}) == (("tag_list", None, ["a"]),)
+
+
+def test_adopt_learns_the_id_from_verify_and_records_what_gitlab_holds_as_applied():
     executors = {"fast": executor("fast", "shell"), "n": executor("n", "custom")}
     matches = {"fast": entry("shell"), "n": entry("custom", id=17)}
     asked = []
@@ -318,19 +330,25 @@ def test_adopt_learns_the_id_from_verify_and_records_nothing_applied():
         asked.append((url, token.reveal()))
         return Verdict.VALID, Issued(42, token, None)
 
-    adopted = migrate.adopt(matches, executors, verify)
+    def read(url, runner_id):
+        return {"tag_list": ["b", "a"]} if runner_id == 42 else {}
+
+    adopted = migrate.adopt(matches, executors, verify, read)
     assert asked == [(URL, "glrt-shell")]
     assert {stem: r.id for stem, r in adopted.items()} == {"fast": 42, "n": 17}
-    assert adopted["fast"].applied == {} and adopted["fast"].token.reveal() == "glrt-shell"
+    assert adopted["fast"].applied == {"tag_list": ["b", "a"]} and adopted["n"].applied == {}
+    assert adopted["fast"].token.reveal() == "glrt-shell"
 
 
 def test_adopt_skips_a_rejected_token_and_stops_when_gitlab_cannot_say():
     executors = {"fast": executor("fast", "shell")}
     matches = {"fast": entry("shell")}
-    assert migrate.adopt(matches, executors, lambda u, t: (Verdict.INVALID, None)) == {}
+    unread = lambda url, runner_id: {}  # noqa: E731
+    rejected = migrate.adopt(matches, executors, lambda u, t: (Verdict.INVALID, None), unread)
+    assert rejected == {}
     for answer in [(Verdict.UNKNOWN, None), (Verdict.VALID, None)]:
         with pytest.raises(TransientError, match="cannot learn the id"):
-            migrate.adopt(matches, executors, lambda u, t, a=answer: a)
+            migrate.adopt(matches, executors, lambda u, t, a=answer: a, unread)
 
 
 def test_legacy_leftovers_are_this_hosts_and_instances_and_not_in_use():

@@ -238,7 +238,8 @@ def test_plan_lists_gitlab_runner_auth_leftovers_and_prune_legacy_deletes_exactl
     assert {a["id"] for a in listed} == leftovers
 
     gitlab.clear_requests()
-    dry = run_cli(["prune-legacy", "--prefix", str(site.prefix.root), "--json"])
+    # With gitlab-runner-auth's command line, as the unit had it.
+    dry = site.register_runner("prune-legacy", "--json")
     assert dry.returncode == 0, dry.stderr
     assert {a["id"] for a in json.loads(dry.stdout)["actions"]} == leftovers
     assert gitlab.mutating_requests() == [] and len(gitlab.runners()) == 9
@@ -252,3 +253,58 @@ def test_plan_lists_gitlab_runner_auth_leftovers_and_prune_legacy_deletes_exactl
     gitlab.clear_requests()
     assert site.register_runner().returncode == 0
     assert gitlab.mutating_requests() == []
+
+
+@pytest.mark.parametrize("patched", [False, True], ids=["stock GitLab", "runner_details patch"])
+def test_rolling_back_to_gitlab_runner_auth_and_forward_again_adopts_its_new_runners(
+    llnl_python, gitlab, pat, tmp_path, patched
+):
+    gitlab.runner_details_token = patched
+    site = Site(tmp_path, gitlab, pat, CAPTURE if patched else CAPTURE_UNFINDABLE)
+    site.gitlab_runner_auth(llnl_python)
+    site.migrate_template()
+    forward = site.register_runner()
+    assert forward.returncode == 0, forward.stderr
+    first = {entry["id"] for entry in site.prefix.runners()}
+    assert len(first) == 2
+
+    # The rollback: the old ExecStartPre again. Against a stock GitLab it does not find
+    # the runners it had; with its patch it finds them by their tags, does not know their
+    # new description and deletes them. Either way it registers new ones and writes the
+    # config anew, with the template's [register_runner] table in it.
+    site.gitlab_runner_auth(llnl_python)
+    theirs = tokens(site.prefix)
+    assert "register_runner" in site.prefix.output_document()
+    their_tags = {r.token: set(r.tag_list) for r in gitlab.runners()}
+    assert len(gitlab.runners()) == 2 if patched else 4
+
+    gitlab.clear_requests()
+    plan = site.register_runner("plan", "--json")
+    assert plan.returncode == 0, plan.stderr
+    rows = json.loads(plan.stdout)["actions"]
+    assert "not adopted" not in plan.stderr
+    assert {(row["action"], row["runner"]) for row in rows} >= {
+        ("update", "shell"),
+        ("update", "nspawn"),
+    }
+    assert not [row for row in rows if row["action"] in ("create", "recreate")]
+    changed = {c["attribute"] for row in rows for c in row["changes"]}
+    assert "tag_list" not in changed and changed >= {"maintenance_note"}
+    assert gitlab.mutating_requests() == []
+
+    again = site.register_runner()
+    assert again.returncode == 0, again.stderr
+    assert "not adopted" not in again.stderr
+    assert not [q for q in gitlab.requests if q.method == "POST" and q.path == "/user/runners"]
+    assert tokens(site.prefix) == theirs
+    assert "register_runner" not in site.prefix.output_document()
+    # The runners of the first move forward were this host's: replaced, they are deleted.
+    assert {r.id for r in gitlab.runners()} == {e["id"] for e in site.prefix.runners()}
+    assert not first & {r.id for r in gitlab.runners()}
+    for runner in gitlab.runners():
+        assert set(runner.tag_list) == their_tags[runner.token]
+        assert "[register-runner " in (runner.maintenance_note or "")
+
+    gitlab.clear_requests()
+    steady = site.register_runner()
+    assert steady.returncode == 0 and gitlab.mutating_requests() == []

@@ -22,10 +22,9 @@ from .. import report
 from ..errors import RefusedError, RegisterRunnerError, TransientError
 from ..files import exclusive_lock
 from ..migrate import find_leftovers, is_legacy_description, known_ids
+from ..model import ActionResult, carries_marker
 from ..tags import legacy_hostname
 from ..workspace import Options, Workspace, check_prefix, load, lock_path
-
-MARKER = "[register-runner "
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,16 +40,16 @@ def run(args: argparse.Namespace) -> int:
         {
             "command": "prune-legacy",
             "exit_status": status,
-            "deleted": sum(1 for row in rows if row["result"] == "done"),
+            "deleted": sum(1 for row in rows if row.result == "done"),
             "dry_run": not args.yes,
         },
-        rows,
+        [row.as_row() for row in rows],
         workspace.warnings,
     )
     return status
 
 
-def prune(workspace: Workspace, *, delete: bool) -> tuple[list[dict[str, Any]], int]:
+def prune(workspace: Workspace, *, delete: bool) -> tuple[list[ActionResult], int]:
     unadopted = [
         entry
         for entry in workspace.config.entries
@@ -68,16 +67,13 @@ def prune(workspace: Workspace, *, delete: bool) -> tuple[list[dict[str, Any]], 
     leftovers, errors = find_leftovers(workspace, known, host)
     rows = []
     for url, runner in leftovers:
-        row = {
-            "action": "delete",
-            "runner": str(runner.get("description")),
-            "id": runner["id"],
-            "reason": f"left by gitlab-runner-auth on {url} ({runner.get('status')})",
-            "result": "would delete",
-        }
+        result = "planned"
         if delete:
-            row["result"] = _delete(workspace, url, runner["id"], host, known, errors)
-        rows.append(row)
+            result = _delete(workspace, url, runner["id"], host, known, errors)
+        reason = f"left by gitlab-runner-auth on {url} ({runner.get('status')})"
+        rows.append(
+            ActionResult("delete", str(runner.get("description")), runner["id"], result, reason)
+        )
     for error in errors:
         workspace.warn(str(error))
     if not delete and rows:
@@ -123,7 +119,7 @@ def _not_provably_ours(
         return "GitLab no longer has it"
     if not is_legacy_description(details.get("description"), host, workspace.identity.instance):
         return f"its description is now {details.get('description')!r}"
-    if MARKER in str(details.get("maintenance_note") or ""):
+    if carries_marker(details.get("maintenance_note")):
         return "it carries a register-runner marker"
     if (url, runner_id) in known:
         return "this host uses it"

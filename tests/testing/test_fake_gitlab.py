@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
 
 import gitlab
 import pytest
@@ -688,6 +689,29 @@ def test_list_filters(gl, api, admin):
         resp = api.get("/runners", admin, params=bad)
         assert resp.status_code == 400, bad
         assert api.get("/runners/all", admin, params=bad).status_code == 400
+
+
+def test_an_aged_runner_is_offline_then_stale_in_lists_details_and_managers(gl, api, admin):
+    r = create(api, admin).json()
+    assert api.post("/runners/verify", json={"token": r["token"], "system_id": "s_1"}).ok
+    statuses = lambda: [x["status"] for x in api.get("/runners/all", admin).json()]  # noqa: E731
+    assert statuses() == ["online"]
+    gl.age_runner(r["id"], days=3)
+    assert statuses() == ["offline"]
+    gl.age_runner(r["id"], days=5)
+    assert statuses() == ["stale"]
+    details = api.get(f"/runners/{r['id']}", admin).json()
+    contacted = datetime.fromisoformat(details["contacted_at"].replace("Z", "+00:00"))
+    assert 7.9 < (datetime.now(timezone.utc) - contacted).total_seconds() / 86400 < 8.1
+    assert details["created_at"] <= details["contacted_at"]
+    assert api.get(f"/runners/{r['id']}/managers", admin).json()[0]["status"] == "stale"
+    never = create(api, admin).json()["id"]
+    gl.age_runner(never, days=8)
+    assert api.get(f"/runners/{never}", admin).json()["contacted_at"] is None
+    assert [x["id"] for x in api.get("/runners/all", admin, params={"status": "stale"}).json()] == [
+        r["id"],
+        never,
+    ]
 
 
 # ----------------------------------------------------------------- bodies, log

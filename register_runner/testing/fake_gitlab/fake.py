@@ -303,6 +303,20 @@ class FakeGitLab(_Faults, _Routes):
         with self._lock:
             return [r.snapshot() for r in self._runners.values()]
 
+    def age_runner(self, runner_id: int, days: float) -> None:
+        """Move a runner's creation and every contact ``days`` into the past, as if its
+        host had been silent since: a dead host's runner, for GitLab's ``status`` and
+        ``contacted_at`` alike."""
+        shift = days * 86400
+        with self._lock:
+            r = self._get_state(runner_id)
+            r.created_at -= shift
+            if r.contacted_at is not None:
+                r.contacted_at -= shift
+            for manager in r.managers.values():
+                manager["created_at"] -= shift
+                manager["contacted_at"] -= shift
+
     def revoke_runner_token(self, runner_id: int) -> None:
         """The runner's token stops working (verify: 403); the runner stays."""
         with self._lock:

@@ -1,0 +1,204 @@
+"""``register-runner gc``: dead and re-imaged hosts' runners are listed and, with --yes,
+deleted; nothing else is ever touched. End to end: the CLI (and the Python API) against the
+fake GitLab."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import timedelta
+
+import pytest
+from conftest import ALL_SCOPES, GROUP_ID
+
+import register_runner
+from register_runner.hostid import hostname
+from register_runner.model import Identity
+
+
+def marked(gitlab, host, stem, system_id, *, days_silent, never=False):
+    """A runner this tool made on ``host``, silent for ``days_silent`` days."""
+    now = time.time()
+    return gitlab.add_runner(
+        description=f"{host}-main-{stem}",
+        maintenance_note=Identity(host, "main", system_id).marker(stem),
+        created_at=now - (days_silent + 100) * 86400 if not never else now - days_silent * 86400,
+        contacted_at=None if never else now - days_silent * 86400,
+    ).id
+
+
+@pytest.fixture
+def fleet(gitlab, prefix, cli):
+    """This host (synced, its runner silent for 60 days: it is in the state all the same),
+    a re-imaged host's old runners (same name, another system ID), a dead host's runners
+    (one never contacted), a foreign runner, and runners silent for less than 30 days."""
+    synced = cli(prefix)
+    assert synced.returncode == 0, synced.stderr
+    (own,) = [r.id for r in gitlab.runners()]
+    gitlab.age_runner(own, 60)
+    host = hostname()
+    ids = {
+        "own": own,
+        "reimaged": {
+            marked(gitlab, host, "shell", "s_0123456789ab", days_silent=45),
+            marked(gitlab, host, "docker", "s_0123456789ab", days_silent=45),
+        },
+        "dead": {
+            marked(gitlab, "node17", "shell", "s_00000000dead", days_silent=90),
+            marked(gitlab, "node17", "nspawn", "s_00000000dead", days_silent=40, never=True),
+        },
+        "foreign": gitlab.add_runner(description="made by hand", created_at=0).id,
+        # Stale to GitLab (7 days), not to gc (30 days): read, then left alone.
+        "stale": marked(gitlab, "node19", "shell", "s_0000000node2", days_silent=10),
+        "recent": {
+            marked(gitlab, "node18", "shell", "s_0000000node1", days_silent=3),
+            marked(gitlab, "node20", "shell", "s_0000000node3", days_silent=4, never=True),
+        },
+    }
+    gitlab.age_runner(ids["foreign"], 100)
+    gitlab.clear_requests()
+    return ids
+
+
+def gc(cli, prefix, *args):
+    return cli(prefix, "gc", "--json", *args)
+
+
+def listed(result) -> set[int]:
+    return {row["id"] for row in json.loads(result.stdout)["actions"]}
+
+
+def test_gc_lists_and_with_yes_deletes_dead_and_reimaged_hosts_runners_only(
+    gitlab, prefix, cli, fleet
+):
+    dead = fleet["reimaged"] | fleet["dead"]
+    planned = gc(cli, prefix)
+    assert planned.returncode == 0, planned.stderr
+    document = json.loads(planned.stdout)
+    assert document["schema"] == 1 and document["dry_run"] is True
+    assert listed(planned) == dead
+    assert {row["result"] for row in document["actions"]} == {"planned"}
+    never = [row for row in document["actions"] if "never contacted" in row["reason"]]
+    assert len(never) == 1 and "40 days ago" in never[0]["reason"]
+    assert gitlab.mutating_requests() == []
+    # Lists of what GitLab calls stale, then a read of each of those runners only.
+    lists = [q for q in gitlab.requests if q.path == "/runners/all"]
+    assert lists and {q.query.get("status") for q in lists} == {"stale"}
+    read = {int(q.path.rsplit("/", 1)[1]) for q in gitlab.requests if q.path[9:].isdigit()}
+    assert read == dead | {fleet["foreign"], fleet["stale"]}
+    assert cli(prefix, "gc", "--detailed-exitcode").returncode == 4
+
+    deleted = gc(cli, prefix, "--yes")
+    assert deleted.returncode == 0, deleted.stderr
+    assert json.loads(deleted.stdout)["deleted"] == 4 and listed(deleted) == dead
+    left = {r.id for r in gitlab.runners()}
+    assert left == {fleet["own"], fleet["foreign"], fleet["stale"], *fleet["recent"]}
+
+    again = cli(prefix, "gc", "--yes", "--detailed-exitcode")
+    assert again.returncode == 0, again.stderr
+    assert {r.id for r in gitlab.runners()} == left
+    synced = cli(prefix)
+    assert synced.returncode == 0 and gitlab.runner(fleet["own"]) is not None
+
+
+def test_a_shorter_age_reaches_runners_gitlab_calls_offline_or_never_contacted(
+    gitlab, prefix, cli, fleet
+):
+    planned = gc(cli, prefix, "--older-than", "2d")
+    assert planned.returncode == 0, planned.stderr
+    recent = fleet["recent"]
+    assert recent
+    assert listed(planned) == fleet["reimaged"] | fleet["dead"] | recent | {fleet["stale"]}
+    statuses = {q.query.get("status") for q in gitlab.requests if q.path == "/runners/all"}
+    assert statuses == {"stale", "offline", "never_contacted"}
+    week = gc(cli, prefix, "--older-than", "1w")
+    assert listed(week) == fleet["reimaged"] | fleet["dead"] | {fleet["stale"]}
+
+
+def test_the_deletion_limit_refuses_before_anything_is_deleted(gitlab, prefix, cli, fleet):
+    before = {r.id for r in gitlab.runners()}
+    refused = cli(prefix, "gc", "--yes", "--max-deletions", "3")
+    assert refused.returncode == 2
+    assert "refusing to delete: 4 runners to delete, more than the limit of 3" in refused.stderr
+    assert gitlab.mutating_requests() == [] and {r.id for r in gitlab.runners()} == before
+    planned = cli(prefix, "gc", "--max-deletions", "3")
+    assert planned.returncode == 0 and "gc --yes would refuse" in planned.stderr
+    assert cli(prefix, "gc", "--yes", "--max-deletions", "4").returncode == 0
+    assert len(gitlab.runners()) == len(before) - 4
+
+
+@pytest.mark.parametrize(
+    "token, needs",
+    [
+        ({"scopes": ("create_runner", "manage_runner"), "admin": True}, "lacks the read_api scope"),
+        ({"scopes": ALL_SCOPES}, "listing instance runners needs an admin's access token"),
+    ],
+)
+def test_without_leave_to_list_gc_exits_1_and_says_what_is_needed(gitlab, make, cli, token, needs):
+    gitlab.add_runner(maintenance_note=Identity("x", "main", "s_1").marker("a"), created_at=0)
+    prefix = make(access_token=gitlab.add_access_token(**token))
+    result = cli(prefix, "gc", "--yes")
+    assert result.returncode == 1
+    assert needs in result.stderr
+    assert gitlab.mutating_requests() == [] and len(gitlab.runners()) == 1
+
+
+def test_bad_age_is_usage(prefix, cli):
+    for bad in ("30", "1y", "-2d"):
+        result = cli(prefix, "gc", "--older-than", bad)
+        assert result.returncode == 2 and "--older-than" in result.stderr, bad
+    short = cli(prefix, "gc", "--older-than", "90m")
+    assert short.returncode == 2 and "at least 2:00:00" in short.stderr
+
+
+def test_global_options_before_the_command_word(gitlab, prefix, fleet):
+    from register_runner.testing.prefix import run_cli
+
+    result = run_cli(["--prefix", str(prefix.root), "--json", "gc", "--older-than", "30d"])
+    assert result.returncode == 0, result.stderr
+    assert listed(result) == fleet["reimaged"] | fleet["dead"]
+
+
+def test_python_api(gitlab, prefix, fleet):
+    result = register_runner.gc(prefix=prefix.root, older_than=timedelta(days=30), yes=True)
+    assert isinstance(result, register_runner.api.GcResult)
+    assert result.exit_status == 0 and result.changed and not result.dry_run
+    assert {a.id for a in result.actions} == fleet["reimaged"] | fleet["dead"]
+    assert result.deleted == 4 and {a.result for a in result.actions} == {"done"}
+
+
+def test_group_runners_are_listed_through_the_group_and_printed_as_a_table(gitlab, make, cli):
+    note = Identity("node17", "main", "s_00000000dead").marker("shell")
+    dead = gitlab.add_runner(
+        "group_type", group_id=GROUP_ID, description="node17\nforged", maintenance_note=note
+    )
+    gitlab.age_runner(dead.id, 40)
+    other = gitlab.add_runner("group_type", group_id=GROUP_ID + 1, maintenance_note=note)
+    gitlab.age_runner(other.id, 40)
+    owner = gitlab.add_access_token(scopes=ALL_SCOPES, groups=(GROUP_ID,))
+    prefix = make(
+        access_token=owner, client_extra=f'runner_type = "group_type"\ngroup_id = {GROUP_ID}\n'
+    )
+    result = cli(prefix, "gc")
+    assert result.returncode == 0, result.stderr
+    (line,) = [line for line in result.stdout.splitlines() if str(dead.id) in line]
+    assert line.split()[:3] == ["delete", "node17", "forged"] and "forged" in line
+    assert "never contacted GitLab; created" in line and "40 days ago" in line
+    lists = {q.path for q in gitlab.requests if q.method == "GET" and q.path.endswith("runners")}
+    assert lists == {f"/groups/{GROUP_ID}/runners"}
+
+
+def test_a_rate_limited_gitlab_is_waited_for_and_a_failing_one_is_exit_3(
+    gitlab, prefix, cli, fleet
+):
+    gitlab.fail_next(status=429, method="GET", path=r"^/runners/\d+$", retry_after="1")
+    waited = gc(cli, prefix)
+    assert waited.returncode == 0, waited.stderr
+    assert listed(waited) == fleet["reimaged"] | fleet["dead"]
+    assert [q.status for q in gitlab.requests].count(429) == 1
+
+    gitlab.fail_next(count=100, status=503, method="GET", path=r"^/runners/all$")
+    failing = cli(prefix, "gc", "--yes", "--deadline", "1")
+    assert failing.returncode == 3
+    assert "list runners" in failing.stderr and "GitLab answered 503" in failing.stderr
+    assert gitlab.mutating_requests() == []
