@@ -14,9 +14,11 @@ import re
 import socket
 import ssl
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Optional
 
 from .errors import InputError
+from .files import stat_regular
 
 # OpenSSL's X509_V_ERR_* codes that mean "this chain does not end at a CA we trust".
 UNKNOWN_ISSUER = frozenset({2, 18, 19, 20, 21, 27})
@@ -65,6 +67,7 @@ def _load(loader, path: Optional[str], key: str, expected: str) -> None:  # type
     if not path:
         return
     try:
+        stat_regular(Path(path))  # OpenSSL would wait on a FIFO for ever
         loader(path)
     except (ssl.SSLError, OSError, ValueError) as error:
         reason = getattr(error, "strerror", None) or getattr(error, "reason", None) or "unusable"
