@@ -22,7 +22,7 @@ import random
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NoReturn, Optional
 
 from . import tls, transport
@@ -76,6 +76,20 @@ class Connection:
     def user_agent(self) -> str:
         # The system ID lets a GitLab admin tell which host sends what.
         return f"register-runner/{__version__} ({self.system_id or 'no system id'})"
+
+
+@dataclass(frozen=True)
+class _Request:
+    """One call as _call was given it (what it is for the messages, and how it is sent)."""
+
+    what: str
+    verb: str
+    path: str
+    data: Optional[Mapping[str, Any]]
+    query: Optional[Mapping[str, Any]]
+    needs: Optional[str]
+    anonymous: bool
+    mutating: bool
 
 
 class _Attempt(Exception):
@@ -134,23 +148,14 @@ class Calls:
         after it acted), so it is never sent again in this run: it fails as an ambiguous
         Unavailable, for the journal and the next run to settle. A 429 or a connection
         that never stood proves GitLab did nothing, and is retried."""
+        request = _Request(what, verb, path, data, query, needs, anonymous, mutating)
         if expect == "pages":
-            return self._pages(what, path, query, needs)
-        return self._answered(what, verb, path, data, query, needs, anonymous, mutating, expect)[1]
+            return self._pages(request)
+        return self._answered(request, expect)[1]
 
-    def _answered(
-        self,
-        what: str,
-        verb: str,
-        path: str,
-        data: Optional[Mapping[str, Any]],
-        query: Optional[Mapping[str, Any]],
-        needs: Optional[str],
-        anonymous: bool,
-        mutating: bool,
-        expect: Optional[str],
-    ) -> tuple[transport.Answer, Any]:
+    def _answered(self, request: _Request, expect: Optional[str]) -> tuple[transport.Answer, Any]:
         """_call's work: the answer (its headers say where a list goes on) and its value."""
+        what = request.what
         deadline = self.connection.deadline
         attempt = 0
         while True:
@@ -162,31 +167,22 @@ class Calls:
                     f"{self.url}: {what}: no answer within the {deadline.seconds:g} s deadline"
                 )
             try:
-                response = self._send(what, verb, path, data, query, needs, anonymous, mutating)
-                return response, self._decode(what, response, mutating, expect)
+                response = self._send(request)
+                return response, self._decode(what, response, request.mutating, expect)
             except _Attempt as failed:
                 attempt += 1
                 self._before_retry(what, failed, attempt)
 
-    def _send(
-        self,
-        what: str,
-        verb: str,
-        path: str,
-        data: Optional[Mapping[str, Any]],
-        query: Optional[Mapping[str, Any]],
-        needs: Optional[str],
-        anonymous: bool,
-        mutating: bool,
-    ) -> transport.Answer:
+    def _send(self, request: _Request) -> transport.Answer:
+        what, mutating, data = request.what, request.mutating, request.data
         deadline = self.connection.deadline
         try:
             response = self._channel().request(
-                verb.upper(),
-                self._api_url + path,
-                query=dict(query) if query else None,
+                request.verb.upper(),
+                self._api_url + request.path,
+                query=dict(request.query) if request.query else None,
                 body=None if data is None else json.dumps(dict(data)).encode(),
-                headers=self._headers(anonymous),
+                headers=self._headers(request.anonymous),
             )
         except transport.Redirect as redirect:
             raise self._redirected(what, redirect) from None
@@ -215,7 +211,7 @@ class Calls:
         if 200 <= response.status < 300:
             self._pace(response.headers)
             return response
-        self._refused(what, response.status, _error_message(response), needs, mutating)
+        self._refused(what, response.status, _error_message(response), request.needs, mutating)
 
     def _refused(
         self, what: str, status: int, said: Any, needs: Optional[str], mutating: bool
@@ -232,9 +228,7 @@ class Calls:
             )
         raise _Attempt(f"GitLab answered {status}")
 
-    def _pages(
-        self, what: str, path: str, query: Optional[Mapping[str, Any]], needs: Optional[str]
-    ) -> list[Any]:
+    def _pages(self, request: _Request) -> list[Any]:
         """Every page of a list, 100 a page, as GitLab's ``X-Next-Page`` leads (a
         ``Link`` to a next page elsewhere is refused by the channel). Each page is a
         call: retried, paced and held to the deadline and the size cap as any other, so
@@ -242,19 +236,10 @@ class Calls:
         items: list[Any] = []
         page = "1"
         while page:
-            answer, found = self._answered(
-                what,
-                "get",
-                path,
-                None,
-                {**(query or {}), "per_page": 100, "page": page},
-                needs,
-                False,
-                False,
-                "json",
-            )
+            query = {**(request.query or {}), "per_page": 100, "page": page}
+            answer, found = self._answered(replace(request, query=query), "json")
             if not isinstance(found, list):
-                raise Unavailable(f"{self.url}: {what}: GitLab's answer is not a list")
+                raise Unavailable(f"{self.url}: {request.what}: GitLab's answer is not a list")
             items += found
             following = (answer.headers.get("X-Next-Page") or "").strip()
             page = following if following.isdigit() else ""
