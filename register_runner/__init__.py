@@ -3,7 +3,7 @@
 The Python API (``register_runner.sync``, ``plan``, ``unregister``, ``reset_token``,
 ``verify``, ``status``, ``prune_legacy``, ``gc``, ``system_id``) is what the CLI does,
 without a subprocess; see api.py. Importing the package stays cheap: the API is loaded on
-first use, so ``--version`` and ``--help`` never import requests.
+first use, so ``--version`` and ``--help`` never import http.client.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 from . import custom_runners, state
 from .errors import InputError
-from .hostid import SYSTEM_ID_FILE, VALID_ID
+from .hostid import SYSTEM_ID_FILE, VALID_ID, read_system_id
 from .model import ActionResult, ClientConfig, Kind, Scope, Verdict, normalize_url
 from .output import credentials_of, output_path, read_config
 from .secret import Secret
@@ -26,11 +26,7 @@ def check_system_id(value: str) -> None:
 def prefix_system_id(prefix: Path) -> Optional[str]:
     """The prefix's ID if it has one: verifying with a made-up ID would create a stray
     runner manager in GitLab."""
-    try:
-        value = (prefix / SYSTEM_ID_FILE).read_text().strip()
-    except OSError:
-        return None
-    return value if VALID_ID.match(value) else None
+    return read_system_id(prefix / SYSTEM_ID_FILE)
 
 
 def config_checks(options: Options) -> list[Check]:

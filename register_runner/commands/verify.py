@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Optional
 
 from .. import api, report
+from ..clients import MAX_SECRET_BYTES
 from ..errors import InputError
+from ..files import read_file
 from ..secret import Secret
 
 
@@ -41,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
 def read_token(value: Optional[str], path: Optional[Path]) -> Secret:
     if path is not None:
         try:
-            text = path.read_text(encoding="utf-8")
+            text = read_file(path, limit=MAX_SECRET_BYTES).decode("utf-8")
         except (OSError, UnicodeDecodeError) as error:
             raise InputError(
                 f"{path}: cannot read the token: {getattr(error, 'strerror', None) or 'not UTF-8'}"
