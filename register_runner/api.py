@@ -426,15 +426,8 @@ def unregister(
     in ``runners``, when given) from GitLab and from the config. A deletion that cannot
     happen now stays journaled for the next run. The executor files are left: the next
     sync registers their runners again."""
-    opts = Options(
-        Path(prefix),
-        instance,
-        deadline=deadline,
-        timeout=timeout,
-        jobs=jobs,
-        insecure_permissions=insecure_permissions,
-    )
-    return _act_on_runners(Kind.DELETE, opts, runners, lock_timeout, environ)
+    network = _Network(deadline, timeout, jobs, insecure_permissions)
+    return _act_on_runners(Kind.DELETE, prefix, instance, runners, network, lock_timeout, environ)
 
 
 def reset_token(
@@ -451,21 +444,26 @@ def reset_token(
 ) -> Result:
     """Rotate the tokens of this host's runners of the instance (those of ``runners``,
     when given) now, and save them in the config."""
-    opts = Options(
-        Path(prefix),
-        instance,
-        deadline=deadline,
-        timeout=timeout,
-        jobs=jobs,
-        insecure_permissions=insecure_permissions,
-    )
-    return _act_on_runners(Kind.ROTATE, opts, runners, lock_timeout, environ)
+    network = _Network(deadline, timeout, jobs, insecure_permissions)
+    return _act_on_runners(Kind.ROTATE, prefix, instance, runners, network, lock_timeout, environ)
+
+
+@dataclass(frozen=True)
+class _Network:
+    """What unregister and reset-token are told about the calls they make."""
+
+    deadline: float
+    timeout: float
+    jobs: Optional[int]
+    insecure_permissions: bool
 
 
 def _act_on_runners(
     kind: Kind,
-    opts: Options,
+    prefix: Union[str, Path],
+    instance: str,
     names: Optional[Sequence[str]],
+    network: _Network,
     lock_timeout: float,
     environ: Optional[Mapping[str, str]],
 ) -> Result:
@@ -473,7 +471,14 @@ def _act_on_runners(
     (all of this host's in the instance when none is), applied like a sync's plan."""
     started = time.monotonic()
     command = "unregister" if kind is Kind.DELETE else "reset-token"
-    instance = opts.instance
+    opts = Options(
+        Path(prefix),
+        instance,
+        deadline=network.deadline,
+        timeout=network.timeout,
+        jobs=network.jobs,
+        insecure_permissions=network.insecure_permissions,
+    )
     check_prefix(opts)
     environ = os.environ if environ is None else environ
     with exclusive_lock(lock_path(opts), lock_timeout):

@@ -36,14 +36,7 @@ class State:
 
     def copy(self) -> State:
         """A state a phase may change, leaving this one as it was."""
-        copied = State(
-            self.system_id,
-            dict(self.runners),
-            dict(self.pending_creates),
-            list(self.pending_deletes),
-            dict(self.unwritten),
-            dict(self.credentials_files),
-        )
+        copied = State(*self._value())  # the fields in their order, containers copied
         copied._on_disk = self._on_disk
         return copied
 
