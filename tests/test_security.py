@@ -376,7 +376,7 @@ def test_an_html_sign_in_page_is_transient(tmp_path):
     page = b"<!DOCTYPE html><html><body>Sign in</body></html>"
     with Recorder(lambda h, b: send(h, 200, page, Content_Type="text/html")) as gitlab:
         prefix = make_prefix(tmp_path / "p", gitlab.url, TOKEN)
-        result = run(prefix, "sync", "--deadline", "1")
+        result = run(prefix, "sync", "--deadline", "2")
     assert result.returncode == 3 and "HTML page" in result.stderr, result.stderr
 
 
