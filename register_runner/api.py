@@ -154,13 +154,13 @@ def _warnings(*values: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(w for value in values for w in value.warnings))
 
 
-def _report_bad(workspace: Loaded) -> None:
-    for bad in workspace.inputs.bad:
+def _report_bad(loaded: Loaded) -> None:
+    for bad in loaded.inputs.bad:
         log.error("%s (runner %s held as it is until the file is fixed)", bad.error, bad.stem)
 
 
-def _errors(workspace: Loaded) -> tuple[str, ...]:
-    return tuple(bad.error for bad in workspace.inputs.bad)
+def _errors(loaded: Loaded) -> tuple[str, ...]:
+    return tuple(bad.error for bad in loaded.inputs.bad)
 
 
 def plan(
@@ -203,13 +203,13 @@ def plan(
     )
     check_prefix(opts)
     environ = os.environ if environ is None else environ
-    workspace = load(opts, environ, read_only=True, isolate=True)
-    _report_bad(workspace)
+    loaded = load(opts, environ, read_only=True, isolate=True)
+    _report_bad(loaded)
     said = Warnings()
-    with GitLab(workspace) as gitlab:
-        known = known_runners(workspace, gitlab)
-        workspace = replace(workspace, state=known.state)
-        observed, plan_ = _plan(workspace, gitlab, known.runners)
+    with GitLab(loaded) as gitlab:
+        known = known_runners(loaded, gitlab)
+        loaded = replace(loaded, state=known.state)
+        observed, plan_ = _plan(loaded, gitlab, known.runners)
         for refusal in plan_.refusals:
             said.warn(refusal)
         if observed.unresolved:
@@ -219,21 +219,21 @@ def plan(
                 "looks for them first"
             )
         # The leftovers' lists are the last calls; the connections are closed after them.
-        leftovers, leftover_warnings = migrate.plan_leftovers(workspace, gitlab, observed.runners)
+        leftovers, leftover_warnings = migrate.plan_leftovers(loaded, gitlab, observed.runners)
         rate_limits = gitlab.rate_limits()
     # Runners that are not gitlab-runner change their credentials files, not the config.
-    custom = custom_runners.custom_stems(workspace)
+    custom = custom_runners.custom_stems(loaded)
     config_actions = [a for a in plan_.actions if a.stem not in custom]
-    globals_ = workspace.inputs.globals
-    kept = kept_entries(workspace.config, observed, workspace.held_stems)
-    entries = entries_as_observed(workspace.executors, workspace.inputs.clients, observed, kept)
+    globals_ = loaded.inputs.globals
+    kept = kept_entries(loaded.config, observed, loaded.held_stems)
+    entries = entries_as_observed(loaded.executors, loaded.inputs.clients, observed, kept)
     config_changes = not plan_.held and (
         any(a.kind in (*TOKEN_CHANGES, Kind.DELETE) for a in config_actions)
-        or workspace.config.content != content_of(globals_, entries)
+        or loaded.config.content != content_of(globals_, entries)
     )
-    files = custom_runners.planned_files(workspace, observed, plan_)
+    files = custom_runners.planned_files(loaded, observed, plan_)
     changed = plan_.mutates or config_changes or bool(files)
-    status = 2 if workspace.inputs.bad else 3 if observed.unverified else 0
+    status = 2 if loaded.inputs.bad else 3 if observed.unverified else 0
     if status == 0 and detailed_exitcode and changed:
         status = CHANGES_PENDING
     actions = [
@@ -252,22 +252,22 @@ def plan(
     if config_changes and not any(a.kind in TOKEN_CHANGES for a in config_actions):
         # Exact only when no token changes: new tokens are not known before sync.
         diff = report.config_diff(
-            (workspace.config.raw or b"").decode(),
+            (loaded.config.raw or b"").decode(),
             render(globals_, entries),
-            workspace.output.name,
+            loaded.output.name,
         )
     return Result(
         "plan",
         status,
         changed,
         tuple(actions),
-        (*_warnings(workspace, known, observed, plan_), *said.said, *leftover_warnings),
-        workspace.output,
+        (*_warnings(loaded, known, observed, plan_), *said.said, *leftover_warnings),
+        loaded.output,
         False,
-        workspace.identity.system_id,
+        loaded.identity.system_id,
         round(time.monotonic() - started, 3),
         diff,
-        errors=_errors(workspace),
+        errors=_errors(loaded),
         rate_limits=rate_limits,
     )
 
@@ -329,10 +329,10 @@ def gc(
     check_prefix(opts)
     environ = os.environ if environ is None else environ
     with exclusive_lock(lock_path(opts), lock_timeout):
-        workspace = load(opts, environ, read_only=not yes)
-        with GitLab(workspace) as gitlab:
+        loaded = load(opts, environ, read_only=not yes)
+        with GitLab(loaded) as gitlab:
             rows, errors, warnings = stale.collect(
-                workspace,
+                loaded,
                 gitlab,
                 older_than=older_than,
                 delete=yes,
@@ -350,7 +350,7 @@ def gc(
         status,
         changed,
         tuple(rows),
-        tuple(dict.fromkeys((*workspace.warnings, *warnings, *said.said))),
+        tuple(dict.fromkeys((*loaded.warnings, *warnings, *said.said))),
         not yes,
         older_than,
         round(time.monotonic() - started, 3),
@@ -497,7 +497,7 @@ def _act_on_runners(
 def _applied(
     command: str,
     status: int,
-    workspace: Loaded,
+    loaded: Loaded,
     outcome: Outcome,
     warnings: tuple[str, ...],
     rate_limits: RateLimits,
@@ -510,11 +510,11 @@ def _applied(
         outcome.changed,
         (*outcome.records, *extra),
         warnings,
-        workspace.output,
+        loaded.output,
         outcome.wrote,
-        workspace.identity.system_id,
+        loaded.identity.system_id,
         round(time.monotonic() - started, 3),
-        errors=_errors(workspace),
+        errors=_errors(loaded),
         rate_limits=rate_limits,
     )
 
@@ -532,23 +532,21 @@ def _config_row(plan_: Plan, observed: Observed, outcome: Outcome) -> ActionResu
     return ActionResult(Kind.KEEP, CONFIG_ROW, None, "kept", reason)
 
 
-def _plan(
-    workspace: Loaded, gitlab: GitLab, runners: dict[str, RunnerState]
-) -> tuple[Observed, Plan]:
+def _plan(loaded: Loaded, gitlab: GitLab, runners: dict[str, RunnerState]) -> tuple[Observed, Plan]:
     """What ``plan`` shows and ``sync`` applies: observe, then reconcile."""
-    options = workspace.options
-    known = len(workspace.state.runners) or len(workspace.config.entries)
-    files = len(workspace.executors) + len(workspace.inputs.bad)
-    check_not_emptied(files, known, str(workspace.inputs.executor_dir), options.force)
-    observed = observe(workspace, gitlab, runners, refresh=options.refresh)
+    options = loaded.options
+    known = len(loaded.state.runners) or len(loaded.config.entries)
+    files = len(loaded.executors) + len(loaded.inputs.bad)
+    check_not_emptied(files, known, str(loaded.inputs.executor_dir), options.force)
+    observed = observe(loaded, gitlab, runners, refresh=options.refresh)
     plan_ = reconcile(
-        workspace.executors,
+        loaded.executors,
         observed,
         now=now_utc(),
         force=options.force,
         prune=options.prune,
         max_deletions=options.max_deletions,
-        bad=workspace.held_stems,
+        bad=loaded.held_stems,
     )
     for warning in plan_.warnings:  # reconcile is pure: what it says is logged here
         log.warning("%s", warning)
@@ -556,7 +554,7 @@ def _plan(
 
 
 def _record(
-    workspace: Loaded,
+    loaded: Loaded,
     plan_: Plan,
     observed: Observed,
     outcome: Outcome,
@@ -565,7 +563,7 @@ def _record(
     rate_limits: RateLimits,
 ) -> health.Run:
     """The last-run record ``status`` and the metrics read."""
-    prefix, instance = workspace.options.prefix, workspace.options.instance
+    prefix, instance = loaded.options.prefix, loaded.options.instance
     failing = outcome.failing or plan_.held or observed.failing
     return health.record_run(
         prefix,
@@ -575,11 +573,11 @@ def _record(
             prefix,
             instance,
             health.sync_verdicts(observed, plan_, outcome),
-            [e.stem for e in workspace.executors],
+            [e.stem for e in loaded.executors],
             # Unless the config was rewritten, what load read is what is on disk.
-            held=None if outcome.wrote else replace(workspace, state=outcome.state),
+            held=None if outcome.wrote else replace(loaded, state=outcome.state),
         ),
-        warnings=[*warnings, *outcome.refused, *_errors(workspace)],
+        warnings=[*warnings, *outcome.refused, *_errors(loaded)],
         access_tokens=observed.access_tokens,
         config_kept=bool(failing and outcome.entries),
         # A recreate's old runner deleted is part of that recreate, not a change of its own.
@@ -588,19 +586,19 @@ def _record(
     )
 
 
-def _sync_status(workspace: Loaded, plan_: Plan, observed: Observed, outcome: Outcome) -> int:
+def _sync_status(loaded: Loaded, plan_: Plan, observed: Observed, outcome: Outcome) -> int:
     """2 when an executor file is bad (its runner was held); 1 when GitLab refused something
     a person must fix; 3 while the mass-invalid guard holds (GitLab-side, or it could not
     be asked). When GitLab was failing: 0 if a good config is in place (the runner can
     start), 3 if not or under --strict."""
-    if workspace.inputs.bad:
+    if loaded.inputs.bad:
         return 2
     if outcome.refused:
         return 1
     if plan_.held:
         return 3
     failing = outcome.failing or observed.failing
-    if failing and (workspace.options.strict or (workspace.executors and not outcome.entries)):
+    if failing and (loaded.options.strict or (loaded.executors and not outcome.entries)):
         return 3
     return 0
 

@@ -107,8 +107,8 @@ def apply(loaded: Loaded, gitlab: GitLab, plan: Plan, observed: Observed) -> Out
     it was)."""
     outcome = Outcome()
     st = loaded.state.copy()
-    workspace = replace(loaded, state=st)  # the state this run changes and saves
-    executors = workspace.executors_by_stem
+    loaded = replace(loaded, state=st)  # the state this run changes and saves
+    executors = loaded.executors_by_stem
     creates = plan.of_kind(Kind.CREATE, Kind.RECREATE)
     for action in creates:
         executor = executors[action.stem]
@@ -117,11 +117,11 @@ def apply(loaded: Loaded, gitlab: GitLab, plan: Plan, observed: Observed) -> Out
             executor.url,
             executor.scope,
             executor.attributes["description"],
-            workspace.identity.marker(action.stem),
+            loaded.identity.marker(action.stem),
             dict(executor.attributes),
         )
     if creates:
-        _save(workspace)
+        _save(loaded)
 
     runners = {
         stem: StoredRunner(r.id, r.url, r.scope, dict(r.applied))
@@ -130,13 +130,11 @@ def apply(loaded: Loaded, gitlab: GitLab, plan: Plan, observed: Observed) -> Out
     fresh: dict[str, Credentials] = {}
     work = plan.of_kind(Kind.CREATE, Kind.RECREATE, Kind.UPDATE, Kind.ROTATE)
     results = gitlab.concurrently(
-        lambda a: _attempt(workspace, gitlab, a, executors[a.stem], observed.runners.get(a.stem)),
+        lambda a: _attempt(loaded, gitlab, a, executors[a.stem], observed.runners.get(a.stem)),
         work,
     )
     for action, result in zip(work, results):
-        _settle(
-            workspace, action, result, executors[action.stem], observed, runners, fresh, outcome
-        )
+        _settle(loaded, action, result, executors[action.stem], observed, runners, fresh, outcome)
 
     for action in plan.of_kind(Kind.DELETE):
         runner = observed.runners.get(action.stem)
@@ -154,32 +152,30 @@ def apply(loaded: Loaded, gitlab: GitLab, plan: Plan, observed: Observed) -> Out
             credentials.obtained_at,
             credentials.expires_at,
         )
-    _save(workspace)
+    _save(loaded)
 
     # A fresh host that got no runner at all has nothing worth writing.
-    nothing_wanted = not workspace.executors and not workspace.held_stems
-    if not plan.held and (runners or workspace.config.raw is not None or nothing_wanted):
-        _write(workspace, observed, runners, fresh, outcome)
+    nothing_wanted = not loaded.executors and not loaded.held_stems
+    if not plan.held and (runners or loaded.config.raw is not None or nothing_wanted):
+        _write(loaded, observed, runners, fresh, outcome)
     else:
-        outcome.entries = len(workspace.config.entries)
+        outcome.entries = len(loaded.config.entries)
     if plan.held:
-        outcome.entries += custom_runners.in_place(workspace, observed)
+        outcome.entries += custom_runners.in_place(loaded, observed)
     else:
-        written, in_place, failed = custom_runners.write_files(workspace, observed, runners, fresh)
+        written, in_place, failed = custom_runners.write_files(loaded, observed, runners, fresh)
         outcome.records += written
         outcome.entries += in_place
         for message in failed.values():
             outcome.refuse(message)
         # A token not written yet (a held runner's, one whose file could not be written)
         # waits in the state for the run that writes it.
-        written_stems = [
-            s for s in st.unwritten if s not in workspace.held_stems and s not in failed
-        ]
+        written_stems = [s for s in st.unwritten if s not in loaded.held_stems and s not in failed]
         if written_stems:
             for stem in written_stems:
                 del st.unwritten[stem]
-            _save(workspace)
-    _delete_pending(workspace, gitlab, plan, outcome)
+            _save(loaded)
+    _delete_pending(loaded, gitlab, plan, outcome)
     for action in plan.of_kind(Kind.KEEP, Kind.WAIT):
         outcome.record(action, "kept" if action.kind is Kind.KEEP else "waiting")
     outcome.state = st
@@ -196,7 +192,7 @@ class _Result:
 
 
 def _attempt(
-    workspace: Loaded,
+    loaded: Loaded,
     gitlab: GitLab,
     action: Action,
     executor: Executor,
@@ -207,7 +203,7 @@ def _attempt(
     rotation from happening."""
     result = _Result()
     try:
-        _call(workspace, gitlab, action, executor, runner, result)
+        _call(loaded, gitlab, action, executor, runner, result)
     except Exception as error:
         log.error(
             "event=internal_error runner=%s: %s: %s", action.stem, type(error).__name__, error
@@ -218,7 +214,7 @@ def _attempt(
 
 
 def _call(
-    workspace: Loaded,
+    loaded: Loaded,
     gitlab: GitLab,
     action: Action,
     executor: Executor,
@@ -227,7 +223,7 @@ def _call(
 ) -> None:
     api = gitlab.api(executor.url)
     if action.kind in (Kind.CREATE, Kind.RECREATE):
-        client = workspace.inputs.clients[executor.url]
+        client = loaded.inputs.clients[executor.url]
         try:
             if client.access_token is not None:
                 result.issued = api.create_runner(executor.scope, executor.attributes)
@@ -245,7 +241,7 @@ def _call(
             result.errors.append(error)
     if action.kind is Kind.ROTATE:
         try:
-            result.issued = _rotate(api, runner, workspace.identity.system_id)
+            result.issued = _rotate(api, runner, loaded.identity.system_id)
         except RegisterRunnerError as error:
             result.errors.append(error)
 
@@ -279,7 +275,7 @@ def _rotate(api: Any, runner: RunnerState, system_id: str) -> Issued:
 
 
 def _settle(
-    workspace: Loaded,
+    loaded: Loaded,
     action: Action,
     result: _Result,
     executor: Executor,
@@ -288,7 +284,7 @@ def _settle(
     fresh: dict[str, Credentials],
     outcome: Outcome,
 ) -> None:
-    st = workspace.state
+    st = loaded.state
     issued = result.issued
     creates = action.kind in (Kind.CREATE, Kind.RECREATE)
     if creates and issued is not None and not _is_id(issued.id):
@@ -388,7 +384,7 @@ def _queue_delete(st: state_file.State, delete: PendingDelete) -> None:
 
 
 def _write(
-    workspace: Loaded,
+    loaded: Loaded,
     observed: Observed,
     runners: dict[str, StoredRunner],
     fresh: dict[str, Credentials],
@@ -396,28 +392,26 @@ def _write(
 ) -> None:
     def build(rotated: Mapping[RunnerKey, Credentials]) -> list[dict[str, Any]]:
         entries = runner_entries(
-            workspace.executors,
-            workspace.inputs.clients,
+            loaded.executors,
+            loaded.inputs.clients,
             runners,
             lambda stem: fresh.get(stem) or observed_credentials(observed, stem, rotated),
-            kept_entries(workspace.config, observed, workspace.held_stems, rotated),
+            kept_entries(loaded.config, observed, loaded.held_stems, rotated),
         )
         outcome.entries = len(entries)
         return entries
 
-    outcome.wrote = write_config(
-        workspace.config, workspace.inputs.globals, build, workspace.parsed
-    )
+    outcome.wrote = write_config(loaded.config, loaded.inputs.globals, build, loaded.parsed)
     if outcome.wrote:
-        log.info("event=write path=%s runners=%s", workspace.output, outcome.entries)
+        log.info("event=write path=%s runners=%s", loaded.output, outcome.entries)
 
 
-def _delete_pending(workspace: Loaded, gitlab: GitLab, plan: Plan, outcome: Outcome) -> None:
-    st = workspace.state
+def _delete_pending(loaded: Loaded, gitlab: GitLab, plan: Plan, outcome: Outcome) -> None:
+    st = loaded.state
     queued = [d for d in st.pending_deletes if d.url not in plan.blocked]
     if plan.held or not queued:
         return
-    results = gitlab.concurrently(lambda d: _delete(workspace, gitlab, d), queued)
+    results = gitlab.concurrently(lambda d: _delete(loaded, gitlab, d), queued)
     by_runner = {(a.stem, a.runner_id): a for a in plan.of_kind(Kind.DELETE, Kind.RECREATE)}
     for delete, (result, error) in zip(queued, results):
         # A recreate's old runner is reported under the recreate, as plan shows it.
@@ -445,7 +439,7 @@ def _delete_pending(workspace: Loaded, gitlab: GitLab, plan: Plan, outcome: Outc
         else:
             outcome.refuse(f"delete {where}: {error}; delete it in GitLab by hand")
             outcome.record(action, "refused", error=str(error))
-    _save(workspace)
+    _save(loaded)
 
 
 class Deleted(enum.Enum):
@@ -457,12 +451,12 @@ class Deleted(enum.Enum):
 
 
 def _delete(
-    workspace: Loaded, gitlab: GitLab, delete: PendingDelete
+    loaded: Loaded, gitlab: GitLab, delete: PendingDelete
 ) -> tuple[Deleted, Optional[Exception]]:
     """Delete a runner only with proof that it is still this host's: by the token this
     host holds (possession is proof), else by id once GitLab shows this host's marker on
     it. Ids are not proof: after a restore GitLab hands them to other hosts' runners."""
-    if delete.url not in workspace.inputs.clients:
+    if delete.url not in loaded.inputs.clients:
         return Deleted.REFUSED, RefusedError(f"no client_config for {delete.url} any more")
     api = gitlab.api(delete.url)
     try:
@@ -471,7 +465,7 @@ def _delete(
         details = api.get_runner(delete.id)
         if details is None:
             return Deleted.GONE, None
-        marker = workspace.identity.marker(delete.stem)
+        marker = loaded.identity.marker(delete.stem)
         if not owned(details, marker):
             return Deleted.UNPROVEN, RefusedError("GitLab shows no marker of this host on it")
         return (Deleted.DONE if api.delete_runner(delete.id) else Deleted.GONE), None
@@ -485,5 +479,5 @@ def _delete(
         return Deleted.REFUSED, error
 
 
-def _save(workspace: Loaded) -> None:
-    state_file.save(workspace.options.prefix, workspace.options.instance, workspace.state)
+def _save(loaded: Loaded) -> None:
+    state_file.save(loaded.options.prefix, loaded.options.instance, loaded.state)

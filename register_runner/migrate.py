@@ -195,41 +195,41 @@ def legacy_leftovers(
     )
 
 
-def known_ids(workspace: Loaded) -> set[tuple[str, int]]:
+def known_ids(loaded: Loaded) -> set[tuple[str, int]]:
     """(url, id) of every runner this host holds or has queued for deletion."""
-    ids = {(r.url, r.id) for r in workspace.state.runners.values()}
-    ids |= {(d.url, d.id) for d in workspace.state.pending_deletes}
+    ids = {(r.url, r.id) for r in loaded.state.runners.values()}
+    ids |= {(d.url, d.id) for d in loaded.state.pending_deletes}
     ids |= {
         (normalize_url(str(entry.get("url", ""))), entry["id"])
-        for entry in workspace.config.entries
+        for entry in loaded.config.entries
         if isinstance(entry.get("id"), int)
     }
     return ids
 
 
-def scopes(workspace: Loaded) -> list[tuple[str, Scope]]:
+def scopes(loaded: Loaded) -> list[tuple[str, Scope]]:
     """Where gitlab-runner-auth's runners may be: each GitLab's scope and each executor's."""
-    found = {(url, client.scope) for url, client in workspace.inputs.clients.items()}
-    found |= {(e.url, e.scope) for e in workspace.executors}
+    found = {(url, client.scope) for url, client in loaded.inputs.clients.items()}
+    found |= {(e.url, e.scope) for e in loaded.executors}
     return sorted(found, key=lambda pair: (pair[0], sorted(pair[1].to_json().items(), key=str)))
 
 
 def find_leftovers(
-    workspace: Loaded, gitlab: GitLab, known: set[tuple[str, int]], host: str
+    loaded: Loaded, gitlab: GitLab, known: set[tuple[str, int]], host: str
 ) -> tuple[list[tuple[str, Mapping[str, Any]]], list[RegisterRunnerError]]:
     """(url, runner) for each leftover in every GitLab of the template, and the errors of
     the listings that failed (read_api is needed to list)."""
     leftovers: list[tuple[str, Mapping[str, Any]]] = []
     errors: list[RegisterRunnerError] = []
     seen = set()
-    for url, scope in scopes(workspace):
+    for url, scope in scopes(loaded):
         try:
             listed = gitlab.api(url).list_runners(scope)
         except RegisterRunnerError as error:
             errors.append(error)
             continue
         ids = {runner_id for known_url, runner_id in known if known_url == url}
-        for runner in legacy_leftovers(listed, host, workspace.identity.instance, ids):
+        for runner in legacy_leftovers(listed, host, loaded.identity.instance, ids):
             if (url, runner["id"]) not in seen:
                 seen.add((url, runner["id"]))
                 leftovers.append((url, runner))
@@ -240,7 +240,7 @@ def find_leftovers(
 
 
 def adopt_legacy(
-    workspace: Loaded, gitlab: GitLab, runners: Mapping[str, RunnerState]
+    loaded: Loaded, gitlab: GitLab, runners: Mapping[str, RunnerState]
 ) -> tuple[dict[str, RunnerState], list[PendingDelete], list[str]]:
     """gitlab-runner-auth's config entries adopted by the executors that have no usable
     runner among ``runners`` (none, or one whose token the config lost: after a rollback
@@ -248,15 +248,13 @@ def adopt_legacy(
     deletions to queue and the warnings. A runner of this host that an adopted one
     replaces is deleted, which proves ownership first, as for the old runner of a
     recreate."""
-    if workspace.foreign:
+    if loaded.foreign:
         return {}, [], []
-    free = [
-        e for e in workspace.executors if e.stem not in runners or runners[e.stem].token is None
-    ]
+    free = [e for e in loaded.executors if e.stem not in runners or runners[e.stem].token is None]
     matches, warnings = legacy_matches(
-        workspace.config.entries, free, legacy_hostname(), workspace.identity.instance
+        loaded.config.entries, free, legacy_hostname(), loaded.identity.instance
     )
-    system_id = workspace.identity.system_id
+    system_id = loaded.identity.system_id
     adopted = adopt(
         matches,
         {e.stem: e for e in free},
@@ -285,16 +283,16 @@ def _registration_attributes(gitlab: GitLab, url: str, runner_id: int) -> Mappin
 
 
 def plan_leftovers(
-    workspace: Loaded, gitlab: GitLab, runners: Mapping[str, RunnerState]
+    loaded: Loaded, gitlab: GitLab, runners: Mapping[str, RunnerState]
 ) -> tuple[list[ActionResult], tuple[str, ...]]:
     """``plan``'s rows for the runners gitlab-runner-auth left in GitLab for this host
     (``runners``: this host's, adopted ones included), and one warning naming the command
     that deletes them. A GitLab that cannot be listed (no read_api) is warned about only
     when the template says identity_tags = "gitlab-runner-auth"."""
     said = Warnings()
-    known = known_ids(workspace) | {(r.url, r.id) for r in runners.values()}
-    leftovers, errors = find_leftovers(workspace, gitlab, known, legacy_hostname())
-    if errors and workspace.inputs.tag_policy.gitlab_runner_auth:
+    known = known_ids(loaded) | {(r.url, r.id) for r in runners.values()}
+    leftovers, errors = find_leftovers(loaded, gitlab, known, legacy_hostname())
+    if errors and loaded.inputs.tag_policy.gitlab_runner_auth:
         said.warn(
             f"cannot look for runners gitlab-runner-auth left: {errors[0]} (listing needs read_api)"
         )
@@ -320,31 +318,31 @@ def plan_leftovers(
 
 
 def prune(
-    workspace: Loaded, gitlab: GitLab, *, delete: bool
+    loaded: Loaded, gitlab: GitLab, *, delete: bool
 ) -> tuple[list[ActionResult], int, tuple[str, ...]]:
     """prune-legacy: the leftovers' rows (deleted with ``delete``), the exit status and the
     warnings."""
     unadopted = [
         entry
-        for entry in workspace.config.entries
+        for entry in loaded.config.entries
         if entry.get("token") and not isinstance(entry.get("id"), int)
     ]
     if unadopted:
         # One of them is the runner gitlab-runner runs with, and its id is not known yet.
         raise RefusedError(
-            f"{workspace.output}: {len(unadopted)} runner(s) without an id, as "
+            f"{loaded.output}: {len(unadopted)} runner(s) without an id, as "
             "gitlab-runner-auth wrote them; run register-runner (sync) first so that they "
             "are adopted, then prune-legacy"
         )
     said = Warnings()
     host = legacy_hostname()
-    known = known_ids(workspace)
-    leftovers, errors = find_leftovers(workspace, gitlab, known, host)
+    known = known_ids(loaded)
+    leftovers, errors = find_leftovers(loaded, gitlab, known, host)
     rows = []
     for url, runner in leftovers:
         result = "planned"
         if delete:
-            result = _prune(workspace, gitlab, url, runner["id"], host, known, errors, said)
+            result = _prune(loaded, gitlab, url, runner["id"], host, known, errors, said)
         reason = f"left by gitlab-runner-auth on {url} ({runner.get('status')})"
         rows.append(
             ActionResult(Kind.DELETE, str(runner.get("description")), runner["id"], result, reason)
@@ -361,7 +359,7 @@ def prune(
 
 
 def _prune(
-    workspace: Loaded,
+    loaded: Loaded,
     gitlab: GitLab,
     url: str,
     runner_id: int,
@@ -374,7 +372,7 @@ def _prune(
     api = gitlab.api(url)
     try:
         details = api.get_runner(runner_id)
-        problem = _not_provably_ours(details, url, runner_id, host, workspace, known)
+        problem = _not_provably_ours(details, url, runner_id, host, loaded, known)
         if problem:
             said.warn(f"runner {runner_id} on {url} is not deleted: {problem}")
             return "skipped"
@@ -389,12 +387,12 @@ def _not_provably_ours(
     url: str,
     runner_id: int,
     host: str,
-    workspace: Loaded,
+    loaded: Loaded,
     known: set[tuple[str, int]],
 ) -> str:
     if not isinstance(details, Mapping):
         return "GitLab no longer has it"
-    if not is_legacy_description(details.get("description"), host, workspace.identity.instance):
+    if not is_legacy_description(details.get("description"), host, loaded.identity.instance):
         return f"its description is now {details.get('description')!r}"
     if carries_marker(details.get("maintenance_note")):
         return "it carries a register-runner marker"

@@ -57,7 +57,7 @@ class Recovered:
     warnings: tuple[str, ...] = ()
 
 
-def known_runners(workspace: Loaded, gitlab: GitLab) -> Known:
+def known_runners(loaded: Loaded, gitlab: GitLab) -> Known:
     """This host's runners by stem, from the state and the tokens in the output config.
 
     A config entry the state does not know is adopted when its name is the one an executor
@@ -65,11 +65,11 @@ def known_runners(workspace: Loaded, gitlab: GitLab) -> Known:
     output, never deleted in GitLab.
     """
     said = Warnings()
-    entries = {} if workspace.foreign else workspace.config.by_key()
+    entries = {} if loaded.foreign else loaded.config.by_key()
     runners: dict[str, RunnerState] = {}
-    for stem, stored in workspace.state.runners.items():
+    for stem, stored in loaded.state.runners.items():
         entry = entries.pop((stored.url, stored.id), None)
-        unwritten = workspace.state.unwritten.get(stem)
+        unwritten = loaded.state.unwritten.get(stem)
         if unwritten is not None and (unwritten.url, unwritten.id) == (stored.url, stored.id):
             # Issued after the config was last written: newer than what the config holds.
             credentials: Optional[Credentials] = Credentials(
@@ -77,12 +77,12 @@ def known_runners(workspace: Loaded, gitlab: GitLab) -> Known:
             )
         else:
             # A runner that is not gitlab-runner: its token is in its credentials file.
-            credentials = custom_runners.read_back(workspace, stem, stored.url, stored.id)
+            credentials = custom_runners.read_back(loaded, stem, stored.url, stored.id)
             if credentials is None and entry:
                 credentials = credentials_of(entry)
         runners[stem] = _runner(stem, stored, credentials)
-    for executor in workspace.executors:
-        found = None if executor.stem in runners else custom_runners.adopt(workspace, executor)
+    for executor in loaded.executors:
+        found = None if executor.stem in runners else custom_runners.adopt(loaded, executor)
         if found is not None:
             log.info(
                 "event=adopt runner=%s id=%s: credentials file without state, adopted",
@@ -91,13 +91,13 @@ def known_runners(workspace: Loaded, gitlab: GitLab) -> Known:
             )
             stored = StoredRunner(found[0], executor.url, executor.scope, {})
             runners[executor.stem] = _runner(executor.stem, stored, found[1])
-    adopted, replaced, warnings = migrate.adopt_legacy(workspace, gitlab, runners)
+    adopted, replaced, warnings = migrate.adopt_legacy(loaded, gitlab, runners)
     for warning in warnings:
         said.warn(warning)
     for runner in adopted.values():
         entries.pop((runner.url, runner.id), None)
     runners.update(adopted)
-    by_name = {e.name: e for e in workspace.executors if e.stem not in runners}
+    by_name = {e.name: e for e in loaded.executors if e.stem not in runners}
     for (url, runner_id), entry in sorted(entries.items()):
         named = by_name.get(entry.get("name", ""))
         credentials = credentials_of(entry)
@@ -112,11 +112,11 @@ def known_runners(workspace: Loaded, gitlab: GitLab) -> Known:
             del by_name[named.name]
         else:
             said.warn(
-                f"{workspace.output}: entry {entry.get('name')!r} (runner "
+                f"{loaded.output}: entry {entry.get('name')!r} (runner "
                 f"{runner_id} of {url}) was not made by register-runner for this host; it "
                 "is dropped from the config and left alone in GitLab"
             )
-    known_state = workspace.state
+    known_state = loaded.state
     if replaced:
         known_state = known_state.copy()
         known_state.pending_deletes += replaced
@@ -137,7 +137,7 @@ def _runner(stem: str, stored: StoredRunner, credentials: Optional[Credentials])
 
 
 def observe(
-    workspace: Loaded,
+    loaded: Loaded,
     gitlab: GitLab,
     runners: Mapping[str, RunnerState],
     *,
@@ -150,7 +150,7 @@ def observe(
     there by hand is seen as drift (otherwise drift is judged against what this tool last
     applied)."""
     said = Warnings()
-    urls = {e.stem: e.url for e in workspace.executors}
+    urls = {e.stem: e.url for e in loaded.executors}
     to_check = [
         r
         for r in runners.values()
@@ -161,14 +161,14 @@ def observe(
     ]
 
     def check(runner: RunnerState) -> RunnerState:
-        verdict, _ = gitlab.api(runner.url).verify(runner.token, workspace.identity.system_id)
+        verdict, _ = gitlab.api(runner.url).verify(runner.token, loaded.identity.system_id)
         if refresh and verdict is Verdict.VALID:
             return replace(runner, verdict=verdict, applied=_in_gitlab(gitlab, runner, said))
         return replace(runner, verdict=verdict)
 
     # Every access token is asked about alongside the verifications, on the same pool: a
     # rejected one is found on every run, at the cost of no extra round trip.
-    tokens = sorted(u for u, c in workspace.inputs.clients.items() if c.access_token is not None)
+    tokens = sorted(u for u, c in loaded.inputs.clients.items() if c.access_token is not None)
 
     def ask(item: Any) -> Any:
         return check(item) if isinstance(item, RunnerState) else _access_token(gitlab, item)
@@ -176,8 +176,8 @@ def observe(
     answers = gitlab.concurrently(ask, [*to_check, *tokens])
     checked = {r.stem: r for r in answers[: len(to_check)]}
     observed = Observed(
-        pending_deletes=list(workspace.state.pending_deletes),
-        unresolved=frozenset(workspace.state.pending_creates),
+        pending_deletes=list(loaded.state.pending_deletes),
+        unresolved=frozenset(loaded.state.pending_creates),
         access_tokens=dict(zip(tokens, answers[len(to_check) :])),
     )
     for stem, runner in runners.items():
@@ -186,8 +186,8 @@ def observe(
         notice = health.expiry_notice(url, token.expires_at)
         if notice:
             said.warn(notice)
-    if not workspace.options.force and mass_invalid(observed.runners.values()):
-        observed.evidence = _guard_evidence(workspace, gitlab, observed)
+    if not loaded.options.force and mass_invalid(observed.runners.values()):
+        observed.evidence = _guard_evidence(loaded, gitlab, observed)
     unknown = sorted(stem for stem, r in checked.items() if r.verdict is Verdict.UNKNOWN)
     if unknown:
         reasons = sorted({gitlab.api(checked[stem].url).last_failure for stem in unknown})
@@ -210,18 +210,18 @@ def _access_token(gitlab: GitLab, url: str) -> AccessTokenCheck:
         return AccessTokenCheck(False)
 
 
-def _guard_evidence(workspace: Loaded, gitlab: GitLab, observed: Observed) -> dict[str, Evidence]:
+def _guard_evidence(loaded: Loaded, gitlab: GitLab, observed: Observed) -> dict[str, Evidence]:
     """What GitLab says of each runner whose token it rejected; not asked with an access
     token GitLab has just rejected too (that answer is known)."""
     refused = {url for url, token in observed.access_tokens.items() if token.rejected}
     rejected = [r for r in observed.runners.values() if r.verdict is Verdict.INVALID]
     asked = [r for r in rejected if r.url not in refused]
-    answers = gitlab.concurrently(lambda r: _evidence(workspace, gitlab, r), asked)
+    answers = gitlab.concurrently(lambda r: _evidence(loaded, gitlab, r), asked)
     said = {r.stem: answer for r, answer in zip(asked, answers)}
     return {r.stem: said.get(r.stem, Evidence.UNREADABLE) for r in rejected}
 
 
-def _evidence(workspace: Loaded, gitlab: GitLab, runner: RunnerState) -> Evidence:
+def _evidence(loaded: Loaded, gitlab: GitLab, runner: RunnerState) -> Evidence:
     """Whether GitLab still has the runner whose token it rejected, as this host's."""
     try:
         details = gitlab.api(runner.url).get_runner(runner.id)
@@ -233,7 +233,7 @@ def _evidence(workspace: Loaded, gitlab: GitLab, runner: RunnerState) -> Evidenc
         return Evidence.UNREADABLE
     if details is None:
         return Evidence.GONE
-    if owned(details, workspace.identity.marker(runner.stem)):
+    if owned(details, loaded.identity.marker(runner.stem)):
         return Evidence.LISTED
     return Evidence.REPLACED
 
@@ -265,7 +265,7 @@ def owned(details: Optional[Mapping[str, Any]], marker: str, *, earlier: bool = 
     return marker in note or (earlier and earlier_marker(marker) in note)
 
 
-def recover(workspace: Loaded, gitlab: GitLab) -> Recovered:
+def recover(loaded: Loaded, gitlab: GitLab) -> Recovered:
     """Resolve creates whose outcome is unknown (the answer was lost, unreadable or a 5xx,
     or the run was killed): list the runners of their scope, find the ones carrying this
     host's marker for that executor, adopt one (its token is reset by id, so it is ours to
@@ -275,20 +275,20 @@ def recover(workspace: Loaded, gitlab: GitLab) -> Recovered:
     (``--force`` sends it again, once the operator has checked GitLab by hand). An adopted
     runner's token goes into the state first, like every token this tool obtains.
     """
-    if not workspace.state.pending_creates:
-        return Recovered(workspace.state)
+    if not loaded.state.pending_creates:
+        return Recovered(loaded.state)
     said = Warnings()
-    st = workspace.state.copy()
+    st = loaded.state.copy()
     pending = st.pending_creates
     known: set[RunnerKey] = {(r.url, r.id) for r in st.runners.values()}
-    known |= set(workspace.config.by_key())
+    known |= set(loaded.config.by_key())
     groups: dict[tuple[str, Any], list[PendingCreate]] = {}
     for entry in pending.values():
         groups.setdefault((entry.url, entry.scope), []).append(entry)
     for (url, scope), entries in sorted(groups.items(), key=lambda g: (g[0][0], str(g[0][1]))):
-        if url not in workspace.inputs.clients:
+        if url not in loaded.inputs.clients:
             continue
-        if workspace.inputs.clients[url].access_token is None:
+        if loaded.inputs.clients[url].access_token is None:
             _unresolved(said, entries, RefusedError(f"{url}: no access token to list runners"))
             continue
         api = gitlab.api(url)
@@ -306,17 +306,17 @@ def recover(workspace: Loaded, gitlab: GitLab) -> Recovered:
                 and (url, r["id"]) not in known
             )
             try:
-                _resolve(workspace, st, api, entry, candidates)
+                _resolve(loaded, st, api, entry, candidates)
             except RegisterRunnerError as error:
                 _unresolved(said, [entry], error)
                 continue
             del pending[entry.stem]
-        state.save(workspace.options.prefix, workspace.options.instance, st)
+        state.save(loaded.options.prefix, loaded.options.instance, st)
     return Recovered(st, said.said)
 
 
 def _resolve(
-    workspace: Loaded, st: state.State, api: Any, entry: PendingCreate, candidates: list[int]
+    loaded: Loaded, st: state.State, api: Any, entry: PendingCreate, candidates: list[int]
 ) -> None:
     """Adopt the first of ``candidates`` that carries the marker, delete the others that
     do; the ones that do not are someone else's and are left alone."""
@@ -329,7 +329,7 @@ def _resolve(
     previous = st.runners.get(entry.stem)
     if previous is not None:
         # The old runner of a recreate: deleted like any other, with proof of ownership.
-        old = workspace.config.by_key().get((previous.url, previous.id))
+        old = loaded.config.by_key().get((previous.url, previous.id))
         credentials = credentials_of(old) if old else None
         st.pending_deletes.append(
             PendingDelete(

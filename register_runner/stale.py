@@ -65,7 +65,7 @@ def statuses(older_than: timedelta) -> tuple[str, ...]:
 
 
 def collect(
-    workspace: Loaded,
+    loaded: Loaded,
     gitlab: GitLab,
     *,
     older_than: timedelta,
@@ -78,14 +78,14 @@ def collect(
     allowed."""
     errors: list[RegisterRunnerError] = []
     said = Warnings()
-    listed = _listed(workspace, gitlab, older_than, errors)
+    listed = _listed(loaded, gitlab, older_than, errors)
     read = gitlab.concurrently(lambda key: _read(gitlab, key), listed)
     dead = []
     for (url, runner_id), details in zip(listed, read):
         if isinstance(details, RegisterRunnerError):
             errors.append(details)
             continue
-        candidate = _dead(workspace, url, runner_id, details, now - older_than)
+        candidate = _dead(loaded, url, runner_id, details, now - older_than)
         if candidate is not None:
             dead.append(candidate)
     limit = DEFAULT_MAX_DELETIONS if max_deletions is None else max_deletions
@@ -111,12 +111,12 @@ def collect(
 
 
 def _listed(
-    workspace: Loaded, gitlab: GitLab, older_than: timedelta, errors: list[RegisterRunnerError]
+    loaded: Loaded, gitlab: GitLab, older_than: timedelta, errors: list[RegisterRunnerError]
 ) -> list[tuple[str, int]]:
     """(url, id) of the runners GitLab lists as silent, but none this host uses."""
-    skip = known_ids(workspace)
+    skip = known_ids(loaded)
     found: list[tuple[str, int]] = []
-    for url, scope in scopes(workspace):
+    for url, scope in scopes(loaded):
         for status in statuses(older_than):
             try:
                 runners = gitlab.api(url).list_runners(scope, status=status)
@@ -148,7 +148,7 @@ def _read(gitlab: GitLab, key: tuple[str, int]) -> Any:
 
 
 def _dead(
-    workspace: Loaded,
+    loaded: Loaded,
     url: str,
     runner_id: int,
     details: Optional[Mapping[str, Any]],
@@ -158,7 +158,7 @@ def _dead(
     if details is None or not carries_marker(details.get("maintenance_note")):
         return None
     # A create whose outcome an earlier run of this host did not learn: recovery's.
-    pending = workspace.state.pending_creates.values()
+    pending = loaded.state.pending_creates.values()
     if any(owned(details, entry.marker) for entry in pending):
         return None
     contacted = _time(details.get("contacted_at"))
