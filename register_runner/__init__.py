@@ -15,11 +15,6 @@ from .errors import Error, InputError, RefusedError, RegisterRunnerError, Transi
 
 if TYPE_CHECKING:
     from .api import (
-        GcResult,
-        PruneResult,
-        Result,
-        StatusResult,
-        VerifyResult,
         gc,
         plan,
         prune_legacy,
@@ -30,7 +25,15 @@ if TYPE_CHECKING:
         unregister,
         verify,
     )
-    from .model import ActionResult, Kind
+    from .model import (
+        ActionResult,
+        GcResult,
+        Kind,
+        PruneResult,
+        Result,
+        StatusResult,
+        VerifyResult,
+    )
 
 __all__ = [
     "ActionResult",
@@ -56,7 +59,15 @@ __all__ = [
     "unregister",
     "verify",
 ]
-_FROM_MODEL = ("ActionResult", "Kind")
+_FROM_MODEL = (
+    "ActionResult",
+    "GcResult",
+    "Kind",
+    "PruneResult",
+    "Result",
+    "StatusResult",
+    "VerifyResult",
+)
 
 
 def __getattr__(name: str) -> Any:

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, Optional
 
 from .errors import RefusedError, TransientError
+from .model import RateLimits
 from .secret import Secret, scrub
 from .timeutil import parse_timestamp
 
@@ -70,16 +71,6 @@ class Issued:
     id: Optional[int]
     token: Secret
     expires_at: Optional[datetime]
-
-
-@dataclass(frozen=True)
-class RateLimits:
-    """How a run fared with GitLab's rate limit: the 429 answers it got, and the seconds
-    its calls stood still for the limit (a 429's Retry-After, or pacing as the budget ran
-    low; counted once however many workers waited together)."""
-
-    limited: int = 0
-    waited: float = 0.0
 
 
 class RatePause:

@@ -12,7 +12,7 @@ connections, passed beside them; each value carries its phase's warnings):
     known_runners + observe         -> Observed  (verify/GET, concurrent)
     reconcile(desired, observed)    -> Plan      (pure)
     apply(loaded, gitlab, plan, …)  -> Outcome   (API calls, journaled; writes state, config)
-    record                          -> health.Run (the last-run record status reads)
+    record                          -> Run       (the last-run record status reads)
 """
 
 from __future__ import annotations
@@ -21,14 +21,13 @@ import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Optional, Union
 
 from . import custom_runners, health, migrate, report, stale, verification
-from .answers import RateLimits
-from .apply import Outcome, apply
+from .apply import apply
 from .errors import InputError, TransientError
 from .files import exclusive_lock
 from .hostid import ensure_system_id
@@ -36,11 +35,21 @@ from .model import (
     CONFIG_ROW,
     ActionResult,
     ClientConfig,
+    GcResult,
     Kind,
+    Loaded,
     Observed,
+    Options,
+    Outcome,
     Plan,
+    PruneResult,
+    RateLimits,
+    Result,
+    Run,
     RunnerState,
     Scope,
+    StatusResult,
+    VerifyResult,
     Warnings,
     normalize_url,
 )
@@ -49,35 +58,12 @@ from .output import content_of, entries_as_observed, kept_entries, render
 from .reconcile import check_not_emptied, reconcile, select
 from .secret import Secret
 from .timeutil import now_utc
-from .workspace import GitLab, Loaded, Options, check_prefix, load, lock_path
+from .workspace import GitLab, check_prefix, load, lock_path
 
 log = logging.getLogger(__name__)
 DEFAULT_PREFIX = "/etc/gitlab-runner"
 CHANGES_PENDING = 4
 TOKEN_CHANGES = (Kind.CREATE, Kind.RECREATE, Kind.ROTATE)
-
-
-@dataclass(frozen=True)
-class Result:
-    """What a sync, plan, unregister or reset-token did (or, for plan, would do)."""
-
-    command: str
-    exit_status: int  # what the CLI exits with
-    changed: bool  # sync: GitLab or the config was changed; plan: changes are pending
-    actions: tuple[ActionResult, ...]
-    warnings: tuple[str, ...]
-    config: Path
-    config_written: bool = False
-    system_id: str = ""
-    seconds: float = 0.0
-    config_diff: str = ""  # plan: how the config would change (tokens masked)
-    # sync: every runner can take jobs (what ``status`` exits 0 for, and the metrics say)
-    healthy: bool = False
-    # Bad executor files (exit_status 2), one line each; their runners were held as they
-    # were while the others converged.
-    errors: tuple[str, ...] = ()
-    rate_limits: RateLimits = field(default_factory=RateLimits)  # 429s met, seconds waited
-    recorded: Optional[health.Run] = None  # sync: the last-run record it wrote
 
 
 def sync(
@@ -272,24 +258,6 @@ def plan(
     )
 
 
-@dataclass(frozen=True)
-class GcResult:
-    """What ``gc`` found (and, with ``yes``, deleted): one ``delete`` action per dead
-    runner, ``result`` "planned", "done", "already gone" or "failed"."""
-
-    exit_status: int  # what the CLI exits with
-    changed: bool  # runners were deleted, or (dry run) would be
-    actions: tuple[ActionResult, ...]
-    warnings: tuple[str, ...]
-    dry_run: bool
-    older_than: timedelta
-    seconds: float = 0.0
-
-    @property
-    def deleted(self) -> int:
-        return sum(1 for action in self.actions if action.result == "done")
-
-
 def gc(
     prefix: Union[str, Path] = DEFAULT_PREFIX,
     instance: str = "main",
@@ -355,22 +323,6 @@ def gc(
         older_than,
         round(time.monotonic() - started, 3),
     )
-
-
-@dataclass(frozen=True)
-class PruneResult:
-    """What ``prune_legacy`` found (and, with ``yes``, deleted): one ``delete`` action per
-    runner gitlab-runner-auth left, ``result`` "planned", "done", "already gone",
-    "skipped" (no longer provably a leftover) or "failed"."""
-
-    exit_status: int  # what the CLI exits with
-    actions: tuple[ActionResult, ...]
-    warnings: tuple[str, ...]
-    dry_run: bool
-
-    @property
-    def deleted(self) -> int:
-        return sum(1 for action in self.actions if action.result == "done")
 
 
 def prune_legacy(
@@ -561,7 +513,7 @@ def _record(
     status: int,
     warnings: tuple[str, ...],
     rate_limits: RateLimits,
-) -> health.Run:
+) -> Run:
     """The last-run record ``status`` and the metrics read."""
     prefix, instance = loaded.options.prefix, loaded.options.instance
     failing = outcome.failing or plan_.held or observed.failing
@@ -607,16 +559,6 @@ def _path(value: Union[str, Path, None]) -> Optional[Path]:
     return None if value is None else Path(value)
 
 
-@dataclass(frozen=True)
-class VerifyResult:
-    """What ``verify`` found: one ``verify`` action per token, ``result`` "valid",
-    "invalid" or "unknown" (with a warning saying why)."""
-
-    exit_status: int  # 0 all valid, 1 one invalid, 3 one could not be told
-    actions: tuple[ActionResult, ...]
-    warnings: tuple[str, ...]
-
-
 def verify(
     prefix: Union[str, Path] = DEFAULT_PREFIX,
     instance: str = "main",
@@ -651,15 +593,6 @@ def verify(
     for warning in warnings:
         log.warning("%s", warning)
     return VerifyResult(status, tuple(rows), tuple(warnings))
-
-
-@dataclass(frozen=True)
-class StatusResult:
-    """The last run's record, and what ``status`` exits with for it."""
-
-    exit_status: int  # 0 every runner can take jobs, 1 a person must act, 3 not known
-    run: health.Run
-    healthy: bool
 
 
 def status(prefix: Union[str, Path] = DEFAULT_PREFIX, instance: str = "main") -> StatusResult:

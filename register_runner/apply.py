@@ -26,16 +26,18 @@ from . import state as state_file
 from .errors import RefusedError, RegisterRunnerError, TransientError, UnknownOutcome
 from .model import (
     Action,
-    ActionResult,
     Credentials,
     Executor,
     Kind,
+    Loaded,
     Observed,
+    Outcome,
     PendingCreate,
     PendingDelete,
     Plan,
     RunnerKey,
     RunnerState,
+    State,
     StoredRunner,
     UnwrittenToken,
     Verdict,
@@ -43,63 +45,12 @@ from .model import (
 from .observe import owned
 from .output import kept_entries, observed_credentials, runner_entries, write_config
 from .timeutil import now_utc
-from .workspace import GitLab, Loaded
+from .workspace import GitLab
 
 if TYPE_CHECKING:
     from .gitlab import Issued
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Outcome:
-    """What a run did, for the exit status and the report."""
-
-    records: list[ActionResult] = field(default_factory=list)
-    refused: list[str] = field(default_factory=list)  # a person must act: exit 1
-    failing: list[str] = field(default_factory=list)  # GitLab failing: exit 0 or 3
-    wrote: bool = False
-    entries: int = 0
-    warnings: list[str] = field(default_factory=list)
-    state: state_file.State = field(default_factory=state_file.State)  # as saved
-
-    def warn(self, message: str) -> None:
-        """Say it once per run."""
-        if message not in self.warnings:
-            self.warnings.append(message)
-            log.warning("%s", message)
-
-    def refuse(self, message: str) -> None:
-        self.refused.append(message)
-        log.error("event=refused %s", message)
-
-    def record(
-        self,
-        action: Action,
-        result: str,
-        *,
-        new_id: Optional[int] = None,
-        error: Optional[str] = None,
-        token: Optional[str] = None,
-    ) -> None:
-        self.records.append(
-            ActionResult(
-                action.kind,
-                action.stem,
-                action.runner_id,
-                result,
-                action.reason,
-                new_id,
-                error,
-                action.changes,
-                token,
-            )
-        )
-
-    @property
-    def changed(self) -> bool:
-        """GitLab or the config was changed."""
-        return self.wrote or any(record.mutated for record in self.records)
 
 
 def apply(loaded: Loaded, gitlab: GitLab, plan: Plan, observed: Observed) -> Outcome:
@@ -378,7 +329,7 @@ def _failed(action: Action, url: str, error: Exception, outcome: Outcome) -> Non
         outcome.record(action, "refused", error=str(error))
 
 
-def _queue_delete(st: state_file.State, delete: PendingDelete) -> None:
+def _queue_delete(st: State, delete: PendingDelete) -> None:
     if all(d.id != delete.id or d.url != delete.url for d in st.pending_deletes):
         st.pending_deletes.append(delete)
 

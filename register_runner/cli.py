@@ -28,7 +28,7 @@ from .errors import InputError, RegisterRunnerError
 from .secret import learned_within, scrub
 
 if TYPE_CHECKING:
-    from .health import Run
+    from .model import Run
 
 PROG = "register-runner"
 DEFAULT_PREFIX = "/etc/gitlab-runner"

@@ -20,13 +20,21 @@ from typing import TYPE_CHECKING, Optional
 from . import _version, credentials
 from . import state as state_file
 from .errors import InputError, RegisterRunnerError
-from .model import ActionResult, Credentials, Executor, Kind, Observed, Plan, StoredRunner
+from .model import (
+    ActionResult,
+    Credentials,
+    Executor,
+    Kind,
+    Observed,
+    Plan,
+    State,
+    StoredRunner,
+)
 from .secret import Secret
-from .state import State
 from .timeutil import now_utc, parse_timestamp
 
 if TYPE_CHECKING:
-    from .workspace import Loaded
+    from .model import Loaded
 
 log = logging.getLogger(__name__)
 NEW_TOKEN = (Kind.CREATE, Kind.RECREATE, Kind.ROTATE)

@@ -14,19 +14,15 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 from ._version import __version__
-from .answers import RateLimits
 from .errors import Error, InputError
 from .files import atomic_write, json_lines, read_regular, state_dir
+from .model import AccessTokenCheck, RateLimits, Run, output_path
 from .secret import scrub
-
-if TYPE_CHECKING:
-    from .model import AccessTokenCheck
 
 log = logging.getLogger(__name__)
 
@@ -36,57 +32,6 @@ VERDICTS = ("valid", "invalid", "unknown", "held")
 CHANGE_KINDS = ("create", "update", "rotate", "recreate", "delete")
 ACCESS_TOKEN_NOTICE = timedelta(days=14)
 VERSION = 1
-
-
-@dataclass
-class Run:
-    """One run's outcome, as recorded."""
-
-    time: datetime
-    exit_status: int
-    runners: list[dict[str, Any]] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    access_tokens: dict[str, Optional[str]] = field(default_factory=dict)  # url → ISO date
-    rejected_access_tokens: list[str] = field(default_factory=list)  # urls: 401 this run
-    # GitLab failed and the config of an earlier run was left in place.
-    config_kept: bool = False
-    # Changes made by every run recorded so far (kind → count), carried from run to run.
-    changes_total: dict[str, int] = field(default_factory=dict)
-    rate_limits: RateLimits = field(default_factory=RateLimits)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "version": VERSION,
-            "time": iso(self.time),
-            "exit_status": self.exit_status,
-            "runners": self.runners,
-            "warnings": self.warnings,
-            "access_tokens": self.access_tokens,
-            "rejected_access_tokens": self.rejected_access_tokens,
-            "config_kept": self.config_kept,
-            "changes_total": self.changes_total,
-            "rate_limits": {
-                "limited": self.rate_limits.limited,
-                "waited_seconds": self.rate_limits.waited,
-            },
-        }
-
-    def status_json(self) -> dict[str, Any]:
-        """What ``status --json`` prints."""
-        return {
-            "last_run": {"time": iso(self.time), "exit_status": self.exit_status},
-            "healthy": healthy(self),
-            "runners": self.runners,
-            "warnings": self.warnings,
-            "access_tokens": [
-                {
-                    "url": url,
-                    "expires_at": expires,
-                    "rejected": url in self.rejected_access_tokens,
-                }
-                for url, expires in sorted(self.access_tokens.items())
-            ],
-        }
 
 
 def status_of(run: Optional[Run]) -> int:
@@ -111,6 +56,43 @@ def status_of(run: Optional[Run]) -> int:
 
 def healthy(run: Optional[Run]) -> bool:
     return status_of(run) == 0
+
+
+def run_json(run: Run) -> dict[str, Any]:
+    """The last-run record as its file holds it."""
+    return {
+        "version": VERSION,
+        "time": iso(run.time),
+        "exit_status": run.exit_status,
+        "runners": run.runners,
+        "warnings": run.warnings,
+        "access_tokens": run.access_tokens,
+        "rejected_access_tokens": run.rejected_access_tokens,
+        "config_kept": run.config_kept,
+        "changes_total": run.changes_total,
+        "rate_limits": {
+            "limited": run.rate_limits.limited,
+            "waited_seconds": run.rate_limits.waited,
+        },
+    }
+
+
+def status_json(run: Run) -> dict[str, Any]:
+    """What ``status --json`` prints."""
+    return {
+        "last_run": {"time": iso(run.time), "exit_status": run.exit_status},
+        "healthy": healthy(run),
+        "runners": run.runners,
+        "warnings": run.warnings,
+        "access_tokens": [
+            {
+                "url": url,
+                "expires_at": expires,
+                "rejected": url in run.rejected_access_tokens,
+            }
+            for url, expires in sorted(run.access_tokens.items())
+        ],
+    }
 
 
 def last_run_path(prefix: Path, instance: str) -> Path:
@@ -161,7 +143,7 @@ def record_run(
     )
     if state_dir(prefix).is_dir():
         try:
-            data = json_lines(run.to_json())
+            data = json_lines(run_json(run))
             atomic_write(last_run_path(prefix, instance), data.encode())
         except Error as error:
             # Best effort: a read-only prefix runs its runners all the same.
@@ -231,7 +213,7 @@ def runner_rows(
     gitlab-runner cannot run it. ``held``: the run's state and config as they are on disk
     now (a ``Loaded`` with the run's state, the config not rewritten), else both are read."""
     from . import custom_runners, state
-    from .output import credentials_of, output_path, read_config
+    from .output import credentials_of, read_config
 
     st = held.state if held is not None else state.load(prefix, instance)
     stored = st.runners

@@ -6,21 +6,20 @@ file (and the line, where one can be told), and nothing has been changed yet.
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Optional, Union, cast
 
 from . import credentials, files, tags
 from .clients import CLIENT_CONFIGS, PLACEHOLDERS, client_configs, parse_scope, parse_url
 from .errors import HostInputError, InputError
-from .model import ClientConfig, Executor, Identity, typed
+from .model import BadFile, ClientConfig, Executor, Globals, Identity, Inputs, typed
 from .parsed import ParsedFiles
 from .tags import TagPolicy
-from .tomlfile import Located, Where, locate, parse_toml, read_toml, remove_with_comments
+from .tomlfile import Located, Where, locate, parse_toml, read_toml
 
 MAX_FILE_BYTES = 1 << 20
 # gitlab-runner keys that come from the API: an executor file has no say in them.
@@ -52,46 +51,6 @@ RUNNER_KEYS = frozenset((
 # fmt: on
 # Executor-file keys register-runner itself reads, never meant for gitlab-runner.
 OWN_EXECUTOR_KEYS = frozenset({"credentials_file", "credentials_owner", "env_tags"})
-
-
-@dataclass(frozen=True)
-class Globals:
-    """The template minus client_configs and [register_runner]: its values, and the
-    tomlkit document that keeps its comments and order, parsed only to write a config."""
-
-    path: Path
-    text: str
-    content: Mapping[str, Any]
-
-    @functools.cached_property
-    def document(self) -> Any:
-        document = parse_toml(self.path, self.text)
-        for key in (CLIENT_CONFIGS, tags.SETTINGS_TABLE):
-            if key in document:
-                remove_with_comments(document, key)
-        return document
-
-
-@dataclass(frozen=True)
-class BadFile:
-    """An executor file that is bad input: its runner (by stem) is held as it is."""
-
-    stem: str
-    path: Path
-    error: str  # the one line naming the file (and line and value)
-
-
-@dataclass(frozen=True)
-class Inputs:
-    template_path: Path
-    globals: Globals
-    clients: Mapping[str, ClientConfig]
-    executors: tuple[Executor, ...]
-    executor_dir: Path
-    identity: Identity  # the one given, with the template's host name if it sets one
-    warnings: tuple[str, ...] = ()  # for the run's warnings: nothing wrong enough to stop
-    tag_policy: TagPolicy = field(default_factory=TagPolicy)
-    bad: tuple[BadFile, ...] = ()  # only with isolate: the files whose runners are held
 
 
 def template_path(prefix: Path, instance: str) -> Path:
@@ -164,8 +123,8 @@ def load(
         executors,
         executor_dir,
         identity,
-        tuple(warnings),
         policy,
+        tuple(warnings),
         tuple(bad),
     )
 

@@ -35,7 +35,8 @@ from .tags import legacy_hostname
 
 if TYPE_CHECKING:
     from .gitlab import Issued
-    from .workspace import GitLab, Loaded
+    from .model import Loaded
+    from .workspace import GitLab
 
 log = logging.getLogger(__name__)
 

@@ -20,11 +20,13 @@ from .model import (
     AccessTokenCheck,
     Credentials,
     Evidence,
+    Loaded,
     Observed,
     PendingCreate,
     PendingDelete,
     RunnerKey,
     RunnerState,
+    State,
     StoredRunner,
     UnwrittenToken,
     Verdict,
@@ -34,7 +36,7 @@ from .model import (
 from .output import credentials_of
 from .reconcile import mass_invalid
 from .timeutil import now_utc
-from .workspace import GitLab, Loaded
+from .workspace import GitLab
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,7 @@ class Known:
     queued (a runner that an adopted gitlab-runner-auth one replaces)."""
 
     runners: dict[str, RunnerState]
-    state: state.State
+    state: State
     warnings: tuple[str, ...] = ()
 
 
@@ -53,7 +55,7 @@ class Known:
 class Recovered:
     """The state once the creates an earlier run could not learn about are resolved."""
 
-    state: state.State
+    state: State
     warnings: tuple[str, ...] = ()
 
 
@@ -316,7 +318,7 @@ def recover(loaded: Loaded, gitlab: GitLab) -> Recovered:
 
 
 def _resolve(
-    loaded: Loaded, st: state.State, api: Any, entry: PendingCreate, candidates: list[int]
+    loaded: Loaded, st: State, api: Any, entry: PendingCreate, candidates: list[int]
 ) -> None:
     """Adopt the first of ``candidates`` that carries the marker, delete the others that
     do; the ones that do not are someone else's and are left alone."""

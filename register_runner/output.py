@@ -3,57 +3,35 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import tomli_w
 
+from .clients import CLIENT_CONFIGS
 from .errors import InputError
 from .files import atomic_write, read_regular
 from .model import (
     ClientConfig,
     Credentials,
     Executor,
+    ExistingConfig,
+    Globals,
     Observed,
     RunnerKey,
     StoredRunner,
-    normalize_url,
 )
 from .secret import Secret
+from .tags import SETTINGS_TABLE
 from .timeutil import NEVER, parse_timestamp
-from .tomlfile import read_toml
+from .tomlfile import parse_toml, read_toml, remove_with_comments
 
 if TYPE_CHECKING:
-    from .inputs import Globals
     from .parsed import ParsedFiles
 
 TOKEN_FIELDS = ("token", "token_obtained_at", "token_expires_at")
 WRITE_ATTEMPTS = 5
-
-
-def output_path(prefix: Path, instance: str) -> Path:
-    return prefix / f"config.{instance}.toml"
-
-
-@dataclass
-class ExistingConfig:
-    path: Path
-    raw: Optional[bytes] = None
-    content: Optional[dict[str, Any]] = None  # parsed once, as plain values
-
-    @property
-    def entries(self) -> list[dict[str, Any]]:
-        return (self.content or {}).get("runners", [])
-
-    def by_key(self) -> dict[RunnerKey, dict[str, Any]]:
-        """Entries by (GitLab url, id): ids alone collide across GitLabs."""
-        return {
-            (normalize_url(str(e.get("url", ""))), e["id"]): e
-            for e in self.entries
-            if isinstance(e.get("id"), int) and not isinstance(e.get("id"), bool)
-        }
 
 
 def read_config(path: Path, parsed: Optional[ParsedFiles] = None) -> ExistingConfig:
@@ -210,12 +188,22 @@ def entries_as_observed(
     )
 
 
+def template_document(globals_: Globals) -> Any:
+    """The template as tomlkit keeps it (comments and order), minus client_configs and
+    [register_runner]: parsed only to write a config, never on a steady start."""
+    document = parse_toml(globals_.path, globals_.text)
+    for key in (CLIENT_CONFIGS, SETTINGS_TABLE):
+        if key in document:
+            remove_with_comments(document, key)
+    return document
+
+
 def render(globals_: Globals, entries: list[dict[str, Any]]) -> str:
     """The template's globals as tomlkit keeps them (comments and order), then the
     [[runners]] entries, which are plain values, written by tomli-w."""
     import tomlkit  # only to write: a steady start does without it
 
-    text = tomlkit.dumps(globals_.document)
+    text = tomlkit.dumps(template_document(globals_))
     if not entries:
         return text
     runners = tomli_w.dumps({"runners": [_timestamps(entry) for entry in entries]})

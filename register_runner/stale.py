@@ -17,10 +17,10 @@ from typing import Any, Optional
 from .answers import AccessDenied, message
 from .errors import InputError, RegisterRunnerError, TransientError
 from .migrate import known_ids, scopes
-from .model import ActionResult, Kind, Scope, Warnings, carries_marker
+from .model import ActionResult, Kind, Loaded, Scope, Warnings, carries_marker
 from .observe import owned
 from .timeutil import parse_timestamp
-from .workspace import GitLab, Loaded
+from .workspace import GitLab
 
 # GitLab's own words (Ci::Runner): online is a contact within 2 hours, stale none for 7
 # days. GitLab records a runner's contacts only every hour or so, so a shorter age could

@@ -8,47 +8,14 @@ mapping stem → runner id, so a runner whose token was lost is still known to b
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from .errors import InputError
 from .files import atomic_write, json_lines, read_regular, state_dir
-from .model import PendingCreate, PendingDelete, StoredRunner, UnwrittenToken, typed
+from .model import PendingCreate, PendingDelete, State, StoredRunner, UnwrittenToken, typed
 
 VERSION = 1
-
-
-@dataclass
-class State:
-    system_id: Optional[str] = None
-    runners: dict[str, StoredRunner] = field(default_factory=dict)
-    pending_creates: dict[str, PendingCreate] = field(default_factory=dict)
-    pending_deletes: list[PendingDelete] = field(default_factory=list)
-    unwritten: dict[str, UnwrittenToken] = field(default_factory=dict)
-    # stem → the credentials file written for a runner that is not gitlab-runner: removed
-    # with its runner, also once its executor file (which named it) is gone.
-    credentials_files: dict[str, str] = field(default_factory=dict)
-    # What the file holds, as loaded or last saved: saving an unchanged state neither
-    # encodes nor reads it again (a run saves several times). The values are frozen and
-    # never changed in place, so copies of the containers are a faithful record.
-    _on_disk: Optional[tuple] = field(default=None, init=False, repr=False, compare=False)
-
-    def copy(self) -> State:
-        """A state a phase may change, leaving this one as it was."""
-        copied = State(*self._value())  # the fields in their order, containers copied
-        copied._on_disk = self._on_disk
-        return copied
-
-    def _value(self) -> tuple:
-        return (
-            self.system_id,
-            dict(self.runners),
-            dict(self.pending_creates),
-            list(self.pending_deletes),
-            dict(self.unwritten),
-            dict(self.credentials_files),
-        )
 
 
 def state_path(prefix: Path, instance: str) -> Path:

@@ -9,10 +9,19 @@ from typing import Any, Optional
 from . import custom_runners, state
 from .errors import InputError
 from .hostid import SYSTEM_ID_FILE, VALID_ID, read_system_id
-from .model import ActionResult, ClientConfig, Kind, Scope, Verdict, normalize_url
-from .output import credentials_of, output_path, read_config
+from .model import (
+    ActionResult,
+    ClientConfig,
+    Kind,
+    Options,
+    Scope,
+    Verdict,
+    normalize_url,
+    output_path,
+)
+from .output import credentials_of, read_config
 from .secret import Secret
-from .workspace import MAX_JOBS, Options
+from .workspace import MAX_JOBS
 
 # (name, client, token, the id the host knows it by)
 Check = tuple[str, ClientConfig, Secret, Optional[int]]

@@ -6,22 +6,19 @@ Loading touches no network; ``observe`` asks GitLab about the tokens."""
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import threading
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, TypeVar, Union
+from typing import Any, Callable, TypeVar
 
 from . import inputs, state
 from .answers import RateLimits
 from .errors import InputError
 from .files import check_instance_name, check_secure, exclusive_lock, state_dir
 from .hostid import hostname, prefix_key, resolve_system_id
-from .inputs import Inputs
-from .model import Executor, Identity, Warnings
-from .output import ExistingConfig, output_path, read_config
+from .model import Identity, Loaded, Options, State, Warnings, output_path
+from .output import read_config
 from .parsed import ParsedFiles, parsed_path
 
 log = logging.getLogger(__name__)
@@ -35,63 +32,6 @@ GIVE_UP_UNREACHABLE_AFTER = 3.0
 MAX_JOBS = 64
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-@dataclass(frozen=True)
-class Options:
-    """What every command that reads a prefix is told on the command line."""
-
-    prefix: Path
-    instance: str = "main"
-    deadline: float = 30.0
-    # The deadline instead when there is no config to keep (a fresh host): its runners
-    # cannot start anyway, so it may wait out a rate limit that the deadline would not.
-    fresh_deadline: Optional[float] = None
-    timeout: float = 10.0
-    jobs: Optional[int] = None  # None: one per call up to MAX_JOBS
-    force: bool = False
-    strict: bool = False
-    insecure_permissions: bool = False
-    refresh: bool = False
-    prune: bool = True
-    max_deletions: Optional[int] = None
-    capture_tags: Union[str, Path, None] = None  # a .py file, or a module on PYTHONPATH
-    tag_schema: Optional[Path] = None
-
-
-@dataclass(frozen=True)
-class Loaded:
-    """What ``load`` read for one prefix and instance; no network. The phases take it (and
-    the run's ``GitLab`` beside it) and return values of their own: a phase that changes
-    the state returns the new one."""
-
-    options: Options
-    identity: Identity
-    inputs: Inputs
-    state: state.State
-    config: ExistingConfig
-    foreign: bool  # the state and config were copied from another machine
-    # Kept for the next run (parsed.save) once the inputs are known good.
-    parsed: ParsedFiles = field(default_factory=lambda: ParsedFiles(None))
-    warnings: tuple[str, ...] = ()  # what loading found to say
-
-    @property
-    def executors(self) -> tuple[Executor, ...]:
-        return self.inputs.executors
-
-    @functools.cached_property
-    def executors_by_stem(self) -> dict[str, Executor]:
-        return {e.stem: e for e in self.executors}
-
-    @functools.cached_property
-    def held_stems(self) -> dict[str, str]:
-        """Stems whose executor file is bad input, with why: their runners are left as they
-        are (no API call, no deletion, their config entry and credentials file kept)."""
-        return {bad.stem: f"held: {bad.error}" for bad in self.inputs.bad}
-
-    @property
-    def output(self) -> Path:
-        return output_path(self.options.prefix, self.options.instance)
 
 
 class GitLab:
@@ -227,6 +167,6 @@ def load(
             f"host is {identity.system_id}: the copied runners are left to the host "
             "they came from, and this host registers its own"
         )
-        loaded_state = state.State()
+        loaded_state = State()
     loaded_state.system_id = identity.system_id
     return Loaded(options, identity, loaded, loaded_state, config, foreign, parsed, said.said)

@@ -7,14 +7,14 @@ from datetime import datetime, timezone
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from register_runner import health
+from register_runner import health, model
 from register_runner.cli import command_first
 from register_runner.report import config_diff
 from register_runner.secret import Secret
 
 
 def test_metrics_have_every_family_with_help_type_and_instance():
-    run = health.Run(
+    run = model.Run(
         datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
         1,
         [

@@ -9,8 +9,8 @@ import tomlkit
 
 from register_runner import inputs
 from register_runner.errors import InputError
-from register_runner.inputs import Identity
-from register_runner.model import Scope
+from register_runner.model import Identity, Scope
+from register_runner.output import template_document
 
 IDENTITY = Identity("build01", "main", "s_0123456789ab")
 URL = "https://gitlab.example.com"
@@ -278,6 +278,9 @@ def test_globals_keep_everything_but_client_configs(tmp_path):
         "log_level": "info",
         "session_server": {"listen_address": "[::]:8093"},
     }
-    assert "# fleet-wide settings" in tomlkit.dumps(loaded.globals.document)
-    assert "glpat-inline" not in tomlkit.dumps(loaded.globals.document)
-    assert tomlkit.parse(tomlkit.dumps(loaded.globals.document)).unwrap() == loaded.globals.content
+    assert "# fleet-wide settings" in tomlkit.dumps(template_document(loaded.globals))
+    assert "glpat-inline" not in tomlkit.dumps(template_document(loaded.globals))
+    assert (
+        tomlkit.parse(tomlkit.dumps(template_document(loaded.globals))).unwrap()
+        == loaded.globals.content
+    )

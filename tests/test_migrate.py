@@ -12,8 +12,7 @@ import pytest
 from register_runner import inputs, migrate, tags
 from register_runner.errors import InputError, TransientError
 from register_runner.gitlab import Issued
-from register_runner.inputs import Identity
-from register_runner.model import Executor, Scope, Verdict
+from register_runner.model import Executor, Identity, Scope, Verdict
 from register_runner.reconcile import attribute_changes
 from register_runner.secret import Secret
 from register_runner.tags import Capture, TagPolicy, flatten_values, load_capture

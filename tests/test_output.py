@@ -10,13 +10,12 @@ import pytest
 import tomlkit
 
 from register_runner.errors import InputError
-from register_runner.inputs import Globals
+from register_runner.model import Credentials, ExistingConfig, Globals
 from register_runner.output import (
-    Credentials,
-    ExistingConfig,
     read_config,
     render,
     runner_entry,
+    template_document,
     write_config,
 )
 from register_runner.secret import Secret
@@ -48,7 +47,7 @@ def test_render_keeps_template_comments_and_writes_datetimes():
     assert "token_obtained_at = 2025-01-01T00:00:00Z" in text
     assert "token_expires_at = 0001-01-01T00:00:00Z" in text
     assert "[runners.docker]" in text
-    assert "[[runners]]" not in tomlkit.dumps(globals_.document)
+    assert "[[runners]]" not in tomlkit.dumps(template_document(globals_))
 
 
 EMPTY = template()
@@ -112,7 +111,7 @@ def test_fresh_file(tmp_path):
 
 
 def test_comments_about_client_configs_leave_with_them():
-    from register_runner.inputs import remove_with_comments
+    from register_runner.tomlfile import remove_with_comments
 
     document = tomlkit.parse(
         "# global\nconcurrent = 1\n[session_server]\n  session_timeout = 1800\n\n"

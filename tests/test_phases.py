@@ -10,11 +10,11 @@ from datetime import datetime, timezone
 import register_runner
 from register_runner.answers import Issued
 from register_runner.apply import apply
-from register_runner.model import Kind, Verdict
+from register_runner.model import Kind, Loaded, Options, Verdict
 from register_runner.observe import known_runners, observe
 from register_runner.reconcile import select
 from register_runner.secret import Secret
-from register_runner.workspace import Loaded, Options, load
+from register_runner.workspace import load
 
 
 class FakeClient:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from register_runner import health
+from register_runner import health, model
 
 RULES = Path(__file__).resolve().parent.parent / "contrib" / "prometheus"
 RULES_FILE = RULES / "register-runner.rules.yml"
@@ -50,7 +50,7 @@ def test_the_rules_unit_tests_pass():
 
 
 def test_the_rules_use_only_metrics_that_register_runner_writes():
-    run = health.Run(
+    run = model.Run(
         datetime(2026, 1, 1, tzinfo=timezone.utc),
         0,
         [{"runner": "shell", "id": 1, "verdict": "valid", "token_expires_at": "2026-02-01"}],

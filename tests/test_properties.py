@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 
 from register_runner import inputs
 from register_runner.errors import InputError
-from register_runner.inputs import Identity
 from register_runner.model import (
     Executor,
+    Identity,
     Kind,
     Observed,
     PendingDelete,

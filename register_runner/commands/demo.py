@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .. import api, report
-from ..output import output_path
+from ..model import output_path
 from ..secret import mask
 from ..testing.fake_gitlab import FakeGitLab
 

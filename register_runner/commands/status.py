@@ -10,19 +10,20 @@ import json
 import sys
 
 from .. import api, health
+from ..model import Run
 
 
 def run(args: argparse.Namespace) -> int:
     result = api.status(args.prefix, args.instance)
     if args.json:
-        json.dump(result.run.status_json(), sys.stdout, indent=2)
+        json.dump(health.status_json(result.run), sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         print(describe(result.run))
     return result.exit_status
 
 
-def describe(last: health.Run) -> str:
+def describe(last: Run) -> str:
     """A short table: the run, then one line per runner, then the warnings."""
     lines = [
         f"last run {health.iso(last.time)}: exit status {last.exit_status}; "

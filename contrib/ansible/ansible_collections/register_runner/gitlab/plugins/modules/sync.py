@@ -234,7 +234,7 @@ from pathlib import Path  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
-# The options that become register_runner.workspace.Options (lock_timeout is sync's own).
+# The options that become register_runner.model.Options (lock_timeout is sync's own).
 RUN_OPTIONS = (
     "deadline",
     "timeout",
