@@ -2,7 +2,7 @@
 
 The Python API (``register_runner.sync``, ``register_runner.plan``) is what the CLI does,
 without a subprocess; see api.py. Importing the package stays cheap: the API is loaded on
-first use, so ``--version`` and ``--help`` never import requests.
+first use, so ``--version`` and ``--help`` never import http.client.
 """
 
 from __future__ import annotations

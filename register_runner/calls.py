@@ -7,10 +7,11 @@ Retries are done here: a client library's retry sleeps whatever Retry-After says
 answers 60 s during migrations, up to ten times), while a unit's ExecStartPre has an
 overall deadline, and one 429 should pause every worker, not just one.
 
-Single calls go over http.client (transport.Channel): they need only a URL, two headers
-and a JSON body, and the layers of python-gitlab and requests cost more per call than a
-steady sync of 200 runners spends on everything else. Lists use python-gitlab's
-pagination (``_pages``), over a requests session held to the same rules (pages.py).
+Every call goes over http.client (transport.Channel), lists too: each page is a call of
+its own (``_pages``), so the retries, the 429 pause and the deadline above hold for every
+page, and the guards for every request are transport.py's alone. python-gitlab and
+requests cost more per call than a steady sync of 200 runners spends on everything else,
+and a list needs no more than a URL, two headers and ``X-Next-Page``.
 """
 
 from __future__ import annotations
@@ -21,9 +22,8 @@ import random
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NoReturn, Optional
-from urllib.parse import urlsplit
 
 from . import tls, transport
 from ._version import __version__
@@ -78,6 +78,20 @@ class Connection:
         return f"register-runner/{__version__} ({self.system_id or 'no system id'})"
 
 
+@dataclass(frozen=True)
+class _Request:
+    """One call as _call was given it (what it is for the messages, and how it is sent)."""
+
+    what: str
+    verb: str
+    path: str
+    data: Optional[Mapping[str, Any]]
+    query: Optional[Mapping[str, Any]]
+    needs: Optional[str]
+    anonymous: bool
+    mutating: bool
+
+
 class _Attempt(Exception):
     """One attempt failed in a way worth retrying; ``reason`` says how."""
 
@@ -96,9 +110,9 @@ class Calls:
         self.url = client.url
         self.connection = connection
         self._local = threading.local()
-        # Every worker's channel and session, so that close() reaches those of threads
-        # that have ended: a socket left to the collector is a ResourceWarning.
-        self._opened: list[Any] = []
+        # Every worker's channel, so that close() reaches those of threads that have
+        # ended: a socket left to the collector is a ResourceWarning.
+        self._opened: list[transport.Channel] = []
         self._opened_lock = threading.Lock()
         self._proxy = transport.environment_proxy(self.url)
         self._context_lock = threading.Lock()
@@ -126,13 +140,22 @@ class Calls:
         expect: Optional[str] = "json",
     ) -> Any:
         """One API call, retried while that is safe and the deadline allows. ``expect``:
-        "json" (a JSON answer), "any" (2xx is all that counts) or None (nothing read).
+        "json" (a JSON answer), "any" (2xx is all that counts), None (nothing read) or
+        "pages" (every page of a GET list, each page a call: ``_pages``).
 
         ``mutating``: GitLab may have acted on the call whatever came back short of an
         answer (a lost or unreadable answer, a 5xx: a proxy's 502/504, or GitLab's own 500
         after it acted), so it is never sent again in this run: it fails as an ambiguous
         Unavailable, for the journal and the next run to settle. A 429 or a connection
         that never stood proves GitLab did nothing, and is retried."""
+        request = _Request(what, verb, path, data, query, needs, anonymous, mutating)
+        if expect == "pages":
+            return self._pages(request)
+        return self._answered(request, expect)[1]
+
+    def _answered(self, request: _Request, expect: Optional[str]) -> tuple[transport.Answer, Any]:
+        """_call's work: the answer (its headers say where a list goes on) and its value."""
+        what = request.what
         deadline = self.connection.deadline
         attempt = 0
         while True:
@@ -144,36 +167,22 @@ class Calls:
                     f"{self.url}: {what}: no answer within the {deadline.seconds:g} s deadline"
                 )
             try:
-                response = self._send(
-                    what, verb, path, data, query, needs, anonymous, mutating, expect
-                )
-                return self._decode(what, response, mutating, expect)
+                response = self._send(request)
+                return response, self._decode(what, response, request.mutating, expect)
             except _Attempt as failed:
                 attempt += 1
                 self._before_retry(what, failed, attempt)
 
-    def _send(
-        self,
-        what: str,
-        verb: str,
-        path: str,
-        data: Optional[Mapping[str, Any]],
-        query: Optional[Mapping[str, Any]],
-        needs: Optional[str],
-        anonymous: bool,
-        mutating: bool,
-        expect: Optional[str],
-    ) -> Any:
+    def _send(self, request: _Request) -> transport.Answer:
+        what, mutating, data = request.what, request.mutating, request.data
         deadline = self.connection.deadline
         try:
-            if expect == "pages":
-                return self._pages(what, path, query, needs)
             response = self._channel().request(
-                verb.upper(),
-                self._api_url + path,
-                query=dict(query) if query else None,
+                request.verb.upper(),
+                self._api_url + request.path,
+                query=dict(request.query) if request.query else None,
                 body=None if data is None else json.dumps(dict(data)).encode(),
-                headers=self._headers(anonymous),
+                headers=self._headers(request.anonymous),
             )
         except transport.Redirect as redirect:
             raise self._redirected(what, redirect) from None
@@ -202,7 +211,7 @@ class Calls:
         if 200 <= response.status < 300:
             self._pace(response.headers)
             return response
-        self._refused(what, response.status, _error_message(response), needs, mutating)
+        self._refused(what, response.status, _error_message(response), request.needs, mutating)
 
     def _refused(
         self, what: str, status: int, said: Any, needs: Optional[str], mutating: bool
@@ -219,47 +228,26 @@ class Calls:
             )
         raise _Attempt(f"GitLab answered {status}")
 
-    def _pages(
-        self, what: str, path: str, query: Optional[Mapping[str, Any]], needs: Optional[str]
-    ) -> list[Any]:
-        """Every page of a list, through python-gitlab's pagination (Link and X-Next-Page)
-        over this worker's guarded session: a next page on another origin is refused
-        there, and the deadline bounds every page."""
-        import gitlab  # only lists need it (and requests): a steady sync imports neither
-        import requests
-
-        api = gitlab.Gitlab(
-            self.url,
-            private_token=None
-            if self.client.access_token is None
-            else self.client.access_token.reveal(),
-            session=self._session(),
-            user_agent=self.connection.user_agent,
-            retry_transient_errors=False,
-        )
-        try:
-            pages = api.http_list(
-                path,
-                query_data=dict(query or {}),
-                iterator=True,
-                per_page=100,
-                obey_rate_limit=False,
-                retry_transient_errors=False,
-            )
-            return list(pages)
-        except requests.exceptions.RequestException as error:
-            raise transport.NetworkError(error, connected=None) from None
-        except (gitlab.GitlabHttpError, gitlab.GitlabAuthenticationError) as error:
-            # A page answered with an error: python-gitlab raised it, the meaning is ours.
-            self._refused(what, error.response_code or 0, error.error_message, needs, False)
-        except gitlab.GitlabParsingError:
-            raise _Attempt("GitLab sent a page that is not JSON") from None
+    def _pages(self, request: _Request) -> list[Any]:
+        """Every page of a list, 100 a page, as GitLab's ``X-Next-Page`` leads (a
+        ``Link`` to a next page elsewhere is refused by the channel). Each page is a
+        call: retried, paced and held to the deadline and the size cap as any other, so
+        a list without end ends there."""
+        items: list[Any] = []
+        page = "1"
+        while page:
+            query = {**(request.query or {}), "per_page": 100, "page": page}
+            answer, found = self._answered(replace(request, query=query), "json")
+            if not isinstance(found, list):
+                raise Unavailable(f"{self.url}: {request.what}: GitLab's answer is not a list")
+            items += found
+            following = (answer.headers.get("X-Next-Page") or "").strip()
+            page = following if following.isdigit() else ""
+        return items
 
     def _decode(self, what: str, response: Any, mutating: bool, expect: Optional[str]) -> Any:
         if expect is None:
             return None
-        if expect == "pages":
-            return response  # python-gitlab decoded every page
         body = response.body.strip()
         kind = response.headers.get("Content-Type") or ""
         if "html" in kind.lower() or body[:1] == b"<":
@@ -341,10 +329,6 @@ class Calls:
             redirect.target,
         )
 
-    def _same_origin(self, what: str, url: str) -> None:
-        if transport.host_port(url) != transport.host_port(self.url):
-            raise self._redirected(what, transport.Redirect(None, transport.host_port(url)))
-
     def _issued(
         self, what: str, answer: Any, runner_id: Optional[int] = None, need_id: bool = True
     ) -> Issued:
@@ -382,31 +366,18 @@ class Calls:
             self._local.channel = self._opening(channel)
         return channel
 
-    def _session(self) -> Any:
-        """This worker's requests session for lists (pages.GuardedSession)."""
-        session = getattr(self._local, "session", None)
-        if session is None:
-            from . import pages
-
-            session = pages.GuardedSession(
-                self.url, self.connection.deadline, self.connection.timeout, self._context()
-            )
-            session.hooks["response"].append(self._remember)
-            self._local.session = self._opening(session)
-        return session
-
-    def _opening(self, channel_or_session: Any) -> Any:
+    def _opening(self, channel: transport.Channel) -> transport.Channel:
         with self._opened_lock:
-            self._opened.append(channel_or_session)
-        return channel_or_session
+            self._opened.append(channel)
+        return channel
 
     def close(self) -> None:
         """Close every worker's connections. Only between calls: a worker that calls
         again opens new ones."""
         with self._opened_lock:
             opened, self._opened = self._opened, []
-        for channel_or_session in opened:
-            channel_or_session.close()
+        for channel in opened:
+            channel.close()
         self._local = threading.local()
 
     def _context(self) -> Any:
@@ -420,18 +391,6 @@ class Calls:
                     self.client.tls_key_file,
                 )
             return self._ssl_context
-
-    def _remember(self, response: Any, *args: Any, **kwargs: Any) -> None:
-        self._local.last_answer = transport.Answer(response.status_code, response.headers, b"")
-        request = response.request
-        path = urlsplit(request.url).path  # no query: nothing secret is logged
-        log.debug(
-            "event=api method=%s path=%s status=%s ms=%.0f",
-            request.method,
-            path,
-            response.status_code,
-            response.elapsed.total_seconds() * 1000,
-        )
 
 
 def _error_message(response: transport.Answer) -> Any:

@@ -1,7 +1,7 @@
 """Command line: argparse → ``commands.<name>.run(...)`` → exit status. No logic here.
 
 Commands are imported only once chosen, so that ``--version``, ``--help`` and ``system-id``
-never load requests.
+never load the HTTP stack.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
@@ -43,8 +44,11 @@ log = logging.getLogger("register_runner")
 
 def run() -> NoReturn:
     """The process's entry point (the console script, ``python -m register_runner``, the
-    zipapp): ``main()``, with the cycle collector told what a run is, and no teardown."""
+    zipapp): ``main()``, with the cycle collector told what a run is, the watchdog armed,
+    and no teardown."""
     code = main(own_process=True)
+    with _ending:  # a watchdog that fired holds it until it has ended the process
+        _returned.set()
     # Tearing the interpreter down frees every object one by one, ~10 ms after a sync of
     # 200 runners, for nothing: files are written and closed by now, the lock goes with
     # the process. What is left is to flush the log and the standard streams.
@@ -77,6 +81,8 @@ def main(argv: Optional[Sequence[str]] = None, *, own_process: bool = False) -> 
         report.TABLE_ASKED = args.table
         configure_logging(args.verbose, args.quiet)
         status.warnings = _capture_warnings()
+        if own_process and hasattr(args, "deadline"):
+            _arm_watchdog(args, status)
         if getattr(args, "credentials_directory", None) is not None:
             # What systemd sets for the unit; *_credential settings read it.
             os.environ["CREDENTIALS_DIRECTORY"] = str(args.credentials_directory)
@@ -154,6 +160,63 @@ def _retry_not_needed(args: argparse.Namespace, status: _Status) -> bool:
     return bool(getattr(args, "retry_only", False)) and (
         health.recorded() is None and status.code == 0 and status.error is None
     )
+
+
+# Past the deadline (and --lock-timeout, for a command that waits for the lock) what is
+# left of a run is local and quick: writing the config, the state, the record.
+GRACE = 5.0
+# The record of a run that overran may hang as the run did (on the same NFS mount).
+RECORD_WAIT = 2.0
+# The run that returned and the watchdog that fired: whichever comes first ends the process.
+_ending = threading.Lock()
+_returned = threading.Event()
+
+
+def _arm_watchdog(args: argparse.Namespace, status: _Status) -> None:
+    """End the process at the deadline plus GRACE, whatever the run is stuck on that no
+    timeout of its own ends (a read from a hung NFS mount, a getaddrinfo that never
+    returns). Only for a process of its own: a library caller of the API is never ended."""
+    # A fresh host's run may take --fresh-deadline: which one applies is known only later.
+    deadline = max(args.deadline, getattr(args, "fresh_deadline", None) or 0.0)
+    limit = deadline + getattr(args, "lock_timeout", 0.0) + GRACE
+    timer = threading.Timer(limit, _overrun, (args, status, limit))
+    timer.daemon = True
+    timer.start()
+
+
+def _overrun(args: argparse.Namespace, status: _Status, limit: float) -> None:
+    """One error line and exit 3, as for a GitLab that kept failing: every file is
+    replaced atomically, so the config on disk is the last good one. The run is recorded
+    for ``status`` and the metrics if that can be done in RECORD_WAIT."""
+    with _ending:
+        if not _returned.is_set():
+            _end_overrun(args, status, limit)
+
+
+def _end_overrun(args: argparse.Namespace, status: _Status, limit: float) -> NoReturn:
+    fresh = getattr(args, "fresh_deadline", None) or 0.0
+    waited = "--fresh-deadline" if fresh > args.deadline else "--deadline"
+    waited += " and --lock-timeout" if hasattr(args, "lock_timeout") else ""
+    _fail(
+        status,
+        3,
+        f"the run passed its deadline ({waited} plus {GRACE:g} s, {limit:g} s in all) "
+        "and was ended while still waiting (on GitLab, DNS or a local file); the config "
+        "on disk is the last good one",
+    )
+    if hasattr(args, "prefix"):
+        recorder = threading.Thread(target=_record_quietly, args=(args, status), daemon=True)
+        recorder.start()
+        recorder.join(RECORD_WAIT)
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(3)
+
+
+def _record_quietly(args: argparse.Namespace, status: _Status) -> None:
+    with contextlib.suppress(Exception):
+        _record(args, status)
 
 
 # Once per process (parsing leaves the parser as it was): the tests run main() hundreds of

@@ -7,7 +7,6 @@ are registered). Nothing read here is printed.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,6 +25,8 @@ PLACEHOLDERS = frozenset({"", "TODO", "todo", "CHANGEME", "changeme", "REPLACE_M
 SECRET_KEYS = ("personal_access_token", "access_token", "registration_token")
 SECRET_SOURCES = ("", "_file", "_env", "_credential")
 TLS_FILE_KEYS = ("tls_ca_file", "tls_cert_file", "tls_key_file")
+# A token is some tens of bytes: a larger file is not one, and is not read whole.
+MAX_SECRET_BYTES = 4096
 CLIENT_KEYS = {"url", "runner_type", "group_id", "project_id", *TLS_FILE_KEYS} | {
     key + source for key in SECRET_KEYS for source in SECRET_SOURCES
 }
@@ -107,14 +108,25 @@ def _tls_file(
     path: Path, text: str, entry: Mapping[str, Any], key: str, check_permissions: bool
 ) -> Optional[str]:
     """A CA, certificate or key file: it decides whom the tokens are sent to (or is a
-    secret), so others must not be able to change it."""
+    secret), so others must not be able to change it (nor read the key)."""
     value = entry.get(key)
     if value is None:
         return None
-    if not (isinstance(value, str) and os.path.isfile(value) and os.access(value, os.R_OK)):
-        raise InputError(f"{locate(path, text, key)}: {key} {value!r} is not a readable file")
+    where = locate(path, text, key)
+    if not isinstance(value, str) or not value:
+        raise InputError(f"{where}: {key} must name a file")
+    try:
+        info = files.stat_regular(Path(value))
+    except OSError as error:
+        raise InputError(
+            f"{where}: {key} {value!r} is not a readable file: {error.strerror}"
+        ) from None
     if check_permissions:
-        files.check_secure(Path(value))
+        # Without tls_key_file, the key is in the certificate's file.
+        holds_key = key == "tls_key_file" or (
+            key == "tls_cert_file" and "tls_key_file" not in entry
+        )
+        files.check_secure(Path(value), info, secret=holds_key)
     return value
 
 
@@ -170,13 +182,17 @@ def looks_like_a_token(value: str) -> bool:
 def _read_secret_file(
     where: Where, setting: str, file: Path, check_permissions: bool = False
 ) -> str:
-    """The one token in ``file``. Its content is never printed, whatever is wrong."""
+    """The one token in ``file``. Its content is never printed, whatever is wrong; with
+    ``check_permissions``, a file others may read or change is refused unread."""
+    check = (
+        (lambda info: files.check_secure(file, info, secret=True)) if check_permissions else None
+    )
     try:
-        data = file.read_bytes()
+        data = files.read_file(file, limit=MAX_SECRET_BYTES, check=check)
     except OSError as error:
         raise InputError(f"{where}: {setting}: cannot read {file}: {error.strerror}") from None
-    if check_permissions:
-        files.check_secure(file)
+    except InputError as error:  # not a regular file, too large, loose permissions
+        raise InputError(f"{where}: {setting}: {error}") from None
     problem = secret_file_problem(data)
     if problem:
         raise InputError(

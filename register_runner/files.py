@@ -12,7 +12,7 @@ import os
 import stat
 import time
 import unicodedata
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Optional
 
@@ -138,41 +138,136 @@ def _lstat(path: Path) -> os.stat_result | None:
         return None
 
 
+# Every read of an input, secret, state or output file: a FIFO opens at once instead of
+# waiting for a writer that never comes, a terminal does not become the process's, and a
+# capture-tags program does not inherit the descriptor.
+READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+GROUP_OTHERS_WRITE = stat.S_IWGRP | stat.S_IWOTH
+GROUP_OTHERS_READ = stat.S_IRGRP | stat.S_IROTH
+_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def read_file(
+    path: Path,
+    *,
+    limit: Optional[int] = None,
+    follow_symlinks: bool = True,
+    check: Optional[Callable[[os.stat_result], None]] = None,
+) -> bytes:
+    """The bytes of the regular file ``path``. Anything else there (a FIFO, a socket, a
+    device, a folder) is an InputError naming the path and what it is, found without
+    blocking and before any read; so is a file larger than ``limit`` bytes. ``check`` is
+    given the open file's status before its content is read (its permissions). The
+    open's own OSError (no such file, permission denied, ELOOP for a symlink when
+    ``follow_symlinks`` is off) is the caller's to word."""
+    fd, info = _open_regular(path, follow_symlinks)
+    try:
+        if check is not None:
+            check(info)
+        return _read_all(fd, path, info.st_size, limit)
+    finally:
+        os.close(fd)
+
+
+def stat_regular(path: Path) -> os.stat_result:
+    """The status of the regular file ``path``, checked as ``read_file`` checks it, for a
+    file another library opens by name later (OpenSSL would block on a FIFO)."""
+    fd, info = _open_regular(path, follow_symlinks=True)
+    os.close(fd)
+    return info
+
+
+def _open_regular(path: Path, follow_symlinks: bool) -> tuple[int, os.stat_result]:
+    flags = READ_FLAGS | (0 if follow_symlinks else os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags)
+    except OSError as error:
+        if error.errno == errno.ENXIO:  # what open() says of a socket
+            raise not_regular(path, _mode(path, follow_symlinks)) from None
+        raise
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise not_regular(path, info.st_mode)
+    return fd, info
+
+
+def not_regular(path: Path, mode: int) -> InputError:
+    what = next((name for test, name in _KINDS if test(mode)), "a dangling symbolic link")
+    return InputError(f"{path}: {what}, not a regular file; put a file there or remove it")
+
+
+def _mode(path: Path, follow_symlinks: bool) -> int:
+    try:
+        return os.stat(path, follow_symlinks=follow_symlinks).st_mode
+    except OSError:
+        return 0
+
+
+def _read_all(fd: int, path: Path, size: int, limit: Optional[int]) -> bytes:
+    # One read of the size fstat gave, and one more to see the end (or a file still being
+    # written): no buffer of ``limit`` bytes for each of hundreds of small files.
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        wanted = size + 1 if not chunks else 1 << 16
+        if limit is not None:
+            wanted = min(wanted, limit + 1 - total)
+        try:
+            chunk = os.read(fd, wanted)
+        except OSError as error:
+            reason = error.strerror or type(error).__name__
+            if error.errno in MAY_HEAL:
+                raise TransientError(f"{path}: cannot read: {reason}") from None
+            raise InputError(f"{path}: cannot read: {reason}") from None
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        total += len(chunk)
+        if limit is not None and total > limit:
+            raise InputError(f"{path}: larger than {limit} bytes; not the file expected there")
+
+
 def read_regular(path: Path) -> bytes | None:
     """The bytes of ``path``; None if it does not exist. A symlink there is refused: the
     output is ours, and a link may point anywhere."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        return read_file(path, follow_symlinks=False)
     except FileNotFoundError:
         return None
     except OSError as error:
-        if os.path.islink(path):
+        if error.errno == errno.ELOOP or os.path.islink(path):
             raise InputError(
                 f"{path}: is a symbolic link; refusing to read or replace it"
             ) from None
         raise InputError(f"{path}: cannot read: {error.strerror}") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        # Checked before fdopen, which refuses a folder with an error naming no path.
-        os.close(fd)
-        raise InputError(f"{path}: not a regular file; remove it or move it away")
-    with os.fdopen(fd, "rb") as handle:
-        try:
-            return handle.read()
-        except OSError as error:
-            raise filesystem_error(path, error) from None
 
 
-def check_secure(path: Path) -> None:
+def check_secure(
+    path: Path, info: Optional[os.stat_result] = None, *, secret: bool = False
+) -> None:
     """A prefix (or an input file) others can write to lets them choose which runners this
-    host runs and where its access token is sent."""
-    try:
-        info = os.stat(path)
-    except FileNotFoundError:
-        return
-    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+    host runs and where its access token is sent; a ``secret`` file others can read gives
+    them the token, as ssh refuses a private key. ``info``: the status of a file already
+    open (else ``path`` is looked up; a missing one passes)."""
+    if info is None:
+        try:
+            info = os.stat(path)
+        except FileNotFoundError:
+            return
+    mode = stat.S_IMODE(info.st_mode)
+    loose = GROUP_OTHERS_WRITE | (GROUP_OTHERS_READ if secret else 0)
+    if mode & loose:
+        what = "writable" if mode & GROUP_OTHERS_WRITE else "readable"
+        fix = f"chmod 600 {path}" if secret else "chmod go-w it"
         raise InputError(
-            f"{path}: writable by group or others (mode "
-            f"{stat.S_IMODE(info.st_mode):04o}); chmod go-w it, or pass "
+            f"{path}: {what} by group or others (mode {mode:04o}); {fix}, or pass "
             "--insecure-permissions"
         )
     if info.st_uid not in (0, os.geteuid()):

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .files import atomic_write
+from .errors import InputError
+from .files import atomic_write, read_file
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +23,8 @@ SYSTEM_ID_FILE = ".runner_system_id"
 FINGERPRINT_FILE = ".runner_system_id.fingerprint"
 MACHINE_ID_FILES = (Path("/var/lib/dbus/machine-id"), Path("/etc/machine-id"))
 VALID_ID = re.compile(r"^[sr]_[0-9a-zA-Z]{12}$")
+# A system ID, fingerprint or machine ID is one short line.
+MAX_ID_BYTES = 4096
 
 
 def system_id_from_machine_id(machine_id: str) -> str:
@@ -38,9 +41,9 @@ def random_system_id() -> str:
 def read_machine_id(candidates: Sequence[Path] = MACHINE_ID_FILES) -> str | None:
     for path in candidates:
         try:
-            value = path.read_text().strip()
-        except OSError:
-            continue
+            value = _read(path)
+        except (OSError, InputError):
+            continue  # as missing: a container may bind /dev/null there
         if value:
             return value
     return None
@@ -84,8 +87,8 @@ def resolve_system_id(prefix: Path, machine_ids: Sequence[Path] = MACHINE_ID_FIL
     machine it was copied from. Nothing is written until ``save()``."""
     machine_id = read_machine_id(machine_ids)
     current = fingerprint(machine_id, hostname())
-    existing = _read_valid(prefix / SYSTEM_ID_FILE)
-    recorded = _read_valid(prefix / FINGERPRINT_FILE, re.compile(r"^[0-9a-f]{32}$"))
+    existing = read_system_id(prefix / SYSTEM_ID_FILE)
+    recorded = read_system_id(prefix / FINGERPRINT_FILE, re.compile(r"^[0-9a-f]{32}$"))
 
     if existing and recorded in (None, current):
         value = existing
@@ -109,9 +112,15 @@ def ensure_system_id(prefix: Path, machine_ids: Sequence[Path] = MACHINE_ID_FILE
     return system_id.value
 
 
-def _read_valid(path: Path, pattern: re.Pattern[str] = VALID_ID) -> str | None:
+def read_system_id(path: Path, pattern: re.Pattern[str] = VALID_ID) -> str | None:
+    """The ID in ``path``; None when there is none (or not a valid one). A FIFO or device
+    there is bad input: taken for a missing file, it would be replaced by a new ID."""
     try:
-        value = path.read_text().strip()
+        value = _read(path)
     except OSError:
         return None
     return value if pattern.match(value) else None
+
+
+def _read(path: Path) -> str:
+    return read_file(path, limit=MAX_ID_BYTES).decode("utf-8", errors="replace").strip()

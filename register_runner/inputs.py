@@ -23,9 +23,6 @@ from .tags import TagPolicy
 from .tomlfile import Located, Where, locate, parse_toml, read_toml, remove_with_comments
 
 MAX_FILE_BYTES = 1 << 20
-# Input files are small: read in one go, without a buffer of MAX_FILE_BYTES for each of
-# hundreds of executor files (the 1 MiB allocations were a fifth of reading them).
-FIRST_READ = 1 << 16
 # gitlab-runner keys that come from the API: an executor file has no say in them.
 API_OWNED_KEYS = ("id", "token", "token_obtained_at", "token_expires_at")
 ACCESS_LEVELS = ("not_protected", "ref_protected")
@@ -290,7 +287,14 @@ def _check_entry(folder: Path, entry: os.DirEntry[str]) -> None:
     if problem:
         raise InputError(f"{folder}/{entry.name!a}: {problem}; rename the file")
     if not entry.is_file():
-        raise InputError(f"{folder / entry.name}: not a regular file")
+        raise files.not_regular(folder / entry.name, _mode(entry))
+
+
+def _mode(entry: os.DirEntry[str]) -> int:
+    try:
+        return entry.stat().st_mode
+    except OSError:
+        return 0  # a dangling symlink
 
 
 def _is_executor_name(name: str) -> bool:
@@ -299,18 +303,11 @@ def _is_executor_name(name: str) -> bool:
 
 def read_text(path: Path) -> str:
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(FIRST_READ)
-            if len(data) == FIRST_READ:
-                data += handle.read(MAX_FILE_BYTES + 1 - FIRST_READ)
+        data = files.read_file(path, limit=MAX_FILE_BYTES)
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a folder, not a file") from None
     except OSError as error:
         raise InputError(f"{path}: cannot read: {error.strerror}") from None
-    if len(data) > MAX_FILE_BYTES:
-        raise InputError(f"{path}: larger than {MAX_FILE_BYTES} bytes; not a config file")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as error:

@@ -14,6 +14,9 @@ import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from .errors import InputError
+from .files import read_file
+
 UNIT_FOLDERS = ("/etc/systemd/system", "/run/systemd/system", "/usr/lib/systemd/system")
 UNIT_PATTERNS = (
     "gitlab-runner*.service",
@@ -21,6 +24,7 @@ UNIT_PATTERNS = (
     "register-runner*.service",
     "register-runner*.service.d/*.conf",
 )
+MAX_UNIT_BYTES = 1 << 20
 _LOAD = re.compile(r"^\s*LoadCredential\s*=\s*([^:\s]+):(\S+)\s*$")
 
 
@@ -48,6 +52,7 @@ def _units(environ: Mapping[str, str]) -> Iterator[Path]:
 
 def _lines(unit: Path) -> list[str]:
     try:
-        return unit.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return []
+        raw = read_file(unit, limit=MAX_UNIT_BYTES)
+    except (OSError, InputError):
+        return []  # not a unit systemd could read either
+    return raw.decode("utf-8", errors="replace").splitlines()

@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
 from .errors import HostInputError, InputError
+from .files import read_file
 from .tomlfile import Where
 
 # The template's own table, removed from the output like client_configs.
+MAX_SCHEMA_BYTES = 1 << 20
 SETTINGS_TABLE = "register_runner"
 # capture_tags and tag_schema: the --capture-tags and --tag-schema every command uses (the
 # timer's sync, plan, prune-legacy), so that no run tags the runners differently. host:
@@ -299,7 +301,7 @@ def _capture_spec(name: Union[str, Path]) -> importlib.machinery.ModuleSpec:
 
 def load_schema(path: Path) -> dict[str, Any]:
     try:
-        schema = json.loads(path.read_text(encoding="utf-8"))
+        schema = json.loads(read_file(path, limit=MAX_SCHEMA_BYTES).decode("utf-8"))
     except OSError as error:
         raise InputError(f"{path}: cannot read the tag schema: {error.strerror}") from None
     except ValueError as error:

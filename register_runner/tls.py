@@ -14,9 +14,11 @@ import re
 import socket
 import ssl
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Optional
 
 from .errors import InputError
+from .files import stat_regular
 
 # OpenSSL's X509_V_ERR_* codes that mean "this chain does not end at a CA we trust".
 UNKNOWN_ISSUER = frozenset({2, 18, 19, 20, 21, 27})
@@ -53,8 +55,8 @@ def context(
             "tls_cert_file",
             "a PEM certificate whose key is in tls_key_file (or in the file itself)",
         )
-    # The name is checked after the handshake (check_peer_name, and urllib3 for lists),
-    # so that the error can say what the certificate is for; the chain is checked here.
+    # The name is checked after the handshake (check_peer_name), so that the error can say
+    # what the certificate is for; the chain is checked here.
     ctx.check_hostname = False
     ctx.hostname_checks_common_name = False
     ctx.verify_mode = ssl.CERT_REQUIRED
@@ -65,6 +67,7 @@ def _load(loader, path: Optional[str], key: str, expected: str) -> None:  # type
     if not path:
         return
     try:
+        stat_regular(Path(path))  # OpenSSL would wait on a FIFO for ever
         loader(path)
     except (ssl.SSLError, OSError, ValueError) as error:
         reason = getattr(error, "strerror", None) or getattr(error, "reason", None) or "unusable"
@@ -152,7 +155,7 @@ def _verification(error: ssl.SSLCertVerificationError, host: str, port: int) -> 
 
 
 def causes(error: BaseException) -> list[BaseException]:
-    """``error`` and everything it wraps (requests and urllib3 wrap in args and .reason)."""
+    """``error`` and everything it wraps: its cause, its context, and errors in its args."""
     found: list[BaseException] = []
     pending: list[object] = [error]
     while pending:
@@ -160,7 +163,7 @@ def causes(error: BaseException) -> list[BaseException]:
         if not isinstance(item, BaseException) or any(item is seen for seen in found):
             continue
         found.append(item)
-        pending += [getattr(item, "reason", None), item.__cause__, item.__context__]
+        pending += [item.__cause__, item.__context__]
         pending += list(item.args)
     return found
 

@@ -2,16 +2,17 @@
 
 * No redirect is ever followed: a front's 3xx would carry PRIVATE-TOKEN or a runner token
   in a re-sent body to another host.
-* Every request goes to the configured origin; a pagination link elsewhere is refused.
+* Every request goes to the configured origin; an answer whose ``Link`` names a next
+  page elsewhere is refused (a front rewriting links would have the token follow).
 * The run's deadline is a wall-clock bound: a watchdog shuts the sockets down when it
   passes, so an answer trickling one byte a second (headers included) cannot outlive it.
 * Answers are read in full here, up to a size cap, never into unbounded memory.
 * TLS uses one verifying context (tls.context), never a bundled default.
 
-Single calls use ``http.client`` over one keep-alive connection per worker (``Channel``):
-they need a URL, two headers and a JSON body, and requests' layers cost twice the time
-per call of everything else a steady sync does. Lists go through python-gitlab, which
-needs a requests session: pages.py holds it to the same rules.
+Every call, each page of a list too, uses ``http.client`` over one keep-alive connection
+per worker (``Channel``): the only HTTP stack of the package, so each rule above is
+written once, here. A call needs a URL, two headers and a JSON body; requests' layers
+cost twice the time per call of everything else a steady sync does.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import http.client
 import ipaddress
 import logging
 import os
+import re
 import select
 import socket
 import ssl
@@ -30,7 +32,7 @@ import time
 import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Optional, Union, cast
+from typing import Any, Optional, cast
 from urllib.parse import unquote, urlencode, urljoin, urlsplit
 
 from . import tls
@@ -120,10 +122,9 @@ class DeadlinePassed(Exception):
 
 class NetworkError(Exception):
     """The request failed on the way. ``connected``: a connection to GitLab (or its
-    proxy) stood, so the request may have reached it; None: requests' error says
-    which by its kind."""
+    proxy) stood, so the request may have reached it."""
 
-    def __init__(self, cause: BaseException, connected: Optional[bool]) -> None:
+    def __init__(self, cause: BaseException, connected: bool) -> None:
         super().__init__(type(cause).__name__)
         self.cause = cause
         self.connected = connected
@@ -134,7 +135,7 @@ class Answer:
     """A complete answer, read within the deadline and the size cap."""
 
     status: int
-    headers: Any  # http.client.HTTPMessage or requests' CaseInsensitiveDict: .get is enough
+    headers: Any  # http.client.HTTPMessage (a test's dict): .get is enough
     body: bytes
 
 
@@ -168,8 +169,7 @@ class Channel:
         body: Optional[bytes] = None,
         headers: dict[str, str],
     ) -> Answer:
-        if origin_of(url) != self.origin:
-            raise Redirect(None, host_port(url))
+        self._refuse_elsewhere(url)
         remaining = self.deadline.remaining()
         if remaining <= 0:
             raise DeadlinePassed()
@@ -251,10 +251,16 @@ class Channel:
             connection = http.client.HTTPConnection(*address, timeout=timeout)
         return connection
 
+    def _refuse_elsewhere(self, url: str) -> None:
+        if origin_of(url) != self.origin:
+            raise Redirect(None, host_port(url))
+
     def _read(self, response: http.client.HTTPResponse, url: str) -> Answer:
         if 300 <= response.status < 400:
             location = response.getheader("Location") or ""
             raise Redirect(response.status, host_port(urljoin(url, location)))
+        for link in _next_links(response.getheader("Link") or ""):
+            self._refuse_elsewhere(urljoin(url, link))
         body = read_capped(
             response.getheader("Content-Length") or "",
             iter(lambda: response.read(CHUNK), b""),
@@ -277,6 +283,11 @@ def read_capped(length: str, chunks: Iterable[bytes], deadline: Deadline) -> byt
         if deadline.passed():
             raise DeadlinePassed()
     return bytes(body)
+
+
+def _next_links(link: str) -> list[str]:
+    """The targets of ``rel="next"`` in a Link header (RFC 8288), as written."""
+    return re.findall(r'<([^>]*)>\s*;[^,]*\brel="?next\b', link)
 
 
 def _idle(sock: socket.socket) -> bool:
@@ -353,11 +364,11 @@ def cleartext(url: str) -> bool:
 
 
 def network_failure(
-    error: BaseException, url: str, timeout: float, connected: Union[bool, None] = None
+    error: BaseException, url: str, timeout: float, connected: bool
 ) -> tuple[str, bool, bool]:
     """(one full line, whether the request may have reached GitLab, whether GitLab is
     simply not there: refused or not in DNS). ``connected``: whether a connection stood
-    when it failed; None for requests' errors, which say so by their kind."""
+    when it failed."""
     parts = urlsplit(url)
     host = parts.hostname or "?"
     port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -365,21 +376,11 @@ def network_failure(
     if described:
         return f"TLS: {described}", False, False
     chain = tls.causes(error)
-    names = {type(cause).__name__ for cause in chain}
-    if connected is None:
-        connected = not names & {
-            "NewConnectionError",
-            "NameResolutionError",
-            "ConnectTimeout",
-            "ConnectTimeoutError",
-        }
-    if "NameResolutionError" in names or any(isinstance(c, socket.gaierror) for c in chain):
+    if any(isinstance(c, socket.gaierror) for c in chain):
         return f"cannot connect: host {host} does not resolve", False, True
     if any(isinstance(cause, ConnectionRefusedError) for cause in chain):
         return f"cannot connect: connection refused by {host}:{port}", False, True
-    timed_out = any(isinstance(c, socket.timeout) for c in chain) or bool(
-        names & {"ConnectTimeout", "ConnectTimeoutError", "ReadTimeout", "ReadTimeoutError"}
-    )
+    timed_out = any(isinstance(c, socket.timeout) for c in chain)
     if not connected:
         if timed_out:
             reason = f"cannot connect: no connection to {host}:{port} within {timeout:g} s"

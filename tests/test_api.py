@@ -86,8 +86,8 @@ def test_unknown_option_is_a_type_error(make):
 
 
 def test_a_run_leaves_no_connection_open(gitlab, make):
-    """A library call closes what it opened: every worker's kept-alive connection and
-    every list's session (a leaked socket is a ResourceWarning when it is collected)."""
+    """A library call closes what it opened: every worker's kept-alive connection, those
+    that paged through lists too (a leaked socket is a ResourceWarning when collected)."""
     prefix = make(executors={"a": SHELL, "b": SHELL, "c": SHELL})
     prefix.write_executor("gone", SHELL)
     register_runner.sync(prefix=prefix.root)

@@ -233,6 +233,7 @@ def test_two_gitlab_instances(gitlab, pat, tmp_path, cli):
         other_pat = other.add_access_token(scopes=("api",), admin=True)
         token_file = tmp_path / "other.pat"
         token_file.write_text(other_pat)
+        token_file.chmod(0o600)
         prefix = make_prefix(
             tmp_path / "p",
             gitlab.url,

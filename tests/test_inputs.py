@@ -171,7 +171,7 @@ def test_executor_files_sorted_hidden_and_other_files_ignored(tmp_path):
 
 
 def test_a_file_longer_than_one_read_is_read_whole(tmp_path):
-    padding = "#" * (inputs.FIRST_READ + 100) + "\n"
+    padding = "#" * ((1 << 16) + 100) + "\n"  # more than one read of 64 KiB
     executor = one(tmp_path, padding + 'executor = "shell"\nname = "last line"\n')
     assert executor.name == "last line"
 
@@ -190,6 +190,7 @@ def test_no_executor_folder_means_no_executors(tmp_path):
 def test_secret_from_a_file_relative_to_the_template(tmp_path):
     (tmp_path / "secrets").mkdir()
     (tmp_path / "secrets" / "pat").write_text("glpat-from-file\n")
+    (tmp_path / "secrets" / "pat").chmod(0o600)
     template = f'[[client_configs]]\nurl = "{URL}"\npersonal_access_token_file = "secrets/pat"\n'
     loaded = load(tmp_path, {"x.toml": 'executor = "shell"\n'}, template=template)
     assert loaded.clients[URL].access_token.reveal() == "glpat-from-file"

@@ -29,6 +29,7 @@ def test_two_gitlabs_handing_out_the_same_ids_restart_is_a_no_op(gitlab, pat, tm
         other_pat = other.add_access_token(scopes=("api",), admin=True)
         token_file = tmp_path / "other.pat"
         token_file.write_text(other_pat + "\n")
+        token_file.chmod(0o600)
         prefix = make_prefix(
             tmp_path / "p",
             gitlab.url,

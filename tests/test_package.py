@@ -107,8 +107,11 @@ def test_contents(zipapp):
     assert [n for n in names if "__pycache__" in n or n.endswith(".pyc")] == []
     assert names == sorted(names), "entries are not sorted (the build should be reproducible)"
     assert "__main__.py" in names
-    for top in ("tomli/", "tomlkit/", "requests/", "urllib3/", "certifi/", "register_runner/"):
+    for top in ("tomli/", "tomlkit/", "certifi/", "register_runner/"):
         assert any(n.startswith(top) for n in names), f"{top} missing from the zipapp"
+    # One HTTP stack, the standard library's: no other travels along.
+    for top in ("requests/", "urllib3/", "gitlab/", "idna/", "charset_normalizer/"):
+        assert not any(n.startswith(top) for n in names), f"{top} in the zipapp"
     assert "certifi/cacert.pem" in names
     # Package data and the fake GitLab (used by `demo`) travel with the code.
     source = ROOT / "register_runner"
@@ -151,10 +154,9 @@ def test_ca_bundle_is_usable_from_the_zip(zipapp):
     check = (
         "import os, ssl, sys\n"
         "sys.path.insert(0, sys.argv[1])\n"
-        "import certifi, requests, requests.certs\n"
+        "import certifi\n"
         "assert certifi.__file__.startswith(sys.argv[1]), certifi.__file__\n"
-        "assert requests.__file__.startswith(sys.argv[1]), requests.__file__\n"
-        "path = requests.certs.where()\n"
+        "path = certifi.where()\n"
         "assert os.path.isfile(path), path\n"
         "ctx = ssl.create_default_context(cafile=path)\n"
         "assert len(ctx.get_ca_certs()) > 50\n"
@@ -173,8 +175,8 @@ def test_bundled_dependencies_import_on_oldest_python(zipapp):
     check = (
         "import sys\n"
         "sys.path.insert(0, sys.argv[1])\n"
-        "import requests, tomli, tomlkit, register_runner.tomlfile\n"
-        "for m in (requests, tomli, tomlkit, register_runner.tomlfile):\n"
+        "import certifi, tomli, tomlkit, register_runner.tomlfile\n"
+        "for m in (certifi, tomli, tomlkit, register_runner.tomlfile):\n"
         "    assert m.__file__.startswith(sys.argv[1]), m.__file__\n"
         "print(register_runner.tomlfile._fast.__name__)\n"
     )

@@ -1,6 +1,6 @@
-"""transport.Channel, the http.client path of single calls: kept-alive connections that
-GitLab closed, proxies from the environment, and the certificate's name, over real
-sockets on 127.0.0.1."""
+"""transport.Channel, the one HTTP path of every call and page: kept-alive connections
+that GitLab closed, one origin, proxies from the environment, and the certificate's name,
+over real sockets on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -232,11 +232,13 @@ def test_a_url_on_another_origin_is_refused_before_connecting():
     assert raised.value.target == "http://evil.test:80"
 
 
-def _wrapped(name: str, cause: BaseException) -> BaseException:
-    """An error of requests' or urllib3's, known by its class name, wrapping ``cause``."""
-    error = type(name, (Exception,), {})("wrapped")
-    error.__cause__ = cause
-    return error
+def test_a_link_to_a_next_page_on_another_origin_is_refused():
+    elsewhere = '<https://evil.test/api/v4/runners/all?page=2>; rel="next"'
+    with Scripted() as server:
+        server.get("/runners/all", json=[], headers={"Link": elsewhere, "X-Next-Page": "2"})
+        with pytest.raises(Redirect) as raised:
+            channel(server.url).request("GET", server.url + "/api/v4/runners/all", headers={})
+    assert raised.value.target == "https://evil.test:443" and server.call_count == 1
 
 
 H = "gitlab.example"
@@ -254,12 +256,6 @@ CLOSED = f"{H}:443 closed the connection before answering in full"
             (f"cannot connect: host {H} does not resolve", False, True),
         ),
         (
-            _wrapped("NameResolutionError", OSError("x")),
-            f"https://{H}",
-            None,
-            (f"cannot connect: host {H} does not resolve", False, True),
-        ),
-        (
             ConnectionRefusedError(111, "refused"),
             f"http://{H}",
             False,
@@ -270,18 +266,6 @@ CLOSED = f"{H}:443 closed the connection before answering in full"
             f"https://{H}:8443",
             False,
             (f"cannot connect: no connection to {H}:8443 within 2.5 s", False, False),
-        ),
-        (
-            _wrapped("ConnectTimeout", OSError("x")),
-            f"https://{H}",
-            None,
-            (f"cannot connect: no connection to {H}:443 within 2.5 s", False, False),
-        ),
-        (
-            _wrapped("NewConnectionError", NO_ROUTE),
-            f"https://{H}",
-            None,
-            (f"cannot connect to {H}:443: no route to host", False, True),
         ),
         (
             NO_ROUTE,
@@ -303,21 +287,15 @@ CLOSED = f"{H}:443 closed the connection before answering in full"
             (f"no answer from {H}:443 within 2.5 s", True, False),
         ),
         (
-            _wrapped("ReadTimeout", OSError("x")),
-            f"https://{H}",
-            None,
-            (f"no answer from {H}:443 within 2.5 s", True, False),
-        ),
-        (
             ConnectionResetError(104, "reset"),
             f"http://{H}",
             True,
             (f"{H}:80 closed the connection before answering in full", True, False),
         ),
         (
-            _wrapped("ProtocolError", ConnectionResetError(104, "reset")),
+            ConnectionResetError(104, "reset"),
             f"https://{H}",
-            None,
+            True,
             (
                 CLOSED + " (if a TLS front requires a client certificate: set tls_cert_file and "
                 "tls_key_file)",

@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .. import custom_runners, report, state
+from ..clients import MAX_SECRET_BYTES
 from ..errors import InputError
-from ..hostid import SYSTEM_ID_FILE, VALID_ID
+from ..files import read_file
+from ..hostid import SYSTEM_ID_FILE, VALID_ID, read_system_id
 from ..model import ClientConfig, Scope, Verdict, normalize_url
 from ..output import credentials_of, output_path, read_config
 from ..secret import Secret
@@ -40,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 def read_token(value: Optional[str], path: Optional[Path]) -> Secret:
     if path is not None:
         try:
-            text = path.read_text(encoding="utf-8")
+            text = read_file(path, limit=MAX_SECRET_BYTES).decode("utf-8")
         except (OSError, UnicodeDecodeError) as error:
             raise InputError(
                 f"{path}: cannot read the token: {getattr(error, 'strerror', None) or 'not UTF-8'}"
@@ -59,11 +61,7 @@ def read_token(value: Optional[str], path: Optional[Path]) -> Secret:
 def prefix_system_id(prefix: Path) -> Optional[str]:
     """The prefix's ID if it has one: verifying with a made-up ID would create a stray
     runner manager in GitLab."""
-    try:
-        value = (prefix / SYSTEM_ID_FILE).read_text().strip()
-    except OSError:
-        return None
-    return value if VALID_ID.match(value) else None
+    return read_system_id(prefix / SYSTEM_ID_FILE)
 
 
 def verify_config(options: Options, *, as_json: bool) -> int:

@@ -92,6 +92,7 @@ def make_prefix(
         token_file = root / "secrets" / "gitlab.pat"
         token_file.parent.mkdir(mode=0o700, exist_ok=True)
         token_file.write_text(access_token + "\n")
+        token_file.chmod(0o600)  # a token file others may read is refused
         secrets.append(f'personal_access_token_file = "{token_file}"')
     if registration_token is not None:
         secrets.append(f'registration_token = "{registration_token}"')

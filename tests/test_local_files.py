@@ -1,0 +1,288 @@
+"""Only regular files are read, nothing local hangs a run, and secret files are private:
+through the real CLI, against the fake GitLab.
+
+A FIFO where a file is expected used to block the open for ever, so each of these runs
+goes to a child process that the test can give up on instead of hanging the suite.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from register_runner.testing.prefix import Prefix, run_cli
+
+SHELL = 'executor = "shell"\ntags = ["linux"]\n'
+# Far more than a run refused at once takes, even on a loaded machine; a blocking open on
+# the old code never ends, so this is where such a run fails.
+HANG = 30.0
+
+
+def fifo(path: Path) -> Path:
+    """A FIFO no one writes to, where a file was (or is expected)."""
+    if path.exists() or path.is_symlink():
+        path.unlink()
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.mkfifo(path, 0o600)
+    return path
+
+
+def unix_socket(path: Path) -> Path:
+    if path.exists():
+        path.unlink()
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(path))
+    listener.close()  # the file stays, a socket
+    return path
+
+
+def child(prefix: Prefix, *args: str, env=None):
+    """``register-runner <args> --prefix …`` in a child, given up on after HANG."""
+    command = [*(args or ("sync",)), "--prefix", str(prefix.root)]
+    return run_cli(command, env=env, timeout=HANG)
+
+
+def assert_refused_naming(result, path: Path, what: str = "a FIFO (named pipe)") -> None:
+    err = result.stderr.strip()
+    assert result.returncode == 2, f"exit {result.returncode}: {result.stderr}"
+    assert "\n" not in err and "Traceback" not in err, result.stderr
+    assert f"{path}" in err and f"{what}, not a regular file" in err, err
+
+
+def synced(gitlab, make, cli, **options) -> Prefix:
+    prefix = make(**options)
+    first = cli(prefix)
+    assert first.returncode == 0, first.stderr
+    gitlab.clear_requests()
+    return prefix
+
+
+# -- each kind of path ---------------------------------------------------------------------
+
+
+def _template(prefix: Prefix) -> Path:
+    return prefix.template
+
+
+def _executor_file(prefix: Prefix) -> Path:
+    return prefix.executor_dir / "other.toml"
+
+
+def _config(prefix: Prefix) -> Path:
+    return prefix.output
+
+
+def _state(prefix: Prefix) -> Path:
+    return prefix.root / ".register-runner" / "main.json"
+
+
+def _system_id(prefix: Prefix) -> Path:
+    return prefix.root / ".runner_system_id"
+
+
+def _token_file(prefix: Prefix) -> Path:
+    return prefix.root / "secrets" / "gitlab.pat"
+
+
+PATHS: dict[str, Callable[[Prefix], Path]] = {
+    "template": _template,
+    "executor-file": _executor_file,
+    "config": _config,
+    "state": _state,
+    "system-id": _system_id,
+    "token-file": _token_file,
+}
+
+
+@pytest.mark.parametrize("command", ["sync", "plan"])
+@pytest.mark.parametrize("where", list(PATHS))
+def test_a_fifo_where_a_file_is_expected_is_bad_input_at_once(gitlab, make, cli, where, command):
+    prefix = synced(gitlab, make, cli)
+    path = fifo(PATHS[where](prefix))
+    before = prefix.snapshot()
+
+    result = child(prefix, command)
+
+    assert_refused_naming(result, path)
+    assert gitlab.mutating_requests() == []
+    assert prefix.snapshot() == before
+
+
+def test_a_socket_at_the_config_is_named_as_one(gitlab, make, cli):
+    prefix = synced(gitlab, make, cli)
+    path = unix_socket(prefix.output)
+    result = child(prefix)
+    assert_refused_naming(result, path, "a socket")
+    assert gitlab.mutating_requests() == []
+
+
+def test_a_fifo_as_the_systemd_credential_is_bad_input(gitlab, pat, make, tmp_path):
+    prefix = make()
+    url = json.dumps(gitlab.url)
+    prefix.write_template(
+        f'[[client_configs]]\nurl = {url}\npersonal_access_token_credential = "gitlab-pat"\n'
+    )
+    path = fifo(tmp_path / "credentials" / "gitlab-pat")
+
+    result = child(prefix, env={"CREDENTIALS_DIRECTORY": str(path.parent)})
+
+    assert_refused_naming(result, path)
+    assert f"{prefix.template}:" in result.stderr  # and the setting that names it
+    assert gitlab.requests == []
+    assert not prefix.output.exists()
+
+
+def test_a_fifo_at_a_custom_runners_credentials_file_is_bad_input(gitlab, make, tmp_path):
+    folder = tmp_path / "custom-runner"
+    folder.mkdir(mode=0o700)
+    path = fifo(folder / "rs.env")
+    prefix = make(executors={"rs": f'credentials_file = "{path}"\ntags = ["rust"]\n'})
+
+    result = child(prefix)
+
+    assert result.returncode == 2, result.stderr
+    assert f"{path} exists and is not a regular file" in result.stderr
+    assert gitlab.runners() == []
+
+
+def test_a_fifo_as_tls_ca_file_is_bad_input(gitlab, pat, make, tmp_path):
+    path = fifo(tmp_path / "ca.pem")
+    prefix = make(client_extra=f'tls_ca_file = "{path}"\n')
+    result = child(prefix)
+    assert_refused_naming(result, path)
+    assert gitlab.requests == []
+
+
+@pytest.mark.parametrize("option", ["--token-file", "--tls-ca-file"])
+def test_verify_refuses_a_fifo_for_its_token_or_ca_file(tmp_path, option):
+    path = fifo(tmp_path / "given")
+    token = tmp_path / "token"
+    token.write_text("glrt-verify-local-files-0123\n")
+    given = {"--token-file": str(token), option: str(path)}
+    result = run_cli(
+        [
+            *("verify", "--url", "https://127.0.0.1:9", "--system-id", "s_0123456789ab"),
+            *(word for option_and_value in given.items() for word in option_and_value),
+        ],
+        timeout=HANG,
+    )
+    assert result.returncode == 2 and str(path) in result.stderr, result.stderr
+    assert "a FIFO (named pipe), not a regular file" in result.stderr
+
+
+def test_a_fifo_as_the_tag_schema_is_bad_input(gitlab, make, cli, tmp_path):
+    prefix = synced(gitlab, make, cli)
+    path = fifo(tmp_path / "tag_schema.json")
+    result = child(prefix, "sync", "--tag-schema", str(path))
+    assert_refused_naming(result, path)
+    assert gitlab.mutating_requests() == []
+
+
+# -- the watchdog --------------------------------------------------------------------------
+
+
+def test_a_run_stuck_on_a_local_read_ends_at_the_deadline_with_the_config_kept(
+    gitlab, make, cli, tmp_path
+):
+    """What no socket timeout ends (here a capture-tags program opening a FIFO no one
+    writes to; on a host, a read from a hung NFS mount or a getaddrinfo that never
+    returns): the process ends at --deadline (+ --lock-timeout) + its grace, as a run
+    with GitLab failing does."""
+    prefix = synced(gitlab, make, cli)
+    config = prefix.output.read_bytes()
+    never_written = fifo(tmp_path / "never-written")
+    plugin = tmp_path / "stuck_tags.py"
+    plugin.write_text(f"def capture_tags():\n    return open({str(never_written)!r}).read()\n")
+    metrics = tmp_path / "metrics.prom"
+
+    stuck = ("--capture-tags", str(plugin), "--deadline", "0.5", "--lock-timeout", "0")
+    result = run_cli(
+        ["sync", "--prefix", str(prefix.root), *stuck, "--metrics-file", str(metrics)],
+        env={"JOURNAL_STREAM": "8:1234"},
+        timeout=HANG,
+    )
+
+    assert result.returncode == 3, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("<3>event=error ") and "passed its deadline" in line, line
+    assert prefix.output.read_bytes() == config
+    assert gitlab.mutating_requests() == []
+    status = cli(prefix, "status", "--json")
+    assert status.returncode == 3
+    assert json.loads(status.stdout)["last_run"]["exit_status"] == 3
+    assert 'register_runner_last_run_exit_code{instance="main"} 3' in metrics.read_text()
+
+
+# -- secret files are private --------------------------------------------------------------
+
+
+def assert_refused_as_readable(result, path: Path, secret: str) -> None:
+    err = result.stderr.strip()
+    assert result.returncode == 2, f"exit {result.returncode}: {result.stderr}"
+    assert "\n" not in err, result.stderr
+    assert f"{path}: readable by group or others (mode 0644); chmod 600 {path}" in err, err
+    assert secret not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("command", ["sync", "plan"])
+def test_an_access_token_file_others_can_read_is_refused_unless_insecure(
+    gitlab, pat, make, cli, command
+):
+    prefix = make()
+    path = _token_file(prefix)
+    path.chmod(0o644)
+
+    refused = cli(prefix, command)
+
+    assert_refused_as_readable(refused, path, pat)
+    assert gitlab.requests == []
+    assert not prefix.output.exists()
+    allowed = cli(prefix, command, "--insecure-permissions")
+    assert allowed.returncode == 0, allowed.stderr
+
+
+def test_a_registration_token_file_others_can_read_is_refused(gitlab, make, cli):
+    token = gitlab.registration_token(runner_type="instance_type")
+    prefix = make(access_token=None)
+    path = prefix.root / "secrets" / "registration"
+    path.parent.mkdir(mode=0o700)
+    path.write_text(token + "\n")
+    path.chmod(0o644)
+    url = json.dumps(gitlab.url)
+    prefix.write_template(f'[[client_configs]]\nurl = {url}\nregistration_token_file = "{path}"\n')
+    result = cli(prefix)
+    assert_refused_as_readable(result, path, token)
+    assert gitlab.requests == []
+
+
+def test_a_tls_key_file_others_can_read_is_refused(gitlab, pat, make, cli, pki):
+    cert, key = pki["client"]
+    key.chmod(0o644)
+    cert.chmod(0o644)  # a certificate is public: only the key is refused
+    prefix = make(client_extra=f'tls_cert_file = "{cert}"\ntls_key_file = "{key}"\n')
+    result = cli(prefix)
+    assert_refused_as_readable(result, key, "PRIVATE KEY")
+    assert gitlab.requests == []
+
+
+def test_a_systemd_credential_is_read_with_the_mode_systemd_gives_it(
+    gitlab, pat, make, cli, tmp_path
+):
+    """systemd decides the mode of $CREDENTIALS_DIRECTORY's files, not the operator."""
+    prefix = make()
+    url = json.dumps(gitlab.url)
+    prefix.write_template(
+        f'[[client_configs]]\nurl = {url}\npersonal_access_token_credential = "gitlab-pat"\n'
+    )
+    folder = tmp_path / "credentials"
+    folder.mkdir()
+    (folder / "gitlab-pat").write_text(pat + "\n")
+    (folder / "gitlab-pat").chmod(0o444)
+    result = cli(prefix, env={"CREDENTIALS_DIRECTORY": str(folder)})
+    assert result.returncode == 0, result.stderr
+    assert len(gitlab.runners()) == 1
