@@ -18,7 +18,7 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Optional, cast
 
 from . import custom_runners
@@ -43,7 +43,7 @@ from .model import (
 from .observe import owned
 from .output import kept_entries, observed_credentials, runner_entries, write_config
 from .timeutil import now_utc
-from .workspace import Workspace
+from .workspace import GitLab, Loaded
 
 if TYPE_CHECKING:
     from .gitlab import Issued
@@ -60,6 +60,14 @@ class Outcome:
     failing: list[str] = field(default_factory=list)  # GitLab failing: exit 0 or 3
     wrote: bool = False
     entries: int = 0
+    warnings: list[str] = field(default_factory=list)
+    state: state_file.State = field(default_factory=state_file.State)  # as saved
+
+    def warn(self, message: str) -> None:
+        """Say it once per run."""
+        if message not in self.warnings:
+            self.warnings.append(message)
+            log.warning("%s", message)
 
     def refuse(self, message: str) -> None:
         self.refused.append(message)
@@ -76,7 +84,7 @@ class Outcome:
     ) -> None:
         self.records.append(
             ActionResult(
-                action.kind.value,
+                action.kind,
                 action.stem,
                 action.runner_id,
                 result,
@@ -94,10 +102,13 @@ class Outcome:
         return self.wrote or any(record.mutated for record in self.records)
 
 
-def apply(workspace: Workspace, plan: Plan, observed: Observed) -> Outcome:
+def apply(loaded: Loaded, gitlab: GitLab, plan: Plan, observed: Observed) -> Outcome:
+    """``plan`` carried out; the Outcome holds the state as saved (``loaded``'s is left as
+    it was)."""
     outcome = Outcome()
-    executors = workspace.executors_by_stem
-    st = workspace.state
+    st = loaded.state.copy()
+    loaded = replace(loaded, state=st)  # the state this run changes and saves
+    executors = loaded.executors_by_stem
     creates = plan.of_kind(Kind.CREATE, Kind.RECREATE)
     for action in creates:
         executor = executors[action.stem]
@@ -106,11 +117,11 @@ def apply(workspace: Workspace, plan: Plan, observed: Observed) -> Outcome:
             executor.url,
             executor.scope,
             executor.attributes["description"],
-            workspace.identity.marker(action.stem),
+            loaded.identity.marker(action.stem),
             dict(executor.attributes),
         )
     if creates:
-        _save(workspace)
+        _save(loaded)
 
     runners = {
         stem: StoredRunner(r.id, r.url, r.scope, dict(r.applied))
@@ -118,13 +129,12 @@ def apply(workspace: Workspace, plan: Plan, observed: Observed) -> Outcome:
     }
     fresh: dict[str, Credentials] = {}
     work = plan.of_kind(Kind.CREATE, Kind.RECREATE, Kind.UPDATE, Kind.ROTATE)
-    results = workspace.concurrently(
-        lambda a: _attempt(workspace, a, executors[a.stem], observed.runners.get(a.stem)), work
+    results = gitlab.concurrently(
+        lambda a: _attempt(loaded, gitlab, a, executors[a.stem], observed.runners.get(a.stem)),
+        work,
     )
     for action, result in zip(work, results):
-        _settle(
-            workspace, action, result, executors[action.stem], observed, runners, fresh, outcome
-        )
+        _settle(loaded, action, result, executors[action.stem], observed, runners, fresh, outcome)
 
     for action in plan.of_kind(Kind.DELETE):
         runner = observed.runners.get(action.stem)
@@ -142,34 +152,33 @@ def apply(workspace: Workspace, plan: Plan, observed: Observed) -> Outcome:
             credentials.obtained_at,
             credentials.expires_at,
         )
-    _save(workspace)
+    _save(loaded)
 
     # A fresh host that got no runner at all has nothing worth writing.
-    nothing_wanted = not workspace.executors and not workspace.held_stems
-    if not plan.held and (runners or workspace.config.raw is not None or nothing_wanted):
-        _write(workspace, observed, runners, fresh, outcome)
+    nothing_wanted = not loaded.executors and not loaded.held_stems
+    if not plan.held and (runners or loaded.config.raw is not None or nothing_wanted):
+        _write(loaded, observed, runners, fresh, outcome)
     else:
-        outcome.entries = len(workspace.config.entries)
+        outcome.entries = len(loaded.config.entries)
     if plan.held:
-        outcome.entries += custom_runners.in_place(workspace, observed)
+        outcome.entries += custom_runners.in_place(loaded, observed)
     else:
-        written, in_place, failed = custom_runners.write_files(workspace, observed, runners, fresh)
+        written, in_place, failed = custom_runners.write_files(loaded, observed, runners, fresh)
         outcome.records += written
         outcome.entries += in_place
         for message in failed.values():
             outcome.refuse(message)
         # A token not written yet (a held runner's, one whose file could not be written)
         # waits in the state for the run that writes it.
-        written_stems = [
-            s for s in st.unwritten if s not in workspace.held_stems and s not in failed
-        ]
+        written_stems = [s for s in st.unwritten if s not in loaded.held_stems and s not in failed]
         if written_stems:
             for stem in written_stems:
                 del st.unwritten[stem]
-            _save(workspace)
-    _delete_pending(workspace, plan, outcome)
+            _save(loaded)
+    _delete_pending(loaded, gitlab, plan, outcome)
     for action in plan.of_kind(Kind.KEEP, Kind.WAIT):
         outcome.record(action, "kept" if action.kind is Kind.KEEP else "waiting")
+    outcome.state = st
     return outcome
 
 
@@ -183,14 +192,18 @@ class _Result:
 
 
 def _attempt(
-    workspace: Workspace, action: Action, executor: Executor, runner: Optional[RunnerState]
+    loaded: Loaded,
+    gitlab: GitLab,
+    action: Action,
+    executor: Executor,
+    runner: Optional[RunnerState],
 ) -> _Result:
     """One action's API calls. Errors are collected, not raised, so that the others go on
     and the tokens they obtained are saved; an update that fails does not keep a due
     rotation from happening."""
     result = _Result()
     try:
-        _call(workspace, action, executor, runner, result)
+        _call(loaded, gitlab, action, executor, runner, result)
     except Exception as error:
         log.error(
             "event=internal_error runner=%s: %s: %s", action.stem, type(error).__name__, error
@@ -201,15 +214,16 @@ def _attempt(
 
 
 def _call(
-    workspace: Workspace,
+    loaded: Loaded,
+    gitlab: GitLab,
     action: Action,
     executor: Executor,
     runner: Optional[RunnerState],
     result: _Result,
 ) -> None:
-    api = workspace.api(executor.url)
+    api = gitlab.api(executor.url)
     if action.kind in (Kind.CREATE, Kind.RECREATE):
-        client = workspace.inputs.clients[executor.url]
+        client = loaded.inputs.clients[executor.url]
         try:
             if client.access_token is not None:
                 result.issued = api.create_runner(executor.scope, executor.attributes)
@@ -227,7 +241,7 @@ def _call(
             result.errors.append(error)
     if action.kind is Kind.ROTATE:
         try:
-            result.issued = _rotate(api, runner, workspace.identity.system_id)
+            result.issued = _rotate(api, runner, loaded.identity.system_id)
         except RegisterRunnerError as error:
             result.errors.append(error)
 
@@ -261,7 +275,7 @@ def _rotate(api: Any, runner: RunnerState, system_id: str) -> Issued:
 
 
 def _settle(
-    workspace: Workspace,
+    loaded: Loaded,
     action: Action,
     result: _Result,
     executor: Executor,
@@ -270,7 +284,7 @@ def _settle(
     fresh: dict[str, Credentials],
     outcome: Outcome,
 ) -> None:
-    st = workspace.state
+    st = loaded.state
     issued = result.issued
     creates = action.kind in (Kind.CREATE, Kind.RECREATE)
     if creates and issued is not None and not _is_id(issued.id):
@@ -278,7 +292,7 @@ def _settle(
         result.errors.append(UnknownOutcome(f"{executor.url}: GitLab's answer had no runner id"))
         issued = None
     for error in result.errors:
-        _failed(workspace, action, executor.url, error, outcome)
+        _failed(action, executor.url, error, outcome)
     if creates:
         # A create whose outcome is unknown stays journaled: the next run that can list
         # runners finds it by its marker; it is never sent again blindly.
@@ -338,9 +352,7 @@ def _unknown_outcome(error: Exception) -> bool:
     return isinstance(error, TransientError) and error.ambiguous
 
 
-def _failed(
-    workspace: Workspace, action: Action, url: str, error: Exception, outcome: Outcome
-) -> None:
+def _failed(action: Action, url: str, error: Exception, outcome: Outcome) -> None:
     message = f"{action.kind.value} {action.stem}: {error}"
     if isinstance(error, TransientError):
         outcome.failing.append(message)
@@ -348,7 +360,7 @@ def _failed(
             then = "not sent again: the next run looks for the runner by its marker first"
         else:
             then = "will try again on the next run"
-        workspace.warn(f"{message}; {then}")
+        outcome.warn(f"{message}; {then}")
         outcome.record(action, "waiting", error=str(error))
     elif (
         action.kind in (Kind.UPDATE, Kind.ROTATE)
@@ -356,7 +368,7 @@ def _failed(
         and error.scope
     ):
         # A token without manage_runner still registers and runs runners: say so, go on.
-        workspace.warn(
+        outcome.warn(
             f"{url}: the access token lacks the {error.scope} scope: registration "
             "attributes are not updated and tokens not rotated by register-runner"
         )
@@ -372,7 +384,7 @@ def _queue_delete(st: state_file.State, delete: PendingDelete) -> None:
 
 
 def _write(
-    workspace: Workspace,
+    loaded: Loaded,
     observed: Observed,
     runners: dict[str, StoredRunner],
     fresh: dict[str, Credentials],
@@ -380,28 +392,26 @@ def _write(
 ) -> None:
     def build(rotated: Mapping[RunnerKey, Credentials]) -> list[dict[str, Any]]:
         entries = runner_entries(
-            workspace.executors,
-            workspace.inputs.clients,
+            loaded.executors,
+            loaded.inputs.clients,
             runners,
             lambda stem: fresh.get(stem) or observed_credentials(observed, stem, rotated),
-            kept_entries(workspace.config, observed, workspace.held_stems, rotated),
+            kept_entries(loaded.config, observed, loaded.held_stems, rotated),
         )
         outcome.entries = len(entries)
         return entries
 
-    outcome.wrote = write_config(
-        workspace.config, workspace.inputs.globals, build, workspace.parsed
-    )
+    outcome.wrote = write_config(loaded.config, loaded.inputs.globals, build, loaded.parsed)
     if outcome.wrote:
-        log.info("event=write path=%s runners=%s", workspace.output, outcome.entries)
+        log.info("event=write path=%s runners=%s", loaded.output, outcome.entries)
 
 
-def _delete_pending(workspace: Workspace, plan: Plan, outcome: Outcome) -> None:
-    st = workspace.state
+def _delete_pending(loaded: Loaded, gitlab: GitLab, plan: Plan, outcome: Outcome) -> None:
+    st = loaded.state
     queued = [d for d in st.pending_deletes if d.url not in plan.blocked]
     if plan.held or not queued:
         return
-    results = workspace.concurrently(lambda d: _delete(workspace, d), queued)
+    results = gitlab.concurrently(lambda d: _delete(loaded, gitlab, d), queued)
     by_runner = {(a.stem, a.runner_id): a for a in plan.of_kind(Kind.DELETE, Kind.RECREATE)}
     for delete, (result, error) in zip(queued, results):
         # A recreate's old runner is reported under the recreate, as plan shows it.
@@ -411,7 +421,7 @@ def _delete_pending(workspace: Workspace, plan: Plan, outcome: Outcome) -> None:
         where = f"runner {delete.id} of {delete.url} ({delete.stem})"
         if result is Deleted.TRANSIENT:
             outcome.failing.append(f"delete {where}: {error}")
-            workspace.warn(f"delete {where}: {error}; will try again on the next run")
+            outcome.warn(f"delete {where}: {error}; will try again on the next run")
             continue
         st.pending_deletes.remove(delete)
         if result is Deleted.DONE:
@@ -421,7 +431,7 @@ def _delete_pending(workspace: Workspace, plan: Plan, outcome: Outcome) -> None:
             log.info("event=already_gone runner=%s id=%s", delete.stem, delete.id)
             outcome.record(action, "already gone")
         elif result is Deleted.UNPROVEN:
-            workspace.warn(
+            outcome.warn(
                 f"{where}: not deleted, its id is forgotten: {error} (another host may have "
                 "this id now, after a GitLab restore; delete it by hand if it is this host's)"
             )
@@ -429,7 +439,7 @@ def _delete_pending(workspace: Workspace, plan: Plan, outcome: Outcome) -> None:
         else:
             outcome.refuse(f"delete {where}: {error}; delete it in GitLab by hand")
             outcome.record(action, "refused", error=str(error))
-    _save(workspace)
+    _save(loaded)
 
 
 class Deleted(enum.Enum):
@@ -440,20 +450,22 @@ class Deleted(enum.Enum):
     REFUSED = "refused"  # a person must act
 
 
-def _delete(workspace: Workspace, delete: PendingDelete) -> tuple[Deleted, Optional[Exception]]:
+def _delete(
+    loaded: Loaded, gitlab: GitLab, delete: PendingDelete
+) -> tuple[Deleted, Optional[Exception]]:
     """Delete a runner only with proof that it is still this host's: by the token this
     host holds (possession is proof), else by id once GitLab shows this host's marker on
     it. Ids are not proof: after a restore GitLab hands them to other hosts' runners."""
-    if delete.url not in workspace.inputs.clients:
+    if delete.url not in loaded.inputs.clients:
         return Deleted.REFUSED, RefusedError(f"no client_config for {delete.url} any more")
-    api = workspace.api(delete.url)
+    api = gitlab.api(delete.url)
     try:
         if delete.token is not None and api.delete_by_token(delete.token):
             return Deleted.DONE, None
         details = api.get_runner(delete.id)
         if details is None:
             return Deleted.GONE, None
-        marker = workspace.identity.marker(delete.stem)
+        marker = loaded.identity.marker(delete.stem)
         if not owned(details, marker):
             return Deleted.UNPROVEN, RefusedError("GitLab shows no marker of this host on it")
         return (Deleted.DONE if api.delete_runner(delete.id) else Deleted.GONE), None
@@ -467,5 +479,5 @@ def _delete(workspace: Workspace, delete: PendingDelete) -> tuple[Deleted, Optio
         return Deleted.REFUSED, error
 
 
-def _save(workspace: Workspace) -> None:
-    state_file.save(workspace.options.prefix, workspace.options.instance, workspace.state)
+def _save(loaded: Loaded) -> None:
+    state_file.save(loaded.options.prefix, loaded.options.instance, loaded.state)

@@ -21,11 +21,14 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, NoReturn, Optional
+from typing import TYPE_CHECKING, Any, NoReturn, Optional
 
 from . import __version__, report
 from .errors import InputError, RegisterRunnerError
-from .secret import scrub
+from .secret import learned_within, scrub
+
+if TYPE_CHECKING:
+    from .health import Run
 
 PROG = "register-runner"
 DEFAULT_PREFIX = "/etc/gitlab-runner"
@@ -71,6 +74,11 @@ def main(argv: Optional[Sequence[str]] = None, *, own_process: bool = False) -> 
     ``main()`` leaves the collector alone."""
     if own_process:
         gc.disable()
+    with learned_within():  # also while the error handler and the record scrub
+        return _main(argv, own_process)
+
+
+def _main(argv: Optional[Sequence[str]], own_process: bool) -> int:
     arguments = command_first(list(sys.argv[1:] if argv is None else argv))
     parser = build_parser(arguments[0] if arguments and arguments[0] in COMMANDS else None)
     status = _Status(as_json="--json" in arguments)
@@ -78,7 +86,6 @@ def main(argv: Optional[Sequence[str]] = None, *, own_process: bool = False) -> 
     with error_handler(status):
         args = parser.parse_args(arguments)
         status.as_json, status.verbose = args.json, args.verbose
-        report.TABLE_ASKED = args.table
         configure_logging(args.verbose, args.quiet)
         status.warnings = _capture_warnings()
         if own_process and hasattr(args, "deadline"):
@@ -91,7 +98,11 @@ def main(argv: Optional[Sequence[str]] = None, *, own_process: bool = False) -> 
             gc.freeze()
             gc.set_threshold(20_000, 10, 10)
             gc.enable()
-        status.code = module.run(args)
+        ended = module.run(args)
+        if isinstance(ended, int):
+            status.code = ended
+        else:  # a run the command recorded itself (api.sync)
+            status.code, status.recorded = ended.exit_status, ended.recorded
     if args is not None and hasattr(args, "prefix"):
         with error_handler(status):
             _record(args, status)
@@ -132,8 +143,8 @@ def _record(args: argparse.Namespace, status: _Status) -> None:
 
     if _retry_not_needed(args, status):
         return
-    if args.command in RECORDED and health.recorded() is None:
-        health.record_run(
+    if args.command in RECORDED and status.recorded is None:
+        status.recorded = health.record_run(
             args.prefix,
             args.instance,
             exit_status=status.code,
@@ -143,7 +154,7 @@ def _record(args: argparse.Namespace, status: _Status) -> None:
             access_tokens=None,
         )
     if getattr(args, "metrics_file", None) is not None:
-        run = health.recorded() or health.read_last_run(args.prefix, args.instance)
+        run = status.recorded or health.read_last_run(args.prefix, args.instance)
         try:
             health.write_metrics(args.metrics_file, args.instance, run)
         except InputError as error:
@@ -155,10 +166,8 @@ def _record(args: argparse.Namespace, status: _Status) -> None:
 def _retry_not_needed(args: argparse.Namespace, status: _Status) -> bool:
     """``sync --retry-only`` that found nothing to retry: it ran nothing, so it records
     nothing, and the metrics go on describing the run that did."""
-    from . import health
-
     return bool(getattr(args, "retry_only", False)) and (
-        health.recorded() is None and status.code == 0 and status.error is None
+        status.recorded is None and status.code == 0 and status.error is None
     )
 
 
@@ -560,6 +569,9 @@ class _Status:
         self.verbose = False
         self.error: Optional[str] = None
         self.warnings: list[str] = []
+        # The run the command recorded: the metrics describe it, also when the record
+        # could not be written (a read-only state folder).
+        self.recorded: Optional[Run] = None
 
 
 class _Parser(argparse.ArgumentParser):

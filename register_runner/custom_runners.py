@@ -26,7 +26,7 @@ from .state import State
 from .timeutil import now_utc, parse_timestamp
 
 if TYPE_CHECKING:
-    from .workspace import Workspace
+    from .workspace import Loaded
 
 log = logging.getLogger(__name__)
 NEW_TOKEN = (Kind.CREATE, Kind.RECREATE, Kind.ROTATE)
@@ -48,11 +48,9 @@ def is_custom(executor: Optional[Executor]) -> bool:
     return executor is not None and executor.credentials_file is not None
 
 
-def custom_stems(workspace: Workspace) -> set[str]:
+def custom_stems(loaded: Loaded) -> set[str]:
     """Stems whose token lives in a credentials file, now or until this run removes it."""
-    return {e.stem for e in workspace.executors if is_custom(e)} | set(
-        workspace.state.credentials_files
-    )
+    return {e.stem for e in loaded.executors if is_custom(e)} | set(loaded.state.credentials_files)
 
 
 def read_file(path: Path) -> Optional[FileCredentials]:
@@ -85,28 +83,28 @@ def read_file(path: Path) -> Optional[FileCredentials]:
     )
 
 
-def _paths(workspace: Workspace, stem: str) -> list[Path]:
+def _paths(loaded: Loaded, stem: str) -> list[Path]:
     """Where a stem's credentials may be: the file its executor names, and the one this
     tool last wrote for it (the executor file moved it, or stopped naming one)."""
-    executor = workspace.executors_by_stem.get(stem)
+    executor = loaded.executors_by_stem.get(stem)
     found = [executor.credentials_file] if executor is not None and is_custom(executor) else []
-    stored = workspace.state.credentials_files.get(stem)
+    stored = loaded.state.credentials_files.get(stem)
     return [Path(p) for p in dict.fromkeys([*found, stored]) if p]
 
 
-def read_back(workspace: Workspace, stem: str, url: str, runner_id: int) -> Optional[Credentials]:
+def read_back(loaded: Loaded, stem: str, url: str, runner_id: int) -> Optional[Credentials]:
     """The token the credentials file holds for that runner (url and id must match)."""
-    for path in _paths(workspace, stem):
+    for path in _paths(loaded, stem):
         found = read_file(path)
         if found and found.credentials and (found.url, found.id) == (url, runner_id):
             return found.credentials
     return None
 
 
-def adopt(workspace: Workspace, executor: Executor) -> Optional[tuple[int, Credentials]]:
+def adopt(loaded: Loaded, executor: Executor) -> Optional[tuple[int, Credentials]]:
     """A runner whose state was lost, found by its credentials file: only one this tool
     wrote for this host (system ID), instance and executor, for the executor's GitLab."""
-    if not is_custom(executor) or workspace.foreign:
+    if not is_custom(executor) or loaded.foreign:
         return None
     found = read_file(Path(str(executor.credentials_file)))
     if (
@@ -114,8 +112,8 @@ def adopt(workspace: Workspace, executor: Executor) -> Optional[tuple[int, Crede
         or found.credentials is None
         or found.id is None
         or found.url != executor.url
-        or found.system_id != workspace.identity.system_id
-        or f" {workspace.identity.instance}/{executor.stem};" not in found.first_line
+        or found.system_id != loaded.identity.system_id
+        or f" {loaded.identity.instance}/{executor.stem};" not in found.first_line
     ):
         return None
     return found.id, found.credentials
@@ -139,13 +137,13 @@ def stored_files(st: State) -> Iterable[tuple[str, FileCredentials]]:
             yield stem, found
 
 
-def _values(workspace: Workspace, stored: StoredRunner, token: Credentials) -> dict[str, str]:
-    client = workspace.inputs.clients.get(stored.url)
+def _values(loaded: Loaded, stored: StoredRunner, token: Credentials) -> dict[str, str]:
+    client = loaded.inputs.clients.get(stored.url)
     values = {
         "GITLAB_URL": stored.url,
         "RUNNER_ID": str(stored.id),
         "RUNNER_TOKEN": token.token.reveal(),
-        "RUNNER_SYSTEM_ID": workspace.identity.system_id,
+        "RUNNER_SYSTEM_ID": loaded.identity.system_id,
         "RUNNER_TOKEN_OBTAINED_AT": _iso(token.obtained_at or now_utc()),
         "RUNNER_TOKEN_EXPIRES_AT": _iso(token.expires_at) if token.expires_at else "",
     }
@@ -178,7 +176,7 @@ def _current(path: Path) -> Optional[dict[str, str]]:
 
 
 def write_files(
-    workspace: Workspace,
+    loaded: Loaded,
     observed: Observed,
     runners: Mapping[str, StoredRunner],
     fresh: Mapping[str, Credentials],
@@ -190,14 +188,14 @@ def write_files(
     waits in the state. A held runner's file is left as it is. A file is not rewritten
     when its values would not change; one the runner rewrote while this run worked is
     left for the next run to take over."""
-    st = workspace.state
-    wanted = {e.stem: e for e in workspace.executors if is_custom(e) and e.stem in runners}
+    st = loaded.state
+    wanted = {e.stem: e for e in loaded.executors if is_custom(e) and e.stem in runners}
     keep = {str(e.credentials_file) for e in wanted.values()}
     records = []
     failed: dict[str, str] = {}
     for stem, file in sorted(st.credentials_files.items()):
         executor = wanted.get(stem)
-        if stem in workspace.held_stems or (
+        if stem in loaded.held_stems or (
             executor is not None and executor.credentials_file == file
         ):
             continue
@@ -209,7 +207,7 @@ def write_files(
             continue
         if removed:
             log.info("event=credentials_removed runner=%s path=%s", stem, file)
-            records.append(ActionResult("write", stem, None, "done", f"{file} removed"))
+            records.append(ActionResult(Kind.WRITE, stem, None, "done", f"{file} removed"))
     in_place = 0
     for stem, executor in sorted(wanted.items()):
         stored = runners[stem]
@@ -218,7 +216,7 @@ def write_files(
             continue
         in_place += 1
         path = Path(str(executor.credentials_file))
-        values = _values(workspace, stored, token)
+        values = _values(loaded, stored, token)
         try:
             current = _current(path)
         except RegisterRunnerError as error:
@@ -241,9 +239,9 @@ def write_files(
                 )
                 continue
         # Known before it is written: a crash in between still removes it with its runner.
-        state_file.save(workspace.options.prefix, workspace.options.instance, st)
+        state_file.save(loaded.options.prefix, loaded.options.instance, st)
         first = credentials.header(
-            _version.__version__, workspace.identity.host, workspace.identity.instance, stem
+            _version.__version__, loaded.identity.host, loaded.identity.instance, stem
         )
         try:
             credentials.write(path, credentials.render(first, values), executor.credentials_owner)
@@ -252,30 +250,30 @@ def write_files(
             in_place -= 1
             continue
         log.info("event=credentials_written runner=%s id=%s path=%s", stem, stored.id, path)
-        records.append(ActionResult("write", stem, stored.id, "done", f"{path} written"))
-    state_file.save(workspace.options.prefix, workspace.options.instance, st)
+        records.append(ActionResult(Kind.WRITE, stem, stored.id, "done", f"{path} written"))
+    state_file.save(loaded.options.prefix, loaded.options.instance, st)
     return records, in_place, failed
 
 
-def in_place(workspace: Workspace, observed: Observed) -> int:
+def in_place(loaded: Loaded, observed: Observed) -> int:
     """Custom runners whose token is in their file (a held run writes nothing)."""
     return sum(
         1
-        for e in workspace.executors
+        for e in loaded.executors
         if is_custom(e)
         and e.stem in observed.runners
         and observed.runners[e.stem].token is not None
     )
 
 
-def planned_files(workspace: Workspace, observed: Observed, plan: Plan) -> list[ActionResult]:
+def planned_files(loaded: Loaded, observed: Observed, plan: Plan) -> list[ActionResult]:
     """The credentials files a sync would write or remove, for ``plan``."""
     if plan.held:
         return []
     kinds = {a.stem: a.kind for a in plan.actions}
     rows = []
     wanted = {}
-    for executor in sorted(workspace.executors, key=lambda e: e.stem):
+    for executor in sorted(loaded.executors, key=lambda e: e.stem):
         runner = observed.runners.get(executor.stem)
         if not is_custom(executor) or (runner is None and kinds.get(executor.stem) is None):
             continue
@@ -286,21 +284,23 @@ def planned_files(workspace: Workspace, observed: Observed, plan: Plan) -> list[
         elif runner is not None and runner.token is not None:
             stored = StoredRunner(runner.id, runner.url, runner.scope, dict(runner.applied))
             token = Credentials(runner.token, runner.token_obtained_at, runner.token_expires_at)
-            if _current(path) == _values(workspace, stored, token):
+            if _current(path) == _values(loaded, stored, token):
                 continue
             reason = f"{path}: changes"
         else:
             continue
         rows.append(
-            ActionResult("write", executor.stem, runner.id if runner else None, "planned", reason)
+            ActionResult(
+                Kind.WRITE, executor.stem, runner.id if runner else None, "planned", reason
+            )
         )
-    for stem, file in sorted(workspace.state.credentials_files.items()):
+    for stem, file in sorted(loaded.state.credentials_files.items()):
         if (
-            stem not in workspace.held_stems
+            stem not in loaded.held_stems
             and wanted.get(stem) != file
             and file not in wanted.values()
         ):
             found = read_file(Path(file))
             if found is not None:
-                rows.append(ActionResult("write", stem, found.id, "planned", f"{file}: remove"))
+                rows.append(ActionResult(Kind.WRITE, stem, found.id, "planned", f"{file}: remove"))
     return rows

@@ -113,11 +113,6 @@ def healthy(run: Optional[Run]) -> bool:
     return status_of(run) == 0
 
 
-# Set by record_run: the metrics of a command describe the run it recorded, also when the
-# record could not be written (bad input before the state folder exists).
-_recorded: Optional[Run] = None
-
-
 def last_run_path(prefix: Path, instance: str) -> Path:
     return state_dir(prefix) / f"{instance}.last-run.json"
 
@@ -140,7 +135,6 @@ def record_run(
     expiries and rejections; an expiry GitLab did not answer about is the previous one.
     ``changes``: the kind of each change this run made in GitLab, added to the totals of
     the runs before."""
-    global _recorded
     previous = read_last_run(prefix, instance)
     if runners is None:
         runners = [dict(r, verdict="unknown") for r in (previous.runners if previous else [])]
@@ -165,7 +159,6 @@ def record_run(
         _add_changes(previous.changes_total if previous else {}, changes),
         rate_limits or RateLimits(),
     )
-    _recorded = run
     if state_dir(prefix).is_dir():
         try:
             data = json_lines(run.to_json())
@@ -182,11 +175,6 @@ def _add_changes(totals: Mapping[str, int], changes: Iterable[str]) -> dict[str,
         if kind in added:
             added[kind] += 1
     return added
-
-
-def recorded() -> Optional[Run]:
-    """The run this process recorded, if any."""
-    return _recorded
 
 
 def needs_retry(run: Optional[Run]) -> bool:
@@ -241,7 +229,7 @@ def runner_rows(
     verdicts from ``verdicts`` (stem → verdict), else the previous record's for the same
     runner; a runner with no token in the config (or no runner at all) is "invalid":
     gitlab-runner cannot run it. ``held``: the run's state and config as they are on disk
-    now (a Workspace whose config was not rewritten), else both are read."""
+    now (a ``Loaded`` with the run's state, the config not rewritten), else both are read."""
     from . import custom_runners, state
     from .output import credentials_of, output_path, read_config
 

@@ -15,15 +15,18 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from .errors import RegisterRunnerError, TransientError
+from .errors import RefusedError, RegisterRunnerError, TransientError
 from .model import (
     REGISTRATION_ATTRIBUTES,
     ActionResult,
     Executor,
+    Kind,
     PendingDelete,
     RunnerState,
     Scope,
     Verdict,
+    Warnings,
+    carries_marker,
     normalize_url,
 )
 from .output import credentials_of
@@ -32,7 +35,7 @@ from .tags import legacy_hostname
 
 if TYPE_CHECKING:
     from .gitlab import Issued
-    from .workspace import Workspace
+    from .workspace import GitLab, Loaded
 
 log = logging.getLogger(__name__)
 
@@ -192,41 +195,41 @@ def legacy_leftovers(
     )
 
 
-def known_ids(workspace: Workspace) -> set[tuple[str, int]]:
+def known_ids(loaded: Loaded) -> set[tuple[str, int]]:
     """(url, id) of every runner this host holds or has queued for deletion."""
-    ids = {(r.url, r.id) for r in workspace.state.runners.values()}
-    ids |= {(d.url, d.id) for d in workspace.state.pending_deletes}
+    ids = {(r.url, r.id) for r in loaded.state.runners.values()}
+    ids |= {(d.url, d.id) for d in loaded.state.pending_deletes}
     ids |= {
         (normalize_url(str(entry.get("url", ""))), entry["id"])
-        for entry in workspace.config.entries
+        for entry in loaded.config.entries
         if isinstance(entry.get("id"), int)
     }
     return ids
 
 
-def scopes(workspace: Workspace) -> list[tuple[str, Scope]]:
+def scopes(loaded: Loaded) -> list[tuple[str, Scope]]:
     """Where gitlab-runner-auth's runners may be: each GitLab's scope and each executor's."""
-    found = {(url, client.scope) for url, client in workspace.inputs.clients.items()}
-    found |= {(e.url, e.scope) for e in workspace.executors}
+    found = {(url, client.scope) for url, client in loaded.inputs.clients.items()}
+    found |= {(e.url, e.scope) for e in loaded.executors}
     return sorted(found, key=lambda pair: (pair[0], sorted(pair[1].to_json().items(), key=str)))
 
 
 def find_leftovers(
-    workspace: Workspace, known: set[tuple[str, int]], host: str
+    loaded: Loaded, gitlab: GitLab, known: set[tuple[str, int]], host: str
 ) -> tuple[list[tuple[str, Mapping[str, Any]]], list[RegisterRunnerError]]:
     """(url, runner) for each leftover in every GitLab of the template, and the errors of
     the listings that failed (read_api is needed to list)."""
     leftovers: list[tuple[str, Mapping[str, Any]]] = []
     errors: list[RegisterRunnerError] = []
     seen = set()
-    for url, scope in scopes(workspace):
+    for url, scope in scopes(loaded):
         try:
-            listed = workspace.api(url).list_runners(scope)
+            listed = gitlab.api(url).list_runners(scope)
         except RegisterRunnerError as error:
             errors.append(error)
             continue
         ids = {runner_id for known_url, runner_id in known if known_url == url}
-        for runner in legacy_leftovers(listed, host, workspace.identity.instance, ids):
+        for runner in legacy_leftovers(listed, host, loaded.identity.instance, ids):
             if (url, runner["id"]) not in seen:
                 seen.add((url, runner["id"]))
                 leftovers.append((url, runner))
@@ -237,44 +240,40 @@ def find_leftovers(
 
 
 def adopt_legacy(
-    workspace: Workspace, runners: Mapping[str, RunnerState]
-) -> dict[str, RunnerState]:
+    loaded: Loaded, gitlab: GitLab, runners: Mapping[str, RunnerState]
+) -> tuple[dict[str, RunnerState], list[PendingDelete], list[str]]:
     """gitlab-runner-auth's config entries adopted by the executors that have no usable
     runner among ``runners`` (none, or one whose token the config lost: after a rollback
-    to gitlab-runner-auth, which rewrote the config with runners of its own); warnings go
-    to the workspace. A runner of this host that an adopted one replaces is queued for
-    deletion, which proves ownership first, as for the old runner of a recreate."""
-    if workspace.foreign:
-        return {}
-    free = [
-        e for e in workspace.executors if e.stem not in runners or runners[e.stem].token is None
-    ]
+    to gitlab-runner-auth, which rewrote the config with runners of its own), the
+    deletions to queue and the warnings. A runner of this host that an adopted one
+    replaces is deleted, which proves ownership first, as for the old runner of a
+    recreate."""
+    if loaded.foreign:
+        return {}, [], []
+    free = [e for e in loaded.executors if e.stem not in runners or runners[e.stem].token is None]
     matches, warnings = legacy_matches(
-        workspace.config.entries, free, legacy_hostname(), workspace.identity.instance
+        loaded.config.entries, free, legacy_hostname(), loaded.identity.instance
     )
-    for warning in warnings:
-        workspace.warn(warning)
-    system_id = workspace.identity.system_id
+    system_id = loaded.identity.system_id
     adopted = adopt(
         matches,
         {e.stem: e for e in free},
-        lambda url, token: workspace.api(url).verify(token, system_id),
-        lambda url, runner_id: _registration_attributes(workspace, url, runner_id),
+        lambda url, token: gitlab.api(url).verify(token, system_id),
+        lambda url, runner_id: _registration_attributes(gitlab, url, runner_id),
     )
+    deletes = []
     for stem, runner in adopted.items():
         replaced = runners.get(stem)
         if replaced is not None and (replaced.url, replaced.id) != (runner.url, runner.id):
-            workspace.state.pending_deletes.append(
-                PendingDelete(replaced.id, replaced.url, stem, replaced.token)
-            )
-    return adopted
+            deletes.append(PendingDelete(replaced.id, replaced.url, stem, replaced.token))
+    return adopted, deletes, list(warnings)
 
 
-def _registration_attributes(workspace: Workspace, url: str, runner_id: int) -> Mapping[str, Any]:
+def _registration_attributes(gitlab: GitLab, url: str, runner_id: int) -> Mapping[str, Any]:
     """What GitLab holds for a runner (GET /runners/:id), so that an adopted runner's
     update sends, and plan shows, only what differs; nothing when GitLab will not say."""
     try:
-        details = workspace.api(url).get_runner(runner_id)
+        details = gitlab.api(url).get_runner(runner_id)
     except RegisterRunnerError as error:
         log.debug("event=adopt_attributes_unknown id=%s reason=%s", runner_id, error)
         return {}
@@ -283,25 +282,28 @@ def _registration_attributes(workspace: Workspace, url: str, runner_id: int) -> 
     return {key: details[key] for key in REGISTRATION_ATTRIBUTES if key in details}
 
 
-def plan_leftovers(workspace: Workspace, runners: Mapping[str, RunnerState]) -> list[ActionResult]:
+def plan_leftovers(
+    loaded: Loaded, gitlab: GitLab, runners: Mapping[str, RunnerState]
+) -> tuple[list[ActionResult], tuple[str, ...]]:
     """``plan``'s rows for the runners gitlab-runner-auth left in GitLab for this host
     (``runners``: this host's, adopted ones included), and one warning naming the command
     that deletes them. A GitLab that cannot be listed (no read_api) is warned about only
     when the template says identity_tags = "gitlab-runner-auth"."""
-    known = known_ids(workspace) | {(r.url, r.id) for r in runners.values()}
-    leftovers, errors = find_leftovers(workspace, known, legacy_hostname())
-    if errors and workspace.inputs.tag_policy.gitlab_runner_auth:
-        workspace.warn(
+    said = Warnings()
+    known = known_ids(loaded) | {(r.url, r.id) for r in runners.values()}
+    leftovers, errors = find_leftovers(loaded, gitlab, known, legacy_hostname())
+    if errors and loaded.inputs.tag_policy.gitlab_runner_auth:
+        said.warn(
             f"cannot look for runners gitlab-runner-auth left: {errors[0]} (listing needs read_api)"
         )
     if leftovers:
-        workspace.warn(
+        said.warn(
             f"gitlab-runner-auth left {len(leftovers)} runner(s) of this host in GitLab; "
             "register-runner prune-legacy lists them, prune-legacy --yes deletes them"
         )
-    return [
+    rows = [
         ActionResult(
-            "leftover",
+            Kind.LEFTOVER,
             str(runner.get("description")),
             runner["id"],
             "listed",
@@ -309,3 +311,96 @@ def plan_leftovers(workspace: Workspace, runners: Mapping[str, RunnerState]) -> 
         )
         for url, runner in leftovers
     ]
+    return rows, said.said
+
+
+# -- prune-legacy ----------------------------------------------------------------------
+
+
+def prune(
+    loaded: Loaded, gitlab: GitLab, *, delete: bool
+) -> tuple[list[ActionResult], int, tuple[str, ...]]:
+    """prune-legacy: the leftovers' rows (deleted with ``delete``), the exit status and the
+    warnings."""
+    unadopted = [
+        entry
+        for entry in loaded.config.entries
+        if entry.get("token") and not isinstance(entry.get("id"), int)
+    ]
+    if unadopted:
+        # One of them is the runner gitlab-runner runs with, and its id is not known yet.
+        raise RefusedError(
+            f"{loaded.output}: {len(unadopted)} runner(s) without an id, as "
+            "gitlab-runner-auth wrote them; run register-runner (sync) first so that they "
+            "are adopted, then prune-legacy"
+        )
+    said = Warnings()
+    host = legacy_hostname()
+    known = known_ids(loaded)
+    leftovers, errors = find_leftovers(loaded, gitlab, known, host)
+    rows = []
+    for url, runner in leftovers:
+        result = "planned"
+        if delete:
+            result = _prune(loaded, gitlab, url, runner["id"], host, known, errors, said)
+        reason = f"left by gitlab-runner-auth on {url} ({runner.get('status')})"
+        rows.append(
+            ActionResult(Kind.DELETE, str(runner.get("description")), runner["id"], result, reason)
+        )
+    for error in errors:
+        said.warn(str(error))
+    if not delete and rows:
+        said.warn(
+            f"{len(rows)} runner(s) left by gitlab-runner-auth; "
+            "register-runner prune-legacy --yes deletes them"
+        )
+    refused = any(not isinstance(e, TransientError) for e in errors)
+    return rows, 1 if refused else 3 if errors else 0, said.said
+
+
+def _prune(
+    loaded: Loaded,
+    gitlab: GitLab,
+    url: str,
+    runner_id: int,
+    host: str,
+    known: set[tuple[str, int]],
+    errors: list[RegisterRunnerError],
+    said: Warnings,
+) -> str:
+    """Delete one leftover after reading it again; what happened, for the report."""
+    api = gitlab.api(url)
+    try:
+        details = api.get_runner(runner_id)
+        problem = _not_provably_ours(details, url, runner_id, host, loaded, known)
+        if problem:
+            said.warn(f"runner {runner_id} on {url} is not deleted: {problem}")
+            return "skipped"
+        return "done" if api.delete_runner(runner_id) else "already gone"
+    except RegisterRunnerError as error:
+        errors.append(error)
+        return "failed"
+
+
+def _not_provably_ours(
+    details: Any,
+    url: str,
+    runner_id: int,
+    host: str,
+    loaded: Loaded,
+    known: set[tuple[str, int]],
+) -> str:
+    if not isinstance(details, Mapping):
+        return "GitLab no longer has it"
+    if not is_legacy_description(details.get("description"), host, loaded.identity.instance):
+        return f"its description is now {details.get('description')!r}"
+    if carries_marker(details.get("maintenance_note")):
+        return "it carries a register-runner marker"
+    if (url, runner_id) in known:
+        return "this host uses it"
+    if details.get("status") == "online" or details.get("online") is True:
+        return (
+            "it is online (in use by a gitlab-runner somewhere); stop that one, or try "
+            "again when GitLab shows it offline"
+        )
+    return ""

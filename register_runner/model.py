@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -11,6 +12,8 @@ from typing import Any, Optional
 
 from .secret import Secret
 from .timeutil import NEVER, now_utc
+
+log = logging.getLogger(__name__)
 
 # Sent to GitLab, never written into config.toml (gitlab-api.md §9).
 REGISTRATION_ATTRIBUTES = (
@@ -335,7 +338,10 @@ class UnwrittenToken:
         )
 
 
-class Kind(enum.Enum):
+class Kind(str, enum.Enum):
+    """What an action does. A str, so that ``kind == "create"`` holds and JSON carries the
+    value."""
+
     CREATE = "create"
     KEEP = "keep"
     UPDATE = "update"
@@ -343,6 +349,10 @@ class Kind(enum.Enum):
     RECREATE = "recreate"
     DELETE = "delete"
     WAIT = "wait"  # an earlier create's outcome is unknown: nothing is sent until it is
+    # Rows of a report only, never in a Plan:
+    WRITE = "write"  # the config, or a custom runner's credentials file
+    LEFTOVER = "leftover"  # a runner gitlab-runner-auth left (plan)
+    VERIFY = "verify"  # a token checked
 
 
 @dataclass(frozen=True)
@@ -369,7 +379,7 @@ class ActionResult:
     create or recreate ``new_id`` is the new one), ``result`` ("planned" for plan; else
     done, kept, waiting, refused, skipped, forgotten, …)."""
 
-    kind: str
+    kind: Kind
     runner: str
     id: Optional[int]
     result: str
@@ -381,13 +391,16 @@ class ActionResult:
 
     @property
     def mutated(self) -> bool:
-        return self.result in ("done", "old runner deleted") and self.kind not in ("keep", "wait")
+        return self.result in ("done", "old runner deleted") and self.kind not in (
+            Kind.KEEP,
+            Kind.WAIT,
+        )
 
     def as_row(self) -> dict[str, Any]:
         """The row ``--json`` and the table print: the same keys for every kind of row
         and every command (None where a key does not apply), a stable interface."""
         return {
-            "action": self.kind,
+            "action": self.kind.value,
             "runner": self.runner,
             "id": self.id,
             "new_id": self.new_id,
@@ -427,6 +440,7 @@ class Observed:
     # Asked only when the mass-invalid guard would hold: stem → what GitLab said.
     evidence: dict[str, Evidence] = field(default_factory=dict)
     access_tokens: dict[str, AccessTokenCheck] = field(default_factory=dict)  # by url
+    warnings: tuple[str, ...] = ()
 
     @property
     def unverified(self) -> bool:
@@ -438,3 +452,20 @@ class Observed:
         """GitLab failed this run: a token could not be checked, or a create's outcome is
         still unknown (exit as for "GitLab failing", never 1)."""
         return self.unverified or bool(self.unresolved)
+
+
+class Warnings:
+    """One phase's warnings, in order and each once, logged as they are said; the phase
+    returns ``said`` in its value."""
+
+    def __init__(self) -> None:
+        self._said: list[str] = []
+
+    def warn(self, message: str) -> None:
+        if message not in self._said:
+            self._said.append(message)
+            log.warning("%s", message)
+
+    @property
+    def said(self) -> tuple[str, ...]:
+        return tuple(self._said)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Optional
 
 from . import custom_runners, health, migrate, state
@@ -28,28 +28,48 @@ from .model import (
     StoredRunner,
     UnwrittenToken,
     Verdict,
+    Warnings,
     earlier_marker,
 )
 from .output import credentials_of
 from .reconcile import mass_invalid
 from .timeutil import now_utc
-from .workspace import Workspace
+from .workspace import GitLab, Loaded
 
 log = logging.getLogger(__name__)
 
 
-def known_runners(workspace: Workspace) -> dict[str, RunnerState]:
+@dataclass(frozen=True)
+class Known:
+    """This host's runners by stem, and the state with the deletions their adoption
+    queued (a runner that an adopted gitlab-runner-auth one replaces)."""
+
+    runners: dict[str, RunnerState]
+    state: state.State
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Recovered:
+    """The state once the creates an earlier run could not learn about are resolved."""
+
+    state: state.State
+    warnings: tuple[str, ...] = ()
+
+
+def known_runners(loaded: Loaded, gitlab: GitLab) -> Known:
     """This host's runners by stem, from the state and the tokens in the output config.
 
     A config entry the state does not know is adopted when its name is the one an executor
     would get (a state lost); any other entry is not this tool's and is dropped from the
     output, never deleted in GitLab.
     """
-    entries = {} if workspace.foreign else workspace.config.by_key()
+    said = Warnings()
+    entries = {} if loaded.foreign else loaded.config.by_key()
     runners: dict[str, RunnerState] = {}
-    for stem, stored in workspace.state.runners.items():
+    for stem, stored in loaded.state.runners.items():
         entry = entries.pop((stored.url, stored.id), None)
-        unwritten = workspace.state.unwritten.get(stem)
+        unwritten = loaded.state.unwritten.get(stem)
         if unwritten is not None and (unwritten.url, unwritten.id) == (stored.url, stored.id):
             # Issued after the config was last written: newer than what the config holds.
             credentials: Optional[Credentials] = Credentials(
@@ -57,12 +77,12 @@ def known_runners(workspace: Workspace) -> dict[str, RunnerState]:
             )
         else:
             # A runner that is not gitlab-runner: its token is in its credentials file.
-            credentials = custom_runners.read_back(workspace, stem, stored.url, stored.id)
+            credentials = custom_runners.read_back(loaded, stem, stored.url, stored.id)
             if credentials is None and entry:
                 credentials = credentials_of(entry)
         runners[stem] = _runner(stem, stored, credentials)
-    for executor in workspace.executors:
-        found = None if executor.stem in runners else custom_runners.adopt(workspace, executor)
+    for executor in loaded.executors:
+        found = None if executor.stem in runners else custom_runners.adopt(loaded, executor)
         if found is not None:
             log.info(
                 "event=adopt runner=%s id=%s: credentials file without state, adopted",
@@ -71,11 +91,13 @@ def known_runners(workspace: Workspace) -> dict[str, RunnerState]:
             )
             stored = StoredRunner(found[0], executor.url, executor.scope, {})
             runners[executor.stem] = _runner(executor.stem, stored, found[1])
-    adopted = migrate.adopt_legacy(workspace, runners)
+    adopted, replaced, warnings = migrate.adopt_legacy(loaded, gitlab, runners)
+    for warning in warnings:
+        said.warn(warning)
     for runner in adopted.values():
         entries.pop((runner.url, runner.id), None)
     runners.update(adopted)
-    by_name = {e.name: e for e in workspace.executors if e.stem not in runners}
+    by_name = {e.name: e for e in loaded.executors if e.stem not in runners}
     for (url, runner_id), entry in sorted(entries.items()):
         named = by_name.get(entry.get("name", ""))
         credentials = credentials_of(entry)
@@ -89,12 +111,16 @@ def known_runners(workspace: Workspace) -> dict[str, RunnerState]:
             runners[named.stem] = _runner(named.stem, stored, credentials)
             del by_name[named.name]
         else:
-            workspace.warn(
-                f"{workspace.output}: entry {entry.get('name')!r} (runner "
+            said.warn(
+                f"{loaded.output}: entry {entry.get('name')!r} (runner "
                 f"{runner_id} of {url}) was not made by register-runner for this host; it "
                 "is dropped from the config and left alone in GitLab"
             )
-    return runners
+    known_state = loaded.state
+    if replaced:
+        known_state = known_state.copy()
+        known_state.pending_deletes += replaced
+    return Known(runners, known_state, said.said)
 
 
 def _runner(stem: str, stored: StoredRunner, credentials: Optional[Credentials]) -> RunnerState:
@@ -111,7 +137,11 @@ def _runner(stem: str, stored: StoredRunner, credentials: Optional[Credentials])
 
 
 def observe(
-    workspace: Workspace, runners: Mapping[str, RunnerState], *, refresh: bool = False
+    loaded: Loaded,
+    gitlab: GitLab,
+    runners: Mapping[str, RunnerState],
+    *,
+    refresh: bool = False,
 ) -> Observed:
     """Verify every token not yet checked with the host's system ID, and ask GitLab about
     each access token, concurrently. When the mass-invalid guard would hold (and no
@@ -119,7 +149,8 @@ def observe(
     it. ``refresh``: also read each runner's attributes from GitLab, so that a change made
     there by hand is seen as drift (otherwise drift is judged against what this tool last
     applied)."""
-    urls = {e.stem: e.url for e in workspace.executors}
+    said = Warnings()
+    urls = {e.stem: e.url for e in loaded.executors}
     to_check = [
         r
         for r in runners.values()
@@ -130,23 +161,23 @@ def observe(
     ]
 
     def check(runner: RunnerState) -> RunnerState:
-        verdict, _ = workspace.api(runner.url).verify(runner.token, workspace.identity.system_id)
+        verdict, _ = gitlab.api(runner.url).verify(runner.token, loaded.identity.system_id)
         if refresh and verdict is Verdict.VALID:
-            return replace(runner, verdict=verdict, applied=_in_gitlab(workspace, runner))
+            return replace(runner, verdict=verdict, applied=_in_gitlab(gitlab, runner, said))
         return replace(runner, verdict=verdict)
 
     # Every access token is asked about alongside the verifications, on the same pool: a
     # rejected one is found on every run, at the cost of no extra round trip.
-    tokens = sorted(u for u, c in workspace.inputs.clients.items() if c.access_token is not None)
+    tokens = sorted(u for u, c in loaded.inputs.clients.items() if c.access_token is not None)
 
     def ask(item: Any) -> Any:
-        return check(item) if isinstance(item, RunnerState) else _access_token(workspace, item)
+        return check(item) if isinstance(item, RunnerState) else _access_token(gitlab, item)
 
-    answers = workspace.concurrently(ask, [*to_check, *tokens])
+    answers = gitlab.concurrently(ask, [*to_check, *tokens])
     checked = {r.stem: r for r in answers[: len(to_check)]}
     observed = Observed(
-        pending_deletes=list(workspace.state.pending_deletes),
-        unresolved=frozenset(workspace.state.pending_creates),
+        pending_deletes=list(loaded.state.pending_deletes),
+        unresolved=frozenset(loaded.state.pending_creates),
         access_tokens=dict(zip(tokens, answers[len(to_check) :])),
     )
     for stem, runner in runners.items():
@@ -154,23 +185,24 @@ def observe(
     for url, token in observed.access_tokens.items():
         notice = health.expiry_notice(url, token.expires_at)
         if notice:
-            workspace.warn(notice)
-    if not workspace.options.force and mass_invalid(observed.runners.values()):
-        observed.evidence = _guard_evidence(workspace, observed)
+            said.warn(notice)
+    if not loaded.options.force and mass_invalid(observed.runners.values()):
+        observed.evidence = _guard_evidence(loaded, gitlab, observed)
     unknown = sorted(stem for stem, r in checked.items() if r.verdict is Verdict.UNKNOWN)
     if unknown:
-        reasons = sorted({workspace.api(checked[stem].url).last_failure for stem in unknown})
-        workspace.warn(
+        reasons = sorted({gitlab.api(checked[stem].url).last_failure for stem in unknown})
+        said.warn(
             f"could not verify {len(unknown)} token(s) ({', '.join(unknown)}): "
             f"GitLab unreachable or failing ({'; '.join(filter(None, reasons))}); they are "
             "kept as they are"
         )
+    observed.warnings = said.said
     return observed
 
 
-def _access_token(workspace: Workspace, url: str) -> AccessTokenCheck:
+def _access_token(gitlab: GitLab, url: str) -> AccessTokenCheck:
     try:
-        return AccessTokenCheck(True, workspace.api(url).access_token_expires_at())
+        return AccessTokenCheck(True, gitlab.api(url).access_token_expires_at())
     except AccessDenied:  # only a 401 is raised: every other refusal is "will not say"
         return AccessTokenCheck(False, rejected=True)
     except RegisterRunnerError as error:
@@ -178,21 +210,21 @@ def _access_token(workspace: Workspace, url: str) -> AccessTokenCheck:
         return AccessTokenCheck(False)
 
 
-def _guard_evidence(workspace: Workspace, observed: Observed) -> dict[str, Evidence]:
+def _guard_evidence(loaded: Loaded, gitlab: GitLab, observed: Observed) -> dict[str, Evidence]:
     """What GitLab says of each runner whose token it rejected; not asked with an access
     token GitLab has just rejected too (that answer is known)."""
     refused = {url for url, token in observed.access_tokens.items() if token.rejected}
     rejected = [r for r in observed.runners.values() if r.verdict is Verdict.INVALID]
     asked = [r for r in rejected if r.url not in refused]
-    answers = workspace.concurrently(lambda r: _evidence(workspace, r), asked)
+    answers = gitlab.concurrently(lambda r: _evidence(loaded, gitlab, r), asked)
     said = {r.stem: answer for r, answer in zip(asked, answers)}
     return {r.stem: said.get(r.stem, Evidence.UNREADABLE) for r in rejected}
 
 
-def _evidence(workspace: Workspace, runner: RunnerState) -> Evidence:
+def _evidence(loaded: Loaded, gitlab: GitLab, runner: RunnerState) -> Evidence:
     """Whether GitLab still has the runner whose token it rejected, as this host's."""
     try:
-        details = workspace.api(runner.url).get_runner(runner.id)
+        details = gitlab.api(runner.url).get_runner(runner.id)
     except TransientError as error:
         log.info("event=guard_unanswered runner=%s id=%s: %s", runner.stem, runner.id, error)
         return Evidence.UNKNOWN
@@ -201,18 +233,18 @@ def _evidence(workspace: Workspace, runner: RunnerState) -> Evidence:
         return Evidence.UNREADABLE
     if details is None:
         return Evidence.GONE
-    if owned(details, workspace.identity.marker(runner.stem)):
+    if owned(details, loaded.identity.marker(runner.stem)):
         return Evidence.LISTED
     return Evidence.REPLACED
 
 
-def _in_gitlab(workspace: Workspace, runner: RunnerState) -> Mapping[str, Any]:
+def _in_gitlab(gitlab: GitLab, runner: RunnerState, said: Warnings) -> Mapping[str, Any]:
     """The registration attributes GitLab holds for ``runner``; what was last applied if
     GitLab would not say."""
     try:
-        details = workspace.api(runner.url).get_runner(runner.id)
+        details = gitlab.api(runner.url).get_runner(runner.id)
     except RegisterRunnerError as error:
-        workspace.warn(f"--refresh: cannot read runner attributes from GitLab: {error}")
+        said.warn(f"--refresh: cannot read runner attributes from GitLab: {error}")
         return runner.applied
     if details is None:
         return runner.applied
@@ -233,7 +265,7 @@ def owned(details: Optional[Mapping[str, Any]], marker: str, *, earlier: bool = 
     return marker in note or (earlier and earlier_marker(marker) in note)
 
 
-def recover(workspace: Workspace) -> None:
+def recover(loaded: Loaded, gitlab: GitLab) -> Recovered:
     """Resolve creates whose outcome is unknown (the answer was lost, unreadable or a 5xx,
     or the run was killed): list the runners of their scope, find the ones carrying this
     host's marker for that executor, adopt one (its token is reset by id, so it is ours to
@@ -243,25 +275,27 @@ def recover(workspace: Workspace) -> None:
     (``--force`` sends it again, once the operator has checked GitLab by hand). An adopted
     runner's token goes into the state first, like every token this tool obtains.
     """
-    pending = workspace.state.pending_creates
-    if not pending:
-        return
-    known: set[RunnerKey] = {(r.url, r.id) for r in workspace.state.runners.values()}
-    known |= set(workspace.config.by_key())
+    if not loaded.state.pending_creates:
+        return Recovered(loaded.state)
+    said = Warnings()
+    st = loaded.state.copy()
+    pending = st.pending_creates
+    known: set[RunnerKey] = {(r.url, r.id) for r in st.runners.values()}
+    known |= set(loaded.config.by_key())
     groups: dict[tuple[str, Any], list[PendingCreate]] = {}
     for entry in pending.values():
         groups.setdefault((entry.url, entry.scope), []).append(entry)
     for (url, scope), entries in sorted(groups.items(), key=lambda g: (g[0][0], str(g[0][1]))):
-        if url not in workspace.inputs.clients:
+        if url not in loaded.inputs.clients:
             continue
-        if workspace.inputs.clients[url].access_token is None:
-            _unresolved(workspace, entries, RefusedError(f"{url}: no access token to list runners"))
+        if loaded.inputs.clients[url].access_token is None:
+            _unresolved(said, entries, RefusedError(f"{url}: no access token to list runners"))
             continue
-        api = workspace.api(url)
+        api = gitlab.api(url)
         try:
             listed = api.list_runners(scope)
         except RegisterRunnerError as error:
-            _unresolved(workspace, entries, error)
+            _unresolved(said, entries, error)
             continue
         for entry in entries:
             candidates = sorted(
@@ -272,20 +306,22 @@ def recover(workspace: Workspace) -> None:
                 and (url, r["id"]) not in known
             )
             try:
-                _resolve(workspace, api, entry, candidates)
+                _resolve(loaded, st, api, entry, candidates)
             except RegisterRunnerError as error:
-                _unresolved(workspace, [entry], error)
+                _unresolved(said, [entry], error)
                 continue
             del pending[entry.stem]
-        state.save(workspace.options.prefix, workspace.options.instance, workspace.state)
+        state.save(loaded.options.prefix, loaded.options.instance, st)
+    return Recovered(st, said.said)
 
 
-def _resolve(workspace: Workspace, api: Any, entry: PendingCreate, candidates: list[int]) -> None:
+def _resolve(
+    loaded: Loaded, st: state.State, api: Any, entry: PendingCreate, candidates: list[int]
+) -> None:
     """Adopt the first of ``candidates`` that carries the marker, delete the others that
     do; the ones that do not are someone else's and are left alone."""
     # Not known by id: only the marker this create sent proves it (no earlier form).
     ours = [i for i in candidates if owned(api.get_runner(i), entry.marker, earlier=False)]
-    st = workspace.state
     if not ours:
         return
     adopted, *extra = ours
@@ -293,7 +329,7 @@ def _resolve(workspace: Workspace, api: Any, entry: PendingCreate, candidates: l
     previous = st.runners.get(entry.stem)
     if previous is not None:
         # The old runner of a recreate: deleted like any other, with proof of ownership.
-        old = workspace.config.by_key().get((previous.url, previous.id))
+        old = loaded.config.by_key().get((previous.url, previous.id))
         credentials = credentials_of(old) if old else None
         st.pending_deletes.append(
             PendingDelete(
@@ -320,12 +356,12 @@ def _resolve(workspace: Workspace, api: Any, entry: PendingCreate, candidates: l
         )
 
 
-def _unresolved(workspace: Workspace, entries: list[PendingCreate], error: Exception) -> None:
+def _unresolved(said: Warnings, entries: list[PendingCreate], error: Exception) -> None:
     names = ", ".join(repr(e.description) for e in entries)
     if isinstance(error, TransientError):
-        workspace.warn(f"could not look for runners an earlier create may have made: {error}")
+        said.warn(f"could not look for runners an earlier create may have made: {error}")
         return
-    workspace.warn(
+    said.warn(
         f"{error}: an earlier create of runner(s) described {names} may have happened; "
         "they are not created again until it is known (the access token needs read_api "
         "and manage_runner to find and adopt them), or until you have checked GitLab by "

@@ -71,18 +71,21 @@ def emit(
     summary: Mapping[str, Any],
     rows: Sequence[Mapping[str, Any]],
     warnings: Sequence[str],
+    *,
+    table_asked: bool,
 ) -> None:
+    """``table_asked``: --table, the table under systemd too."""
     # Secrets are masked where they enter; scrubbing what is printed is the second line.
     if as_json:
         document = {"schema": JSON_SCHEMA, **summary, "actions": list(rows)}
         document["warnings"] = list(warnings)
         sys.stdout.write(scrub(json.dumps(document, indent=2, default=str)) + "\n")
-    elif table_wanted():
+    elif table_wanted(table_asked):
         print(scrub(table(rows)))
     sys.stdout.flush()
 
 
-def emit_result(as_json: bool, result: Any) -> None:
+def emit_result(as_json: bool, result: Any, *, table_asked: bool) -> None:
     """Print an ``api.Result``: the table, or the JSON summary. The config row carries
     the config diff (plan only, tokens masked; None when there is none)."""
     summary: dict[str, Any] = {
@@ -101,18 +104,14 @@ def emit_result(as_json: bool, result: Any) -> None:
             row["diff"] = result.config_diff or None
             if result.config_diff:
                 row["reason"] = f"{row['reason']} (diff below)"
-    emit(as_json, summary, rows, result.warnings)
+    emit(as_json, summary, rows, result.warnings, table_asked=table_asked)
 
 
-# --table: print the table under systemd too (set once by the command line).
-TABLE_ASKED = False
-
-
-def table_wanted() -> bool:
+def table_wanted(asked: bool) -> bool:
     """Under systemd (JOURNAL_STREAM set) stdout is usually the journal too, where the
     table would repeat the log lines: there it goes only to a terminal, or when asked.
     Anywhere else (a terminal, a pipe) it is printed."""
-    if TABLE_ASKED or not os.environ.get("JOURNAL_STREAM"):
+    if asked or not os.environ.get("JOURNAL_STREAM"):
         return True
     try:
         return os.isatty(sys.stdout.fileno())

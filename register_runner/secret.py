@@ -7,16 +7,46 @@ registered so that the log formatter and the error handler can scrub it from any
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import threading
 import urllib.parse
+from collections.abc import Iterator
 
-# Every secret seen, with the forms it may be printed in (computed once: scrub runs on
-# every log line, and a cold sync of 200 runners logs 200 lines with 200 tokens known).
-_known: dict[str, tuple[str, ...]] = {}
-_by_length: tuple[tuple[str, tuple[str, ...]], ...] = ()  # _known, longest secret first
-_known_lock = threading.Lock()
+
+class _Known:
+    """Every secret seen, with the forms it may be printed in (computed once: scrub runs on
+    every log line, and a cold sync of 200 runners logs 200 lines with 200 tokens known)."""
+
+    def __init__(self) -> None:
+        self.forms: dict[str, tuple[str, ...]] = {}
+        self.by_length: tuple[tuple[str, tuple[str, ...]], ...] = ()  # longest secret first
+        self.lock = threading.Lock()
+
+    def remember(self, value: str) -> None:
+        forms = tuple(_forms(value))
+        with self.lock:
+            self.forms[value] = forms
+            self._sort()
+
+    def _sort(self) -> None:
+        self.by_length = tuple(sorted(self.forms.items(), key=lambda i: len(i[0]), reverse=True))
+
+    @contextlib.contextmanager
+    def scope(self) -> Iterator[None]:
+        with self.lock:
+            before, self.forms = self.forms, {}
+            self._sort()
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.forms = before
+                self._sort()
+
+
+_known = _Known()
 
 
 class Secret:
@@ -26,8 +56,8 @@ class Secret:
 
     def __init__(self, value: str) -> None:
         self._value = value
-        if value and value not in _known:
-            _remember(value)
+        if value and value not in _known.forms:
+            _known.remember(value)
 
     def reveal(self) -> str:
         return self._value
@@ -65,19 +95,18 @@ def scrub(text: str) -> str:
     may appear: as is, JSON- or repr-escaped, URL-encoded, or inside ``b'...'``. Anything
     shaped like a GitLab token that is not known is masked too (a proxy echoing a header
     this run never read)."""
-    for value, forms in _by_length:
+    for value, forms in _known.by_length:
         for form in forms:
             if form in text:
                 text = text.replace(form, mask(value))
     return _TOKEN_SHAPE.sub(lambda match: mask(match.group(0)), text)
 
 
-def _remember(value: str) -> None:
-    global _by_length
-    forms = tuple(_forms(value))
-    with _known_lock:
-        _known[value] = forms
-        _by_length = tuple(sorted(_known.items(), key=lambda item: len(item[0]), reverse=True))
+def learned_within() -> contextlib.AbstractContextManager[None]:
+    """A registry of its own inside, the one before restored at its end: a command run in
+    a process that goes on (``cli.main`` called in-process) scrubs the secrets it read, as
+    in a process of its own, and leaves the process's registry as it found it."""
+    return _known.scope()
 
 
 # GitLab's token prefixes (personal, runner, pipeline trigger, deploy, feed, OAuth, legacy

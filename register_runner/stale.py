@@ -17,10 +17,10 @@ from typing import Any, Optional
 from .answers import AccessDenied, message
 from .errors import InputError, RegisterRunnerError, TransientError
 from .migrate import known_ids, scopes
-from .model import ActionResult, Scope, carries_marker
+from .model import ActionResult, Kind, Scope, Warnings, carries_marker
 from .observe import owned
 from .timeutil import parse_timestamp
-from .workspace import Workspace
+from .workspace import GitLab, Loaded
 
 # GitLab's own words (Ci::Runner): online is a contact within 2 hours, stale none for 7
 # days. GitLab records a runner's contacts only every hour or so, so a shorter age could
@@ -65,24 +65,27 @@ def statuses(older_than: timedelta) -> tuple[str, ...]:
 
 
 def collect(
-    workspace: Workspace,
+    loaded: Loaded,
+    gitlab: GitLab,
     *,
     older_than: timedelta,
     delete: bool,
     max_deletions: Optional[int],
     now: datetime,
-) -> tuple[list[ActionResult], list[RegisterRunnerError]]:
-    """The rows of the dead runners (deleted when ``delete``) and the errors met. Raises
-    InputError, before any deletion, when more would be deleted than allowed."""
+) -> tuple[list[ActionResult], list[RegisterRunnerError], tuple[str, ...]]:
+    """The rows of the dead runners (deleted when ``delete``), the errors met and the
+    warnings. Raises InputError, before any deletion, when more would be deleted than
+    allowed."""
     errors: list[RegisterRunnerError] = []
-    listed = _listed(workspace, older_than, errors)
-    read = workspace.concurrently(lambda key: _read(workspace, key), listed)
+    said = Warnings()
+    listed = _listed(loaded, gitlab, older_than, errors)
+    read = gitlab.concurrently(lambda key: _read(gitlab, key), listed)
     dead = []
     for (url, runner_id), details in zip(listed, read):
         if isinstance(details, RegisterRunnerError):
             errors.append(details)
             continue
-        candidate = _dead(workspace, url, runner_id, details, now - older_than)
+        candidate = _dead(loaded, url, runner_id, details, now - older_than)
         if candidate is not None:
             dead.append(candidate)
     limit = DEFAULT_MAX_DELETIONS if max_deletions is None else max_deletions
@@ -93,10 +96,10 @@ def collect(
         )
         if delete:
             raise InputError(f"refusing to delete: {message}")
-        workspace.warn(f"gc --yes would refuse: {message}")
+        said.warn(f"gc --yes would refuse: {message}")
     if not delete:
-        return [_row(d, now, "planned") for d in dead], errors
-    results = workspace.concurrently(lambda d: _delete(workspace, d), dead)
+        return [_row(d, now, "planned") for d in dead], errors, said.said
+    results = gitlab.concurrently(lambda d: _delete(gitlab, d), dead)
     rows = []
     for candidate, outcome in zip(dead, results):
         if isinstance(outcome, RegisterRunnerError):
@@ -104,19 +107,19 @@ def collect(
             rows.append(_row(candidate, now, "failed", str(outcome)))
         else:
             rows.append(_row(candidate, now, outcome))
-    return rows, errors
+    return rows, errors, said.said
 
 
 def _listed(
-    workspace: Workspace, older_than: timedelta, errors: list[RegisterRunnerError]
+    loaded: Loaded, gitlab: GitLab, older_than: timedelta, errors: list[RegisterRunnerError]
 ) -> list[tuple[str, int]]:
     """(url, id) of the runners GitLab lists as silent, but none this host uses."""
-    skip = known_ids(workspace)
+    skip = known_ids(loaded)
     found: list[tuple[str, int]] = []
-    for url, scope in scopes(workspace):
+    for url, scope in scopes(loaded):
         for status in statuses(older_than):
             try:
-                runners = workspace.api(url).list_runners(scope, status=status)
+                runners = gitlab.api(url).list_runners(scope, status=status)
             except AccessDenied as error:
                 errors.append(AccessDenied(f"{error}; {_who_may_list(scope)}", error.scope))
                 break
@@ -137,15 +140,15 @@ def _who_may_list(scope: Scope) -> str:
     return f"listing the runners of {scope.describe()} needs an access token with read_api"
 
 
-def _read(workspace: Workspace, key: tuple[str, int]) -> Any:
+def _read(gitlab: GitLab, key: tuple[str, int]) -> Any:
     try:
-        return workspace.api(key[0]).get_runner(key[1])
+        return gitlab.api(key[0]).get_runner(key[1])
     except RegisterRunnerError as error:
         return error
 
 
 def _dead(
-    workspace: Workspace,
+    loaded: Loaded,
     url: str,
     runner_id: int,
     details: Optional[Mapping[str, Any]],
@@ -155,7 +158,7 @@ def _dead(
     if details is None or not carries_marker(details.get("maintenance_note")):
         return None
     # A create whose outcome an earlier run of this host did not learn: recovery's.
-    pending = workspace.state.pending_creates.values()
+    pending = loaded.state.pending_creates.values()
     if any(owned(details, entry.marker) for entry in pending):
         return None
     contacted = _time(details.get("contacted_at"))
@@ -174,15 +177,17 @@ def _time(value: Any) -> Optional[datetime]:
     return parse_timestamp(value) if isinstance(value, str) else None
 
 
-def _delete(workspace: Workspace, dead: Dead) -> Any:
+def _delete(gitlab: GitLab, dead: Dead) -> Any:
     try:
-        return "done" if workspace.api(dead.url).delete_runner(dead.id) else "already gone"
+        return "done" if gitlab.api(dead.url).delete_runner(dead.id) else "already gone"
     except RegisterRunnerError as error:
         return error
 
 
 def _row(dead: Dead, now: datetime, result: str, error: Optional[str] = None) -> ActionResult:
-    return ActionResult("delete", dead.description, dead.id, result, dead.reason(now), error=error)
+    return ActionResult(
+        Kind.DELETE, dead.description, dead.id, result, dead.reason(now), error=error
+    )
 
 
 def exit_status(errors: list[RegisterRunnerError]) -> int:

@@ -34,6 +34,12 @@ class State:
     # never changed in place, so copies of the containers are a faithful record.
     _on_disk: Optional[tuple] = field(default=None, init=False, repr=False, compare=False)
 
+    def copy(self) -> State:
+        """A state a phase may change, leaving this one as it was."""
+        copied = State(*self._value())  # the fields in their order, containers copied
+        copied._on_disk = self._on_disk
+        return copied
+
     def _value(self) -> tuple:
         return (
             self.system_id,

@@ -1,6 +1,7 @@
 """Load: one prefix and instance read from disk (inputs, the host's identity, what the
-last runs left: state and output config), and clients for each GitLab. Loading touches no
-network; ``observe`` asks GitLab about the tokens."""
+last runs left: state and output config) into a ``Loaded`` value, and the run's
+connections to each GitLab (``GitLab``), passed beside it to the phases that make calls.
+Loading touches no network; ``observe`` asks GitLab about the tokens."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from .errors import InputError
 from .files import check_instance_name, check_secure, exclusive_lock, state_dir
 from .hostid import hostname, prefix_key, resolve_system_id
 from .inputs import Inputs
-from .model import Executor, Identity
+from .model import Executor, Identity, Warnings
 from .output import ExistingConfig, output_path, read_config
 from .parsed import ParsedFiles, parsed_path
 
@@ -57,46 +58,22 @@ class Options:
     capture_tags: Union[str, Path, None] = None  # a .py file, or a module on PYTHONPATH
     tag_schema: Optional[Path] = None
 
-    def as_kwargs(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
-    @classmethod
-    def from_args(cls, args: Any) -> Options:
-        return cls(
-            **{
-                name: getattr(args, name)
-                for name in cls.__dataclass_fields__
-                if hasattr(args, name)
-            }
-        )
+@dataclass(frozen=True)
+class Loaded:
+    """What ``load`` read for one prefix and instance; no network. The phases take it (and
+    the run's ``GitLab`` beside it) and return values of their own: a phase that changes
+    the state returns the new one."""
 
-
-@dataclass
-class Workspace:
     options: Options
     identity: Identity
     inputs: Inputs
     state: state.State
     config: ExistingConfig
     foreign: bool  # the state and config were copied from another machine
-    # Kept for the next run (keep_parsed) once the inputs are known good.
+    # Kept for the next run (parsed.save) once the inputs are known good.
     parsed: ParsedFiles = field(default_factory=lambda: ParsedFiles(None))
-    warnings: list[str] = field(default_factory=list)
-    _pool: Any = None  # gitlab.Pool, made on first use
-    # A first import of the HTTP stack from several threads races on Python 3.9 (seen from
-    # the zipapp, whose imports are slow): the pool is made once, under this lock.
-    _pool_lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def __enter__(self) -> Workspace:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Close the run's connections to GitLab: a library caller's process goes on."""
-        if self._pool is not None:
-            self._pool.close()
+    warnings: tuple[str, ...] = ()  # what loading found to say
 
     @property
     def executors(self) -> tuple[Executor, ...]:
@@ -116,34 +93,50 @@ class Workspace:
     def output(self) -> Path:
         return output_path(self.options.prefix, self.options.instance)
 
-    def warn(self, message: str) -> None:
-        """Say it once per run."""
-        if message not in self.warnings:
-            self.warnings.append(message)
-            log.warning("%s", message)
+
+class GitLab:
+    """The run's connections to every GitLab of the inputs, on one bounded pool. The HTTP
+    stack is imported on first use, so that commands that need no network start fast."""
+
+    def __init__(self, loaded: Loaded) -> None:
+        self._options, self._clients = loaded.options, loaded.inputs.clients
+        self._system_id, self._has_config = loaded.identity.system_id, bool(loaded.config.entries)
+        self._pool: Any = None  # gitlab.Pool, made on first use
+        # A first import of the HTTP stack from several threads races on Python 3.9 (seen
+        # from the zipapp, whose imports are slow): the pool is made once, under this lock.
+        self._pool_lock = threading.Lock()
+
+    def __enter__(self) -> GitLab:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the run's connections to GitLab: a library caller's process goes on."""
+        if self._pool is not None:
+            self._pool.close()
 
     @property
     def pool(self) -> Any:
-        """The run's ``gitlab.Pool``. The HTTP stack is imported on first use, so that
-        commands that need no network start fast."""
         with self._pool_lock:
             if self._pool is None:
                 from .gitlab import Connection, Deadline, Pool
 
-                deadline = self.options.deadline
-                if not self.config.entries and self.options.fresh_deadline is not None:
-                    deadline = self.options.fresh_deadline
+                deadline = self._options.deadline
+                if not self._has_config and self._options.fresh_deadline is not None:
+                    deadline = self._options.fresh_deadline
                 connection = Connection(
                     Deadline(deadline),
-                    self.options.timeout,
-                    system_id=self.identity.system_id,
+                    self._options.timeout,
+                    system_id=self._system_id,
                     # With a usable config the runners start without GitLab: a GitLab that
                     # refuses connections or does not resolve is not waited for.
                     give_up_unreachable_after=(
-                        GIVE_UP_UNREACHABLE_AFTER if self.config.entries else None
+                        GIVE_UP_UNREACHABLE_AFTER if self._has_config else None
                     ),
                 )
-                self._pool = Pool(connection, self.options.jobs or MAX_JOBS)
+                self._pool = Pool(connection, self._options.jobs or MAX_JOBS)
             return self._pool
 
     def rate_limits(self) -> RateLimits:
@@ -152,13 +145,9 @@ class Workspace:
             pool = self._pool
         return pool.connection.pause.counts() if pool is not None else RateLimits()
 
-    def keep_parsed(self) -> None:
-        """Once the inputs passed every check (bad input changes nothing on disk)."""
-        self.parsed.save()
-
     def api(self, url: str) -> Any:
         """The GitLab client for ``url``."""
-        return self.pool.client(self.inputs.clients[url])
+        return self.pool.client(self._clients[url])
 
     def concurrently(self, work: Callable[[T], R], items: Iterable[T]) -> list[R]:
         """``work`` over ``items`` on the run's bounded pool, results in their order."""
@@ -202,11 +191,11 @@ def load(
     *,
     read_only: bool = False,
     isolate: bool = False,
-) -> Workspace:
+) -> Loaded:
     """The prefix, once ``check_prefix`` has passed (each command checks it first, before
     it takes the lock). ``read_only``: change nothing on disk (``plan``), not even a
     missing system ID file. ``isolate``: a bad executor file holds only its runner
-    (``Workspace.held_stems``) instead of stopping the command."""
+    (``Loaded.held_stems``) instead of stopping the command."""
     prefix = options.prefix
     loaded_state = state.load(prefix, options.instance)
     with _system_id_lock(prefix, read_only):
@@ -229,15 +218,15 @@ def load(
             system_id.save()
     config = read_config(output_path(prefix, options.instance), parsed)
     foreign = loaded_state.system_id not in (None, identity.system_id)
-    workspace = Workspace(options, identity, loaded, loaded_state, config, foreign, parsed)
+    said = Warnings()
     for warning in loaded.warnings:  # service helper: unknown executor keys (inputs.py)
-        workspace.warn(warning)
+        said.warn(warning)
     if foreign:
-        workspace.warn(
+        said.warn(
             f"{prefix}: state made under system ID {loaded_state.system_id}, this "
             f"host is {identity.system_id}: the copied runners are left to the host "
             "they came from, and this host registers its own"
         )
-        workspace.state = state.State()
-    workspace.state.system_id = identity.system_id
-    return workspace
+        loaded_state = state.State()
+    loaded_state.system_id = identity.system_id
+    return Loaded(options, identity, loaded, loaded_state, config, foreign, parsed, said.said)

@@ -8,6 +8,7 @@ import warnings
 import pytest
 
 import register_runner
+from register_runner import Kind
 
 SHELL = 'executor = "shell"\ntags = ["linux"]\n'
 
@@ -99,3 +100,41 @@ def test_a_run_leaves_no_connection_open(gitlab, make):
         gc.collect()
     assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
     assert {r.method for r in gitlab.requests} >= {"GET", "POST", "DELETE"}
+
+
+def test_every_command_is_a_function_with_a_typed_result(gitlab, make):
+    prefix = make(executors={"a": SHELL, "b": SHELL})
+    synced = register_runner.sync(prefix=prefix.root)
+    assert synced.exit_status == 0
+    assert {a.kind for a in synced.actions} == {Kind.CREATE, Kind.WRITE}
+
+    status = register_runner.status(prefix.root)
+    assert (status.exit_status, status.healthy) == (0, True)
+    assert sorted(r["runner"] for r in status.run.runners) == ["a", "b"]
+
+    checked = register_runner.verify(prefix.root)
+    assert checked.exit_status == 0
+    assert [(a.kind, a.runner, a.result) for a in checked.actions] == [
+        (Kind.VERIFY, "a", "valid"),
+        (Kind.VERIFY, "b", "valid"),
+    ]
+    gitlab.revoke_runner_token(prefix.runner("b")["id"])
+    one = register_runner.verify(url=gitlab.url, token=prefix.runner("b")["token"])
+    assert (one.exit_status, [a.result for a in one.actions]) == (1, ["invalid"])
+
+    old = prefix.runner("a")["token"]
+    rotated = register_runner.reset_token(prefix.root, runners=["a"])
+    assert rotated.exit_status == 0 and rotated.config_written
+    assert prefix.runner("a")["token"] != old
+
+    assert register_runner.system_id(prefix.root) == synced.system_id
+    leftovers = register_runner.prune_legacy(prefix.root)
+    assert (leftovers.exit_status, leftovers.actions, leftovers.dry_run) == (0, (), True)
+
+    gone = register_runner.unregister(prefix.root)
+    assert gone.exit_status == 0
+    assert sorted((a.kind, a.runner, a.result) for a in gone.actions)[:2] == [
+        (Kind.DELETE, "a", "done"),
+        (Kind.DELETE, "b", "done"),
+    ]
+    assert gitlab.runners() == []

@@ -15,8 +15,7 @@ from register_runner.secret import Secret, mask, scrub
 def _only_this_tests_secrets(monkeypatch):
     """scrub masks every secret the process has seen: those of tests that ran before in
     the same worker (a hypothesis test's "a", say) would mask parts of these texts too."""
-    monkeypatch.setattr(secret, "_known", {})
-    monkeypatch.setattr(secret, "_by_length", ())
+    monkeypatch.setattr(secret, "_known", secret._Known())
 
 
 @pytest.mark.parametrize(

@@ -23,18 +23,18 @@ EXAMPLE_GROUP = 42
 
 
 def run(args: argparse.Namespace) -> int:
-    return demo(args.keep)
+    return demo(args.keep, table=args.table)
 
 
-def demo(keep: Optional[Path]) -> int:
+def demo(keep: Optional[Path], *, table: bool) -> int:
     if keep is not None:
         keep.mkdir(parents=True)
-        return _demo(keep)
+        return _demo(keep, table)
     with tempfile.TemporaryDirectory(prefix="register-runner-demo-") as folder:
-        return _demo(Path(folder))
+        return _demo(Path(folder), table)
 
 
-def _demo(prefix: Path) -> int:
+def _demo(prefix: Path, table: bool) -> int:
     prefix.chmod(0o700)
     with FakeGitLab() as gitlab:
         token = gitlab.add_access_token(
@@ -44,14 +44,14 @@ def _demo(prefix: Path) -> int:
         _heading(f"fake GitLab at {gitlab.url}; prefix {prefix}")
         status = 0
         for title, step in (
-            ("register-runner plan", lambda: _shown(api.plan(prefix, deadline=10.0))),
+            ("register-runner plan", lambda: _shown(table, api.plan(prefix, deadline=10.0))),
             (
                 "register-runner (sync)",
-                lambda: _shown(api.sync(prefix, deadline=10.0, lock_timeout=5.0)),
+                lambda: _shown(table, api.sync(prefix, deadline=10.0, lock_timeout=5.0)),
             ),
             (
                 "register-runner (sync again: nothing to do)",
-                lambda: _shown(api.sync(prefix, deadline=10.0, lock_timeout=5.0)),
+                lambda: _shown(table, api.sync(prefix, deadline=10.0, lock_timeout=5.0)),
             ),
         ):
             _heading(title)
@@ -66,8 +66,8 @@ def _demo(prefix: Path) -> int:
     return status
 
 
-def _shown(result: api.Result) -> int:
-    report.emit_result(False, result)
+def _shown(table: bool, result: api.Result) -> int:
+    report.emit_result(False, result, table_asked=table)
     return result.exit_status
 
 

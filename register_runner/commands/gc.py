@@ -35,5 +35,6 @@ def run(args: argparse.Namespace) -> int:
         },
         [action.as_row() for action in result.actions],
         result.warnings,
+        table_asked=args.table,
     )
     return result.exit_status

@@ -6,16 +6,18 @@ from __future__ import annotations
 import argparse
 
 from .. import api, report
-from ..model import Kind
-from ..workspace import Options
 
 
 def run(args: argparse.Namespace) -> int:
-    result = api.act_on_runners(
-        Kind.ROTATE,
-        names=args.runner,
+    result = api.reset_token(
+        args.prefix,
+        args.instance,
+        runners=args.runner,
+        deadline=args.deadline,
+        timeout=args.timeout,
+        jobs=args.jobs,
+        insecure_permissions=args.insecure_permissions,
         lock_timeout=args.lock_timeout,
-        **Options.from_args(args).as_kwargs(),
     )
-    report.emit_result(args.json, result)
+    report.emit_result(args.json, result, table_asked=args.table)
     return result.exit_status

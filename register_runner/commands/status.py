@@ -9,25 +9,17 @@ import argparse
 import json
 import sys
 
-from .. import health
-from ..errors import InputError, TransientError
+from .. import api, health
 
 
 def run(args: argparse.Namespace) -> int:
-    if not args.prefix.is_dir():
-        raise InputError(f"{args.prefix}: no such folder (--prefix)")
-    last = health.read_last_run(args.prefix, args.instance)
-    if last is None:
-        raise TransientError(
-            f"no run recorded for instance {args.instance} in {args.prefix} (sync, "
-            "unregister and reset-token record theirs)"
-        )
+    result = api.status(args.prefix, args.instance)
     if args.json:
-        json.dump(last.status_json(), sys.stdout, indent=2)
+        json.dump(result.run.status_json(), sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        print(describe(last))
-    return health.status_of(last)
+        print(describe(result.run))
+    return result.exit_status
 
 
 def describe(last: health.Run) -> str:

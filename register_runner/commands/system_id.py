@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import InputError
-from ..hostid import ensure_system_id
+from .. import api
 
 
 def run(args: argparse.Namespace) -> int:
-    if not args.prefix.is_dir():
-        raise InputError(f"{args.prefix}: no such folder (--prefix)")
-    print(ensure_system_id(args.prefix))
+    print(api.system_id(args.prefix))
     return 0

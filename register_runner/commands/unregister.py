@@ -8,20 +8,22 @@ import argparse
 import logging
 
 from .. import api, report
-from ..model import Kind
-from ..workspace import Options
 
 log = logging.getLogger(__name__)
 
 
 def run(args: argparse.Namespace) -> int:
-    result = api.act_on_runners(
-        Kind.DELETE,
-        names=args.runner,
+    result = api.unregister(
+        args.prefix,
+        args.instance,
+        runners=args.runner,
+        deadline=args.deadline,
+        timeout=args.timeout,
+        jobs=args.jobs,
+        insecure_permissions=args.insecure_permissions,
         lock_timeout=args.lock_timeout,
-        **Options.from_args(args).as_kwargs(),
     )
-    report.emit_result(args.json, result)
+    report.emit_result(args.json, result, table_asked=args.table)
     folder = args.prefix / args.instance
     for stem in sorted(args.runner or (p.stem for p in folder.glob("*.toml"))):
         if (folder / f"{stem}.toml").is_file():

@@ -3,8 +3,9 @@ without the ~0.3 s of interpreter start and imports a child costs (nor ``cli.run
 garbage-collector settings, which belong to a process of its own).
 
 What a child gets fresh is made fresh here and put back afterwards: the environment,
-stdin/stdout/stderr, the warning filters, the logging set-up, PYTHONPATH, and the
-package's module-level state. Runs are one at a time (they swap process-wide streams).
+stdin/stdout/stderr, the warning filters, the logging set-up and PYTHONPATH (the package
+keeps no state of its own between runs). Runs are one at a time (they swap process-wide
+streams).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Literal, Optional
 
-from .. import cli, health, report, secret
+from .. import cli
 
 # The filters a release build of Python starts with (no -W option).
 DEFAULT_FILTERS: tuple[tuple[Literal["default", "ignore"], type[Warning], str], ...] = (
@@ -47,7 +48,7 @@ def run(
     is what the CompletedProcess names, as for a child; past ``timeout`` s the test process
     ends (see _watchdog)."""
     with contextlib.ExitStack() as stack:
-        for context in (_one_at_a_time, _watchdog(timeout), _fresh_package_state()):
+        for context in (_one_at_a_time, _watchdog(timeout), _fresh_logging()):
             stack.enter_context(context)
         stack.enter_context(_environment(environment))
         stdout, stderr = stack.enter_context(_stdio(input))
@@ -84,28 +85,18 @@ def _watchdog(timeout: float) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _fresh_package_state() -> Iterator[None]:
-    """The module-level state a child starts without: the run's record, --table, the
-    secrets known to the scrubber, and the logging the CLI configures (the root logger
+def _fresh_logging() -> Iterator[None]:
+    """The logging the CLI configures, as a child starts without it (the root logger
     too: in a child, other libraries' warnings reach stderr through logging's last
     resort, not pytest's capture)."""
-    recorded, table_asked = health._recorded, report.TABLE_ASKED
-    known, by_length = dict(secret._known), secret._by_length
     ours, root = logging.getLogger("register_runner"), logging.getLogger()
     ours_was = (ours.handlers[:], ours.level, ours.propagate)
     root_was = (root.handlers[:], root.level)
-    health._recorded, report.TABLE_ASKED = None, False
-    secret._known.clear()
-    secret._by_length = ()
     ours.handlers[:], ours.level, ours.propagate = [], logging.NOTSET, True
     root.handlers[:], root.level = [], logging.WARNING
     try:
         yield
     finally:
-        health._recorded, report.TABLE_ASKED = recorded, table_asked
-        secret._known.clear()
-        secret._known.update(known)
-        secret._by_length = by_length
         ours.handlers[:], ours.level, ours.propagate = ours_was
         root.handlers[:], root.level = root_was
 

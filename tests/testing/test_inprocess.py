@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from register_runner import health, report, secret
+from register_runner import health, secret
 from register_runner.testing import inprocess
 from register_runner.testing.prefix import CHILD_VARIABLE, run_cli
 
@@ -37,8 +37,7 @@ def process_state() -> tuple:
         (sys.stdin, sys.stdout, sys.stderr),
         sys.path[:],
         (ours.handlers[:], ours.level, ours.propagate),
-        (report.TABLE_ASKED, health._recorded),
-        (dict(secret._known), secret._by_length),
+        dict(secret._known.forms),
     )
 
 

@@ -371,6 +371,8 @@ def run(module, rr, errors):
     config_path = prefix / f"config.{instance}.toml"
     before = read_config(config_path) if module._diff and not module.check_mode else None
     if module.check_mode:
+        # --strict says what a sync exits with; plan has no such option.
+        options.pop("strict")
         result = rr.plan(prefix, instance, **options)
     else:
         result = rr.sync(prefix, instance, lock_timeout=params["lock_timeout"], **options)
