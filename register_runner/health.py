@@ -288,10 +288,7 @@ def expiry_notice(url: str, expires: Optional[date]) -> Optional[str]:
 def write_metrics(path: Path, instance: str, run: Optional[Run]) -> None:
     """node_exporter's textfile format, replaced atomically (temporary file and rename in
     the same folder) so that the collector never reads half a file; mode 0644."""
-    try:
-        atomic_write(path, render_metrics(instance, run).encode(), mode=0o644)
-    except OSError as error:
-        raise InputError(f"{path}: cannot write the metrics file: {error.strerror}") from None
+    atomic_write(path, render_metrics(instance, run).encode(), mode=0o644)
 
 
 def render_metrics(instance: str, run: Optional[Run]) -> str:

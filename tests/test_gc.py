@@ -202,3 +202,33 @@ def test_a_rate_limited_gitlab_is_waited_for_and_a_failing_one_is_exit_3(
     assert failing.returncode == 3
     assert "list runners" in failing.stderr and "GitLab answered 503" in failing.stderr
     assert gitlab.mutating_requests() == []
+
+
+# -- what mutation testing found unchecked -------------------------------------------------
+
+
+def test_a_runner_gitlab_would_not_show_is_skipped_and_the_rest_still_listed(
+    gitlab, prefix, cli, fleet
+):
+    unreadable, *others = sorted(fleet["dead"] | fleet["reimaged"])
+    gitlab.fail_next(count=100, status=403, method="GET", path=rf"^/runners/{unreadable}$")
+    result = gc(cli, prefix)
+    assert result.returncode == 1
+    assert listed(result) == set(others)
+    (line,) = result.stderr.splitlines()
+    assert f"read runner {unreadable}: forbidden (403)" in line
+
+
+def test_a_delete_gitlab_refuses_is_a_failed_row_and_one_it_lost_already_gone(
+    gitlab, prefix, cli, fleet
+):
+    refused, lost, *deleted = sorted(fleet["dead"] | fleet["reimaged"])
+    gitlab.fail_next(count=100, status=403, method="DELETE", path=rf"^/runners/{refused}$")
+    gitlab.fail_next(count=1, status=404, method="DELETE", path=rf"^/runners/{lost}$")
+    result = gc(cli, prefix, "--yes")
+    assert result.returncode == 1
+    rows = {row["id"]: row for row in json.loads(result.stdout)["actions"]}
+    assert rows[refused]["result"] == "failed" and "403" in rows[refused]["error"]
+    assert rows[refused]["reason"].startswith("on http")
+    assert rows[lost]["result"] == "already gone"
+    assert {rows[i]["result"] for i in deleted} == {"done"}

@@ -256,3 +256,20 @@ def test_the_guard_knows_runners_the_last_release_marked_as_this_hosts(gitlab, m
     assert "GitLab still lists these runners" in held.stderr
     assert gitlab.mutating_requests() == [] and len(gitlab.runners()) == 2
     assert prefix.output.read_bytes() == before["config.main.toml"][0]
+
+
+def test_the_marker_the_last_release_wrote_is_the_one_without_the_key():
+    # Mutation testing: every test built the key-less marker with Identity itself, so a
+    # changed key-less marker went unseen; the runners in GitLab carry this very text.
+    from register_runner.model import Identity, earlier_marker
+
+    keyed = Identity("node1", "main", "s_0123456789ab", "ab12").marker("shell")
+    assert keyed == (
+        "[register-runner host=node1 instance=main executor=shell system_id=s_0123456789ab "
+        "prefix=ab12]"
+    )
+    last_release = (
+        "[register-runner host=node1 instance=main executor=shell system_id=s_0123456789ab]"
+    )
+    assert Identity("node1", "main", "s_0123456789ab").marker("shell") == last_release
+    assert earlier_marker(f"note {keyed}") == f"note {last_release}"

@@ -9,6 +9,7 @@ import pytest
 from register_runner.errors import InputError
 from register_runner.model import (
     AccessTokenCheck,
+    Action,
     Evidence,
     Executor,
     Kind,
@@ -18,7 +19,12 @@ from register_runner.model import (
     Scope,
     Verdict,
 )
-from register_runner.reconcile import attribute_changes, reconcile, rotation_due
+from register_runner.reconcile import (
+    attribute_changes,
+    check_not_emptied,
+    reconcile,
+    rotation_due,
+)
 from register_runner.secret import Secret
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -223,8 +229,9 @@ def test_a_due_rotation_carries_the_attribute_changes():
     obtained = NOW - timedelta(hours=76)
     due = runner("x", obtained=obtained, expires=obtained + timedelta(hours=100))
     (action,) = reconcile([executor("x", locked=True)], Observed({"x": due}), now=NOW).actions
-    assert action.kind is Kind.ROTATE
+    assert (action.kind, action.runner_id) == (Kind.ROTATE, 1)
     assert action.changes == (("locked", None, True),)
+    assert action.reason == "token past 75% of its lifetime; registration attributes changed"
 
 
 # -- what mutation testing found unseen ---------------------------------------------------
@@ -355,3 +362,153 @@ def test_a_rejected_access_token_is_the_one_refusal_when_the_guard_cannot_read()
     assert plan.held and not plan.mutates
     (refusal,) = plan.refusals
     assert "rejected (401" in refusal
+
+
+# -- what the operator reads: each action's reason, the guard's lines (mutation testing) ----
+
+
+def test_a_bad_files_runner_is_kept_by_its_id_with_the_files_reason():
+    observed = observe(runner("a", 1), runner("b", 2))
+    bad = {"b": "/p/main/b.toml: line 3: bad value", "new": "/p/main/new.toml: not TOML"}
+    plan = reconcile([executor("a")], observed, now=NOW, bad=bad)
+    assert plan.actions == (
+        Action(Kind.KEEP, "a", "", 1),
+        Action(Kind.KEEP, "b", "/p/main/b.toml: line 3: bad value", 2),
+        Action(Kind.KEEP, "new", "/p/main/new.toml: not TOML", None),
+    )
+
+
+def test_each_planned_action_says_why():
+    obtained = NOW - timedelta(hours=80)
+    observed = Observed(
+        {
+            "gone": runner("gone", 1),
+            "rejected": runner("rejected", 2, Verdict.INVALID),
+            "due": runner("due", 3, obtained=obtained, expires=obtained + timedelta(hours=100)),
+            "changed": runner("changed", 4),
+            "lost": runner("lost", 5, token=None),
+        },
+        [PendingDelete(9, URL, "older")],
+        unresolved=frozenset({"waiting"}),
+    )
+    desired = [executor(s) for s in ("rejected", "due", "lost", "new", "waiting")]
+    desired.append(executor("changed", locked=True))
+    plan = reconcile(desired, observed, now=NOW, max_deletions=2)
+    assert {a.stem: a.reason for a in plan.actions} == {
+        "changed": "registration attributes changed",
+        "due": "token past 75% of its lifetime",
+        "lost": "token missing from the config",
+        "new": "new executor",
+        "rejected": "GitLab rejected the token (403)",
+        "waiting": "an earlier create's outcome is not known yet",
+        "gone": "executor file removed",
+        "older": "deletion left over from an earlier run",
+    }
+
+
+def test_a_changed_maintenance_note_is_an_update_even_with_a_marker_in_it():
+    marker = "[register-runner host=h instance=main executor=a system_id=s_1 prefix=ab12]"
+    wanted = {"maintenance_note": f"new owner {marker}"}
+    applied = {**ATTRS, "maintenance_note": f"old owner {marker}"}
+    plan = reconcile([executor("a", **wanted)], observe(runner("a", applied=applied)), now=NOW)
+    assert [(a.kind, a.changes) for a in plan.actions] == [
+        (Kind.UPDATE, (("maintenance_note", f"old owner {marker}", f"new owner {marker}"),))
+    ]
+
+
+def test_the_deletion_limit_is_a_whole_number_of_runners():
+    observed = Observed({s: runner(s, i) for i, s in enumerate("abc")})
+    with pytest.raises(InputError) as refused:
+        reconcile([executor("a")], observed, now=NOW)
+    assert str(refused.value) == (
+        "refusing to delete 2 of 3 runners (limit 1); check the executor folder, or pass "
+        "--max-deletions N or --force"
+    )
+
+
+def _guard_lines(evidence):
+    plan = _guarded(evidence)
+    return plan.warnings, plan.refusals
+
+
+def test_the_guards_line_when_gitlab_still_lists_the_runners():
+    assert _guard_lines((Evidence.LISTED, Evidence.LISTED)) == (
+        (
+            "held by the mass-invalid guard: GitLab still lists these runners (a, b) with this "
+            "host's marker: GitLab rejected 2 of 3 runner tokens at once, a GitLab-side failure "
+            "(maintenance mode, Geo secondary, WAF); nothing is created or deleted and the "
+            "config is kept. Use --force if their tokens really are gone",
+        ),
+        (),
+    )
+
+
+def test_the_guards_one_line_when_the_access_token_may_not_read_the_runners():
+    # The refusal is the one line: no empty or second warning beside it.
+    assert _guard_lines((Evidence.UNREADABLE, Evidence.UNREADABLE)) == (
+        (),
+        (
+            "held by the mass-invalid guard: GitLab rejected 2 of 3 runner tokens at once and "
+            "the access token may not read these runners (a, b) to tell whether GitLab lost "
+            "them; nothing is created or deleted and the config is kept. Give it the read_api "
+            "or manage_runner scope, or run sync --force if the runners really are gone",
+        ),
+    )
+
+
+def test_the_guards_line_when_gitlab_did_not_answer():
+    assert _guard_lines((Evidence.UNKNOWN, Evidence.UNKNOWN)) == (
+        (
+            "held by the mass-invalid guard: GitLab rejected 2 of 3 runner tokens at once and "
+            "GitLab did not answer about these runners (a, b); nothing is created or deleted "
+            "and the config is kept; asked again on the next run",
+        ),
+        (),
+    )
+
+
+def test_released_runners_say_what_gitlab_answered_about_them():
+    plan = _guarded((Evidence.GONE, Evidence.REPLACED))
+    assert [(a.stem, a.reason) for a in plan.of_kind(Kind.RECREATE)] == [
+        ("a", "GitLab no longer has runner 1"),
+        ("b", "runner 2 is another runner now"),
+    ]
+    assert plan.warnings == (
+        "GitLab rejected the tokens of 2 runner(s) (a, b) and no longer has those runners "
+        "(a GitLab restored from a backup?): they are created again",
+    )
+
+
+def test_a_released_runner_whose_file_is_gone_is_deleted_by_its_old_id():
+    observed = Observed(
+        {s: runner(s, i, Verdict.INVALID) for i, s in enumerate("abc", 1)},
+        evidence=dict.fromkeys("abc", Evidence.GONE),
+    )
+    plan = reconcile([executor("a"), executor("b")], observed, now=NOW)
+    assert plan.of_kind(Kind.DELETE) == [Action(Kind.DELETE, "c", "executor file removed", 3)]
+
+
+def test_what_a_rejected_access_token_holds_says_so():
+    observed = Observed(
+        {"a": runner("a", 1, Verdict.INVALID)},
+        access_tokens={URL: AccessTokenCheck(False, rejected=True)},
+    )
+    plan = reconcile([executor("a"), executor("d")], observed, now=NOW)
+    assert plan.actions == (
+        Action(Kind.KEEP, "a", "the access token was rejected (401)", 1),
+        Action(Kind.WAIT, "d", "the access token was rejected (401)"),
+    )
+    assert plan.refusals == (
+        f"{URL}: the access token was rejected (401 on GET /personal_access_tokens/self): "
+        "expired, revoked or mistyped; nothing that needs it is created, changed or deleted "
+        "until it is replaced in the template",
+    )
+
+
+def test_an_emptied_executor_folder_is_refused_with_the_way_out():
+    with pytest.raises(InputError) as refused:
+        check_not_emptied(0, 3, "/p/main", force=False)
+    assert str(refused.value) == (
+        "/p/main: no executor files, but 3 runner(s) exist; refusing to delete them all "
+        "(pass --force if that is the intention, or use unregister)"
+    )

@@ -160,3 +160,14 @@ def test_a_recreate_counts_once(gitlab, prefix, cli, tmp_path):
         "recreate": 1,
         "delete": 0,
     }
+
+
+def test_a_command_that_ended_with_bad_input_kept_no_config(gitlab, prefix, cli, tmp_path):
+    # Mutation testing: record_run's default for config_kept was never seen.
+    metrics_file = tmp_path / "rr.prom"
+    assert cli(prefix, "sync").returncode == 0
+    refused = cli(prefix, "reset-token", "--runner", "nosuch", "--metrics-file", str(metrics_file))
+    assert refused.returncode == 2, refused.stderr
+    values = metrics(metrics_file)
+    assert value(values, "register_runner_last_run_exit_code") == 2
+    assert value(values, "register_runner_config_kept") == 0
