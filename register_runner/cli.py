@@ -157,9 +157,10 @@ def _record(args: argparse.Namespace, status: _Status) -> None:
         run = status.recorded or health.read_last_run(args.prefix, args.instance)
         try:
             health.write_metrics(args.metrics_file, args.instance, run)
-        except InputError as error:
+        except RegisterRunnerError as error:
             # The metrics report on the run, they are not part of it: the shipped units
-            # name node_exporter's folder, which a host without node_exporter lacks.
+            # name node_exporter's folder, which a host without node_exporter lacks, and a
+            # full disk (exit 3 elsewhere) must not change the run's exit status either.
             log.warning("%s (metrics not written; an empty --metrics-file writes none)", error)
 
 

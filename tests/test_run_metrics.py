@@ -4,6 +4,8 @@ and the seconds waited for them, the version."""
 
 from __future__ import annotations
 
+import errno
+
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -171,3 +173,28 @@ def test_a_command_that_ended_with_bad_input_kept_no_config(gitlab, prefix, cli,
     values = metrics(metrics_file)
     assert value(values, "register_runner_last_run_exit_code") == 2
     assert value(values, "register_runner_config_kept") == 0
+
+
+def test_a_full_disk_under_the_metrics_file_does_not_fail_the_run(
+    gitlab, prefix, cli, tmp_path, monkeypatch
+):
+    # A full disk is "may heal" (TransientError), not bad input: the metrics still only
+    # report on the run, whatever the reason they cannot be written.
+    from register_runner import files, health
+
+    metrics_file = tmp_path / "register-runner-main.prom"
+    real = health.atomic_write
+
+    def disk_full_for_metrics(path, data, **kwargs):
+        if path == metrics_file:
+            raise files.filesystem_error(path, OSError(errno.ENOSPC, "No space left on device"))
+        return real(path, data, **kwargs)
+
+    monkeypatch.setattr(health, "atomic_write", disk_full_for_metrics)
+
+    result = cli(prefix, "sync", "--metrics-file", str(metrics_file))
+
+    assert result.returncode == 0, result.stderr
+    assert len(prefix.runners()) == 1
+    (line,) = [line for line in result.stderr.splitlines() if "metrics not written" in line]
+    assert "No space left on device" in line
