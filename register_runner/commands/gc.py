@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from .. import api, report
+from . import network_options
 
 
 def run(args: argparse.Namespace) -> int:
@@ -16,10 +17,7 @@ def run(args: argparse.Namespace) -> int:
         yes=args.yes,
         max_deletions=args.max_deletions,
         detailed_exitcode=args.detailed_exitcode,
-        deadline=args.deadline,
-        timeout=args.timeout,
-        jobs=args.jobs,
-        insecure_permissions=args.insecure_permissions,
+        **network_options(args),
         lock_timeout=args.lock_timeout,
     )
     report.emit(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from .. import api, report
+from . import converge_options, network_options
 
 
 def run(args: argparse.Namespace) -> int:
@@ -13,17 +14,8 @@ def run(args: argparse.Namespace) -> int:
         args.prefix,
         args.instance,
         detailed_exitcode=args.detailed_exitcode,
-        deadline=args.deadline,
-        timeout=args.timeout,
-        jobs=args.jobs,
-        insecure_permissions=args.insecure_permissions,
-        fresh_deadline=args.fresh_deadline,
-        force=args.force,
-        refresh=args.refresh,
-        prune=args.prune,
-        max_deletions=args.max_deletions,
-        capture_tags=args.capture_tags,
-        tag_schema=args.tag_schema,
+        **network_options(args),
+        **converge_options(args),
     )
     report.emit_result(args.json, result, table_asked=args.table)
     return result.exit_status

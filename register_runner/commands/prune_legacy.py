@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 
 from .. import api, report
+from . import network_options
 
 
 def run(args: argparse.Namespace) -> int:
@@ -23,10 +24,7 @@ def run(args: argparse.Namespace) -> int:
         args.prefix,
         args.instance,
         yes=args.yes,
-        deadline=args.deadline,
-        timeout=args.timeout,
-        jobs=args.jobs,
-        insecure_permissions=args.insecure_permissions,
+        **network_options(args),
         lock_timeout=args.lock_timeout,
     )
     report.emit(

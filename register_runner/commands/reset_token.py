@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from .. import api, report
+from . import network_options
 
 
 def run(args: argparse.Namespace) -> int:
@@ -13,10 +14,7 @@ def run(args: argparse.Namespace) -> int:
         args.prefix,
         args.instance,
         runners=args.runner,
-        deadline=args.deadline,
-        timeout=args.timeout,
-        jobs=args.jobs,
-        insecure_permissions=args.insecure_permissions,
+        **network_options(args),
         lock_timeout=args.lock_timeout,
     )
     report.emit_result(args.json, result, table_asked=args.table)

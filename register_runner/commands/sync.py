@@ -7,6 +7,7 @@ import logging
 from typing import Union
 
 from .. import api, health, report
+from . import converge_options, network_options
 
 log = logging.getLogger(__name__)
 
@@ -18,17 +19,8 @@ def run(args: argparse.Namespace) -> Union[int, api.Result]:
     result = api.sync(
         args.prefix,
         args.instance,
-        deadline=args.deadline,
-        timeout=args.timeout,
-        jobs=args.jobs,
-        insecure_permissions=args.insecure_permissions,
-        fresh_deadline=args.fresh_deadline,
-        force=args.force,
-        refresh=args.refresh,
-        prune=args.prune,
-        max_deletions=args.max_deletions,
-        capture_tags=args.capture_tags,
-        tag_schema=args.tag_schema,
+        **network_options(args),
+        **converge_options(args),
         strict=args.strict,
         lock_timeout=args.lock_timeout,
     )

@@ -8,6 +8,7 @@ import argparse
 import logging
 
 from .. import api, report
+from . import network_options
 
 log = logging.getLogger(__name__)
 
@@ -17,10 +18,7 @@ def run(args: argparse.Namespace) -> int:
         args.prefix,
         args.instance,
         runners=args.runner,
-        deadline=args.deadline,
-        timeout=args.timeout,
-        jobs=args.jobs,
-        insecure_permissions=args.insecure_permissions,
+        **network_options(args),
         lock_timeout=args.lock_timeout,
     )
     report.emit_result(args.json, result, table_asked=args.table)
