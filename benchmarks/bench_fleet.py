@@ -83,6 +83,7 @@ import _harness as h
 
 from register_runner.testing.fake_gitlab import FakeGitLab
 from register_runner.testing.prefix import Prefix, make_prefix
+from register_runner.testing.units import unit_settings
 
 # Run by each child before the real command line: lower its priority by the second
 # argument, say "ready" on the fd given as first argument, wait until stdin closes, then
@@ -565,26 +566,6 @@ TOOL = "/usr/local/bin/register-runner"
 UNITS_CAP = 40 * 60.0  # seconds: a fleet not converged by then has failed
 
 
-def unit_settings(path: Path) -> dict[tuple[str, str], list[str]]:
-    """A unit file's settings in order; an empty assignment clears (as systemd reads)."""
-    settings: dict[tuple[str, str], list[str]] = {}
-    section = ""
-    for line in path.read_text().replace("\\\n", "").splitlines():
-        line = line.strip()
-        if not line or line.startswith(("#", ";")):
-            continue
-        if line.startswith("["):
-            section = line.strip("[]")
-            continue
-        key, _, value = line.partition("=")
-        values = settings.setdefault((section, key.strip()), [])
-        if value.strip():
-            values.append(value.strip())
-        else:
-            values.clear()
-    return settings
-
-
 def span(value: str) -> float:
     """A systemd time span such as 180, 4min, 2min 30s, in seconds."""
     units = {"": 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}
@@ -605,9 +586,11 @@ class Units:
 
     @classmethod
     def shipped(cls) -> Units:
-        drop_in = unit_settings(UNITS / "gitlab-runner.service.d" / "register-runner.conf")
-        service = unit_settings(UNITS / "register-runner-retry.service")
-        timer = unit_settings(UNITS / "register-runner-retry.timer")
+        drop_in = unit_settings(
+            (UNITS / "gitlab-runner.service.d" / "register-runner.conf").read_text()
+        )
+        service = unit_settings((UNITS / "register-runner-retry.service").read_text())
+        timer = unit_settings((UNITS / "register-runner-retry.timer").read_text())
         (pre,) = drop_in[("Service", "ExecStartPre")]
         (retry,) = service[("Service", "ExecStart")]
         return cls(

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from register_runner import cli
+from register_runner.testing.units import unit_settings
 
 SYSTEMD = Path(__file__).resolve().parent.parent / "contrib" / "systemd"
 DROP_IN = SYSTEMD / "gitlab-runner.service.d" / "register-runner.conf"
@@ -70,30 +71,8 @@ def instance_name(unit: Path) -> str:
     return unit.name.replace("@.", "@main.")
 
 
-def parse(text: str) -> dict[tuple[str, str], list[str]]:
-    """Settings of unit files applied in order, the way systemd merges drop-ins: a
-    setting accumulates, an empty assignment clears it (for single-valued settings
-    the last value is the one that counts)."""
-    settings: dict[tuple[str, str], list[str]] = {}
-    section = ""
-    for line in text.replace("\\\n", "").splitlines():
-        line = line.strip()
-        if not line or line.startswith(("#", ";")):
-            continue
-        if line.startswith("["):
-            section = line.strip("[]")
-            continue
-        key, _, value = line.partition("=")
-        values = settings.setdefault((section, key.strip()), [])
-        if value.strip():
-            values.append(value.strip())
-        else:
-            values.clear()
-    return settings
-
-
 def merged(*texts: str) -> dict[tuple[str, str], list[str]]:
-    return parse("\n".join(texts))
+    return unit_settings("\n".join(texts))
 
 
 def seconds(value: str) -> float:
@@ -198,8 +177,8 @@ def runner_units() -> dict[str, dict[tuple[str, str], list[str]]]:
     """Every way of running gitlab-runner that we ship, as systemd would see it."""
     return {
         "drop-in": merged(STOCK_UNIT, DROP_IN.read_text()),
-        "gitlab-runner.service": parse((SYSTEMD / "gitlab-runner.service").read_text()),
-        "gitlab-runner@.service": parse((SYSTEMD / "gitlab-runner@.service").read_text()),
+        "gitlab-runner.service": unit_settings((SYSTEMD / "gitlab-runner.service").read_text()),
+        "gitlab-runner@.service": unit_settings((SYSTEMD / "gitlab-runner@.service").read_text()),
     }
 
 
@@ -259,12 +238,14 @@ def test_credentials_are_optional():
     # systemd < 247 (RHEL 8) does not know the setting: it ships commented out, ready.
     services = [p for p in shipped_units() if p.suffix == ".service"] + [DROP_IN]
     for path in services:
-        assert ("Service", "LoadCredential") not in parse(path.read_text()), path.name
+        assert ("Service", "LoadCredential") not in unit_settings(path.read_text()), path.name
         assert "#LoadCredential=gitlab-pat:" in path.read_text(), path.name
 
 
 def sync_units() -> dict[str, dict[tuple[str, str], list[str]]]:
-    return {p.name: parse(p.read_text()) for p in shipped_units() if "register-runner" in p.name}
+    return {
+        p.name: unit_settings(p.read_text()) for p in shipped_units() if "register-runner" in p.name
+    }
 
 
 @pytest.mark.parametrize("name", ["register-runner.service", "register-runner@.service"])
