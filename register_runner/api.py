@@ -93,20 +93,20 @@ def sync(
     --no-prune)."""
     started = time.monotonic()
     opts = Options(
-        Path(prefix),
-        instance,
-        deadline,
-        fresh_deadline,
-        timeout,
-        jobs,
-        force,
-        strict,
-        insecure_permissions,
-        refresh,
-        prune,
-        max_deletions,
-        capture_tags,
-        _path(tag_schema),
+        prefix=Path(prefix),
+        instance=instance,
+        deadline=deadline,
+        fresh_deadline=fresh_deadline,
+        timeout=timeout,
+        jobs=jobs,
+        force=force,
+        strict=strict,
+        insecure_permissions=insecure_permissions,
+        refresh=refresh,
+        prune=prune,
+        max_deletions=max_deletions,
+        capture_tags=capture_tags,
+        tag_schema=_path(tag_schema),
     )
     check_prefix(opts)
     environ = os.environ if environ is None else environ
@@ -172,20 +172,19 @@ def plan(
     ``detailed_exitcode``). The other keywords are sync's."""
     started = time.monotonic()
     opts = Options(
-        Path(prefix),
-        instance,
-        deadline,
-        fresh_deadline,
-        timeout,
-        jobs,
-        force,
-        False,
-        insecure_permissions,
-        refresh,
-        prune,
-        max_deletions,
-        capture_tags,
-        _path(tag_schema),
+        prefix=Path(prefix),
+        instance=instance,
+        deadline=deadline,
+        fresh_deadline=fresh_deadline,
+        timeout=timeout,
+        jobs=jobs,
+        force=force,
+        insecure_permissions=insecure_permissions,
+        refresh=refresh,
+        prune=prune,
+        max_deletions=max_deletions,
+        capture_tags=capture_tags,
+        tag_schema=_path(tag_schema),
     )
     check_prefix(opts)
     environ = os.environ if environ is None else environ
