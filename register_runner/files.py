@@ -48,13 +48,14 @@ def state_dir(prefix: Path, *, create: bool = False) -> Path:
     return folder
 
 
-def filesystem_error(path: Path, error: OSError) -> Error:
-    """One line naming ``path``: exit 3 when it may heal (a full disk), 2 when the prefix
-    must be fixed (read-only, a folder where a file should be, permissions)."""
+def filesystem_error(path: Path, error: OSError, doing: str = "write") -> Error:
+    """One line naming ``path``: exit 3 when it may heal (a full disk, an I/O error), 2
+    when the prefix must be fixed (read-only, a folder where a file should be,
+    permissions)."""
     reason = error.strerror or type(error).__name__
     if error.errno in MAY_HEAL:
-        return TransientError(f"{path}: cannot write: {reason}")
-    return InputError(f"{path}: cannot write: {reason}")
+        return TransientError(f"{path}: cannot {doing}: {reason}")
+    return InputError(f"{path}: cannot {doing}: {reason}")
 
 
 def name_problem(name: str) -> Optional[str]:
@@ -222,10 +223,7 @@ def _read_all(fd: int, path: Path, size: int, limit: Optional[int]) -> bytes:
         try:
             chunk = os.read(fd, wanted)
         except OSError as error:
-            reason = error.strerror or type(error).__name__
-            if error.errno in MAY_HEAL:
-                raise TransientError(f"{path}: cannot read: {reason}") from None
-            raise InputError(f"{path}: cannot read: {reason}") from None
+            raise filesystem_error(path, error, "read") from None
         if not chunk:
             return b"".join(chunks)
         chunks.append(chunk)
