@@ -90,6 +90,7 @@ class _Request:
     needs: Optional[str]
     anonymous: bool
     mutating: bool
+    retried: bool = True
 
 
 class _Attempt(Exception):
@@ -137,6 +138,7 @@ class Calls:
         needs: Optional[str] = None,
         anonymous: bool = False,
         mutating: bool = False,
+        retried: bool = True,
         expect: Optional[str] = "json",
     ) -> Any:
         """One API call, retried while that is safe and the deadline allows. ``expect``:
@@ -147,8 +149,11 @@ class Calls:
         answer (a lost or unreadable answer, a 5xx: a proxy's 502/504, or GitLab's own 500
         after it acted), so it is never sent again in this run: it fails as an ambiguous
         Unavailable, for the journal and the next run to settle. A 429 or a connection
-        that never stood proves GitLab did nothing, and is retried."""
-        request = _Request(what, verb, path, data, query, needs, anonymous, mutating)
+        that never stood proves GitLab did nothing, and is retried.
+
+        ``retried=False``: one attempt, for a call the run can do without (an advisory
+        check would otherwise retry the deadline away before the calls that matter)."""
+        request = _Request(what, verb, path, data, query, needs, anonymous, mutating, retried)
         if expect == "pages":
             return self._pages(request)
         return self._answered(request, expect)[1]
@@ -171,6 +176,8 @@ class Calls:
                 return response, self._decode(what, response, request.mutating, expect)
             except _Attempt as failed:
                 attempt += 1
+                if not request.retried:
+                    raise Unavailable(f"{self.url}: {what}: {failed.reason}") from None
                 self._before_retry(what, failed, attempt)
 
     def _send(self, request: _Request) -> transport.Answer:

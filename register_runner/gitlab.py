@@ -236,10 +236,14 @@ class GitLab(Calls):
         """When the access token itself expires (``GET /personal_access_tokens/self``,
         GitLab >= 15.5): a date, or None when it never expires or GitLab will not say (403
         on restricted instances, 404 before 15.5, an answer without a date). A 401 raises
-        AccessDenied: the token was rejected."""
+        AccessDenied: the token was rejected. Asked once: the run can do without the
+        answer, and the next run asks again."""
         try:
             answer = self._call(
-                "read the access token's expiry", "get", "/personal_access_tokens/self"
+                "read the access token's expiry",
+                "get",
+                "/personal_access_tokens/self",
+                retried=False,
             )
         except NotFound:
             return None

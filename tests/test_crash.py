@@ -76,6 +76,7 @@ def test_sigkill_at_each_mutation_point_then_rerun_converges(gitlab, make, cli, 
         if process.poll() is None:
             process.kill()
     assert process.returncode == -signal.SIGKILL
+    assert gitlab.wait_idle(30), "GitLab is still handling the killed run's request"
 
     result = cli(prefix)
 
@@ -104,6 +105,7 @@ def test_kill_between_two_creates_recovers_the_first(gitlab, make, cli):
     finally:
         if process.poll() is None:
             process.kill()
+    assert gitlab.wait_idle(30), "GitLab is still handling the killed run's request"
 
     assert cli(prefix).returncode == 0
 

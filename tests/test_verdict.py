@@ -155,6 +155,21 @@ def test_the_access_token_is_asked_about_alongside_the_verifications(gitlab, pre
     assert run.returncode == 0, stderr
 
 
+def test_a_failing_access_token_check_leaves_the_deadline_to_the_creates(gitlab, prefix, cli):
+    """The expiry check is advisory: asked once, so a GitLab failing it cannot spend a
+    fresh host's deadline on it before the first create is sent."""
+    gitlab.fail_next(count=50, status=503, method="GET", path=TOKEN_SELF)
+
+    result = cli(prefix, "sync", "--deadline", "2")
+
+    assert result.returncode == 0, result.stderr
+    assert [q.path for q in gitlab.requests if q.method == "GET"] == [
+        "/personal_access_tokens/self"
+    ]
+    assert [r.id for r in gitlab.runners()] == [prefix.runner("shell")["id"]]
+    assert cli(prefix, "status").returncode == 0
+
+
 def test_gitlab_unreachable_is_not_known_healthy(gitlab, prefix, cli, tmp_path):
     metrics_file = tmp_path / "rr.prom"
     assert cli(prefix, "sync", "--metrics-file", str(metrics_file)).returncode == 0

@@ -63,6 +63,7 @@ class FakeGitLab(_Faults, _Routes):
         self._log: list[Request] = []
         self._stats: dict[str, int] = {"requests": 0, "max_in_flight": 0, "connections": 0}
         self._in_flight = 0
+        self._idle = threading.Condition(self._lock)
         self._init_faults()
 
         self._server: Optional[_Server] = None
@@ -375,6 +376,13 @@ class FakeGitLab(_Faults, _Routes):
                 for q in self._log
             ]
 
+    def wait_idle(self, timeout: float = 30) -> bool:
+        """Wait until no request is being handled; whether that came within ``timeout``.
+        A request whose client was killed is still acted on once a block lets it go, as
+        GitLab would: a test that reruns after the kill waits for that first."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
+
     def clear_requests(self) -> None:
         with self._lock:
             self._log.clear()
@@ -457,6 +465,7 @@ class FakeGitLab(_Faults, _Routes):
         finally:
             with self._lock:
                 self._in_flight -= 1
+                self._idle.notify_all()
 
     def _handle(
         self,
