@@ -154,8 +154,13 @@ def _dead(
     details: Optional[Mapping[str, Any]],
     cutoff: datetime,
 ) -> Optional[Dead]:
-    """The runner, if it is this tool's and provably silent since before ``cutoff``."""
+    """The runner, if it is this tool's, another machine's, and provably silent since
+    before ``cutoff``."""
     if details is None or not carries_marker(details.get("maintenance_note")):
+        return None
+    # This machine's runners of another instance or prefix are not in this state, yet they
+    # are this host's current runners (a stopped service's, say): theirs to delete.
+    if loaded.identity.names_this_machine(details.get("maintenance_note")):
         return None
     # A create whose outcome an earlier run of this host did not learn: recovery's.
     pending = loaded.state.pending_creates.values()

@@ -115,6 +115,27 @@ def test_a_shorter_age_reaches_runners_gitlab_calls_offline_or_never_contacted(
     assert listed(week) == fleet["reimaged"] | fleet["dead"] | {fleet["stale"]}
 
 
+def test_this_hosts_runners_of_another_instance_are_never_listed(gitlab, prefix, cli, fleet):
+    """Another instance on this host (its service stopped for months): its runners are not
+    in this instance's state, yet they are this host's current runners, not a dead host's."""
+    from register_runner.testing.prefix import run_cli
+
+    (prefix.root / "config.template.gpu.toml").write_text(prefix.template.read_text())
+    (prefix.root / "gpu").mkdir(mode=0o700)
+    (prefix.root / "gpu" / "cuda.toml").write_text('executor = "shell"\ntags = ["gpu"]\n')
+    before = {r.id for r in gitlab.runners()}
+    synced = run_cli(["--prefix", str(prefix.root), "--instance", "gpu"])
+    assert synced.returncode == 0, synced.stderr
+    (gpu,) = {r.id for r in gitlab.runners()} - before
+    gitlab.age_runner(gpu, 60)
+
+    deleted = gc(cli, prefix, "--yes")
+
+    assert deleted.returncode == 0, deleted.stderr
+    assert listed(deleted) == fleet["reimaged"] | fleet["dead"]
+    assert gitlab.runner(gpu) is not None
+
+
 def test_the_deletion_limit_refuses_before_anything_is_deleted(gitlab, prefix, cli, fleet):
     before = {r.id for r in gitlab.runners()}
     refused = cli(prefix, "gc", "--yes", "--max-deletions", "3")
