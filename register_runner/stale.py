@@ -137,7 +137,11 @@ def _listed(
 def _who_may_list(scope: Scope) -> str:
     if scope.runner_type == "instance_type":
         return "listing instance runners needs an admin's access token with read_api"
-    return f"listing the runners of {scope.describe()} needs an access token with read_api"
+    who = "an owner" if scope.runner_type == "group_type" else "a maintainer"
+    return (
+        f"listing the runners of {scope.describe()} needs the access token of {who} of "
+        "it, with read_api"
+    )
 
 
 def _read(gitlab: GitLab, key: tuple[str, int]) -> Any:

@@ -9,7 +9,7 @@ import time
 from datetime import timedelta
 
 import pytest
-from conftest import ALL_SCOPES, GROUP_ID
+from conftest import ALL_SCOPES, GROUP_ID, PROJECT_ID
 
 import register_runner
 from register_runner.hostid import hostname
@@ -162,6 +162,31 @@ def test_without_leave_to_list_gc_exits_1_and_says_what_is_needed(gitlab, make, 
     assert result.returncode == 1
     assert needs in result.stderr
     assert gitlab.mutating_requests() == [] and len(gitlab.runners()) == 1
+
+
+@pytest.mark.parametrize(
+    "scope, token, needs",
+    [
+        ("group", {"scopes": ALL_SCOPES}, "group 42 needs the access token of an owner of it"),
+        ("project", {"scopes": ALL_SCOPES}, "project 7 needs the access token of a maintainer"),
+        ("group", {"scopes": ("create_runner",), "groups": (GROUP_ID,)}, "lacks the read_api"),
+    ],
+)
+def test_without_the_role_to_list_group_or_project_runners_gc_says_which(
+    gitlab, make, cli, scope, token, needs
+):
+    note = Identity("node17", "main", "s_00000000dead").marker("shell")
+    ids = {"group_id": GROUP_ID} if scope == "group" else {"project_id": PROJECT_ID}
+    dead = gitlab.add_runner(f"{scope}_type", maintenance_note=note, created_at=0, **ids)
+    ((key, value),) = ids.items()
+    prefix = make(
+        access_token=gitlab.add_access_token(**token),
+        client_extra=f'runner_type = "{scope}_type"\n{key} = {value}\n',
+    )
+    result = cli(prefix, "gc", "--yes")
+    assert result.returncode == 1
+    assert needs in result.stderr and "read_api" in result.stderr
+    assert gitlab.mutating_requests() == [] and gitlab.runner(dead.id) is not None
 
 
 def test_bad_age_is_usage(prefix, cli):
