@@ -28,6 +28,8 @@ from .workspace import GitLab
 ONLINE_WINDOW = timedelta(hours=2)
 STALE_AFTER = timedelta(days=7)
 MIN_AGE = ONLINE_WINDOW
+# Older than GitLab itself: any longer age lists nothing, and reaches past datetime's range.
+MAX_AGE = timedelta(days=36500)
 # Without --max-deletions: more than this many at once is more often a GitLab that lost
 # its contact times (a restore) than a fleet's dead hosts.
 DEFAULT_MAX_DELETIONS = 20
@@ -55,6 +57,15 @@ def _ago(when: Optional[datetime], now: datetime) -> str:
     assert when is not None
     days = (now - when).total_seconds() / 86400
     return f"{when.date().isoformat()} ({days:.0f} days ago)"
+
+
+def age_text(age: timedelta) -> str:
+    """``age`` as --older-than takes it: 2h, 30d, 2w."""
+    seconds = int(age.total_seconds())
+    for unit, size in (("w", 7 * 86400), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 def statuses(older_than: timedelta) -> tuple[str, ...]:
