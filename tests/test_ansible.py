@@ -8,6 +8,7 @@ skip elsewhere."""
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ from typing import Any
 
 import pytest
 
+import register_runner
 from register_runner.files import exclusive_lock
 from register_runner.testing.fake_gitlab import FakeGitLab
 from register_runner.testing.prefix import Prefix
@@ -256,6 +258,19 @@ def test_gitlab_down_keeps_the_config_and_says_so(tmp_path, gitlab, make):
     assert any("GitLab unreachable" in w for w in check.result["warnings"]), check.result
 
 
+def test_a_fresh_host_waits_out_a_retry_after_within_fresh_deadline(tmp_path, gitlab, make):
+    """fresh_deadline, as sync's --fresh-deadline: nothing to keep yet, so a Retry-After
+    longer than the deadline is waited for, not given up on."""
+    prefix = make()
+    gitlab.fail_next(status=429, method="POST", path=r"^/user/runners$", retry_after="3")
+
+    run = play(tmp_path, gitlab, prefix, rr_deadline=1, rr_fresh_deadline=60)
+
+    assert run.returncode == 0, run.output
+    assert run.result["changed"] is True and run.result["healthy"] is True, run.result
+    assert len(gitlab.runners()) == 1 and prefix.runner("shell")["id"]
+
+
 def test_a_busy_lock_is_ok_unhealthy_and_warned(tmp_path, gitlab, make):
     """Another run (the systemd timer's) holds the prefix past lock_timeout: exit 3, which
     is not the task's failure, and said."""
@@ -300,6 +315,10 @@ def test_the_built_collection_installs_and_ansible_doc_renders_it(tmp_path):
         assert option["type"] == spec[name]["type"], name
         assert option.get("default") == spec[name].get("default"), name
     assert {"changed", "healthy", "exit_status", "warnings", "msg"} <= set(doc["return"])
+    # The sync options: every keyword of the Python API's sync (the environment is the
+    # task's own keyword), and where to find the zipapp.
+    keywords = set(inspect.signature(register_runner.sync).parameters) - {"environ"}
+    assert set(spec) == keywords | {"zipapp"}
 
 
 def _module_spec() -> dict[str, Any]:
