@@ -195,6 +195,33 @@ def test_apply_diff_shows_the_config_diff_with_tokens_masked(tmp_path, gitlab, m
     assert prefix.runner("shell")["shell"] == "bash"
 
 
+def test_the_diff_of_a_new_runner_masks_its_token_and_check_mode_diffs_the_config(
+    tmp_path, gitlab, make
+):
+    prefix = make()
+
+    created = play(tmp_path, gitlab, prefix, "--diff")
+
+    [runner] = gitlab.runners()
+    [config] = [d["prepared"] for d in created.result["diff"] if "prepared" in d]
+    [token_line] = [line for line in config.splitlines() if line.startswith("+token = ")]
+    assert token_line.startswith('+token = "glrt-\u2026') and runner.token not in config
+    assert {
+        "before_header": "runner shell",
+        "after_header": "runner shell",
+        "before": "",
+        "after": "registered\n",
+    } in created.result["diff"]
+
+    prefix.write_executor("shell", 'executor = "shell"\ntags = ["linux"]\nshell = "bash"\n')
+    before = prefix.snapshot()
+    check = play(tmp_path, gitlab, prefix, "--check", "--diff")
+    assert check.result["changed"] is True
+    [config] = [d["prepared"] for d in check.result["diff"] if "prepared" in d]
+    assert '+shell = "bash"' in config.splitlines()
+    assert prefix.snapshot() == before
+
+
 def test_a_broken_executor_file_fails_the_task_naming_the_file(tmp_path, gitlab, make):
     prefix = make()
     assert play(tmp_path, gitlab, prefix).result["changed"] is True
