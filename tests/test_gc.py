@@ -14,6 +14,7 @@ from conftest import ALL_SCOPES, GROUP_ID, PROJECT_ID
 import register_runner
 from register_runner.hostid import hostname
 from register_runner.model import Identity
+from register_runner.testing.fake_gitlab import FakeGitLab
 
 
 def marked(gitlab, host, stem, system_id, *, days_silent, never=False):
@@ -134,6 +135,32 @@ def test_this_hosts_runners_of_another_instance_are_never_listed(gitlab, prefix,
     assert deleted.returncode == 0, deleted.stderr
     assert listed(deleted) == fleet["reimaged"] | fleet["dead"]
     assert gitlab.runner(gpu) is not None
+
+
+def test_every_gitlab_the_template_names_is_searched(gitlab, make, cli, tmp_path):
+    """Two client_configs: a dead host's runners in each GitLab are listed and deleted
+    there, ids alike in both (a runner is its GitLab and its id)."""
+    with FakeGitLab() as other:
+        token_file = tmp_path / "other.pat"
+        token_file.write_text(other.add_access_token(scopes=ALL_SCOPES, admin=True))
+        token_file.chmod(0o600)
+        prefix = make(
+            client_extra=f'\n[[client_configs]]\nurl = "{other.url}"\n'
+            f'personal_access_token_file = "{token_file}"\n',
+            executors={"shell": f'url = "{gitlab.url}"\nexecutor = "shell"\n'},
+        )
+        here = marked(gitlab, "node17", "shell", "s_00000000dead", days_silent=40)
+        there = marked(other, "node17", "shell", "s_00000000dead", days_silent=40)
+        assert here == there
+
+        planned = gc(cli, prefix)
+        assert planned.returncode == 0, planned.stderr
+        where = {row["reason"].split(": ", 1)[0] for row in json.loads(planned.stdout)["actions"]}
+        assert where == {f"on {gitlab.url}", f"on {other.url}"}
+
+        deleted = gc(cli, prefix, "--yes")
+        assert deleted.returncode == 0, deleted.stderr
+        assert gitlab.runners() == [] and other.runners() == []
 
 
 def test_the_deletion_limit_refuses_before_anything_is_deleted(gitlab, prefix, cli, fleet):
