@@ -83,6 +83,7 @@ def sync(
     tag_schema: Union[str, Path, None] = None,
     insecure_permissions: bool = False,
     lock_timeout: float = 60.0,
+    metrics_file: Union[str, Path, None] = None,
     environ: Optional[Mapping[str, str]] = None,
 ) -> Result:
     """Converge GitLab and ``config.<instance>.toml`` with the inputs. Bad host-wide input
@@ -90,8 +91,9 @@ def sync(
     executor file does not: its runner is held as it is, the others converge, and the
     Result has exit_status 2 and the ``errors``. A busy lock raises TransientError. The
     keywords are the command line's options of the same names (``prune=False``:
-    --no-prune)."""
-    started = time.monotonic()
+    --no-prune). ``metrics_file``: node_exporter's textfile metrics of the run are
+    written there, as --metrics-file writes them, also when the run raises (then of the
+    last run recorded); a failure to write them is a warning, never the run's."""
     opts = Options(
         prefix=Path(prefix),
         instance=instance,
@@ -108,8 +110,23 @@ def sync(
         capture_tags=capture_tags,
         tag_schema=_path(tag_schema),
     )
+    metrics = _path(metrics_file)
+    try:
+        result = _sync(opts, lock_timeout, os.environ if environ is None else environ)
+    except BaseException:
+        if metrics is not None:  # on every exit, as the command line's
+            health.report_metrics(metrics, opts.prefix, opts.instance, None)
+        raise
+    if metrics is not None:
+        warning = health.report_metrics(metrics, opts.prefix, opts.instance, result.recorded)
+        if warning:
+            result = replace(result, warnings=(*result.warnings, warning))
+    return result
+
+
+def _sync(opts: Options, lock_timeout: float, environ: Mapping[str, str]) -> Result:
+    started = time.monotonic()
     check_prefix(opts)
-    environ = os.environ if environ is None else environ
     with exclusive_lock(lock_path(opts), lock_timeout):
         loaded = load(opts, environ, isolate=True)
         _report_bad(loaded)

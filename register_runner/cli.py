@@ -154,14 +154,7 @@ def _record(args: argparse.Namespace, status: _Status) -> None:
             access_tokens=None,
         )
     if getattr(args, "metrics_file", None) is not None:
-        run = status.recorded or health.read_last_run(args.prefix, args.instance)
-        try:
-            health.write_metrics(args.metrics_file, args.instance, run)
-        except RegisterRunnerError as error:
-            # The metrics report on the run, they are not part of it: the shipped units
-            # name node_exporter's folder, which a host without node_exporter lacks, and a
-            # full disk (exit 3 elsewhere) must not change the run's exit status either.
-            log.warning("%s (metrics not written; an empty --metrics-file writes none)", error)
+        health.report_metrics(args.metrics_file, args.prefix, args.instance, status.recorded)
 
 
 def _retry_not_needed(args: argparse.Namespace, status: _Status) -> bool:

@@ -285,6 +285,22 @@ def expiry_notice(url: str, expires: Optional[date]) -> Optional[str]:
 # -- node_exporter textfile -----------------------------------------------------------
 
 
+def report_metrics(path: Path, prefix: Path, instance: str, run: Optional[Run]) -> Optional[str]:
+    """Write the metrics of ``run``, else (the run recorded none) of the last run
+    recorded, for ``--metrics-file`` and the API's ``metrics_file``. A failure is a
+    warning, logged and returned, never the run's: the metrics report on the run, they
+    are not part of it. The shipped units name node_exporter's folder, which a host
+    without node_exporter lacks, and a full disk (exit 3 elsewhere) must not change the
+    run's exit status either."""
+    try:
+        write_metrics(path, instance, run or read_last_run(prefix, instance))
+    except Error as error:
+        warning = f"{error} (metrics not written; an empty or unset metrics file writes none)"
+        log.warning("%s", warning)
+        return warning
+    return None
+
+
 def write_metrics(path: Path, instance: str, run: Optional[Run]) -> None:
     """node_exporter's textfile format, replaced atomically (temporary file and rename in
     the same folder) so that the collector never reads half a file; mode 0644."""

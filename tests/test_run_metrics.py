@@ -5,11 +5,14 @@ and the seconds waited for them, the version."""
 from __future__ import annotations
 
 import errno
+import json
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import register_runner
+from register_runner.files import exclusive_lock
+from register_runner.workspace import Options, lock_path
 
 MAIN = ("instance", "main")
 
@@ -198,3 +201,68 @@ def test_a_full_disk_under_the_metrics_file_does_not_fail_the_run(
     assert len(prefix.runners()) == 1
     (line,) = [line for line in result.stderr.splitlines() if "metrics not written" in line]
     assert "No space left on device" in line
+
+
+def gauges_agree_with_status(cli, prefix, metrics_file) -> dict:
+    """The metrics file's verdict and exit code are what ``status --json`` says; returns
+    the document."""
+    status = cli(prefix, "status", "--json")
+    document = json.loads(status.stdout)
+    values = metrics(metrics_file)
+    assert value(values, "register_runner_healthy") == int(document["healthy"])
+    exit_status = document["last_run"]["exit_status"]
+    assert value(values, "register_runner_last_run_exit_code") == exit_status
+    return document
+
+
+def test_the_python_api_writes_the_metrics_of_the_run_that_fixed_or_broke_the_host(
+    gitlab, prefix, cli, tmp_path, pat
+):
+    """An Ansible task (the API) after the units' runs (the CLI): the metrics describe
+    the task's run, as status does, not the units' older one."""
+    metrics_file = tmp_path / "register-runner-main.prom"
+    prefix.write_executor("shell", "executor = \n")
+    assert cli(prefix, "sync", "--metrics-file", str(metrics_file)).returncode == 2
+    assert gauges_agree_with_status(cli, prefix, metrics_file)["healthy"] is False
+
+    prefix.write_executor("shell", 'executor = "shell"\n')
+    fixed = register_runner.sync(prefix.root, prefix.instance, metrics_file=metrics_file)
+
+    assert fixed.exit_status == 0 and fixed.healthy
+    document = gauges_agree_with_status(cli, prefix, metrics_file)
+    assert document["healthy"] is True and document["last_run"]["exit_status"] == 0
+
+    gitlab.revoke_access_token(pat)
+    prefix.write_executor("docker", 'executor = "docker"\n')
+    broken = register_runner.sync(prefix.root, prefix.instance, metrics_file=str(metrics_file))
+
+    assert broken.exit_status == 1 and not broken.healthy
+    document = gauges_agree_with_status(cli, prefix, metrics_file)
+    assert document["healthy"] is False and document["last_run"]["exit_status"] == 1
+
+
+def test_a_python_api_sync_that_raises_writes_the_metrics_of_the_last_run_recorded(
+    gitlab, prefix, cli, tmp_path
+):
+    """As --metrics-file, on every exit: a busy lock records no run through the API, so
+    the metrics say what status says, the run before."""
+    metrics_file = tmp_path / "register-runner-main.prom"
+    assert register_runner.sync(prefix.root, prefix.instance).exit_status == 0
+
+    lock = exclusive_lock(lock_path(Options(prefix.root)), 0)
+    with lock, pytest.raises(register_runner.TransientError):
+        register_runner.sync(prefix.root, lock_timeout=0, metrics_file=metrics_file)
+
+    document = gauges_agree_with_status(cli, prefix, metrics_file)
+    assert document["healthy"] is True
+
+
+def test_metrics_the_python_api_cannot_write_are_a_warning_of_the_result(gitlab, prefix, tmp_path):
+    metrics_file = tmp_path / "no-node-exporter" / "register-runner-main.prom"
+
+    result = register_runner.sync(prefix.root, prefix.instance, metrics_file=metrics_file)
+
+    assert result.exit_status == 0 and result.healthy
+    (warning,) = [w for w in result.warnings if "metrics not written" in w]
+    assert str(metrics_file) in warning
+    assert register_runner.status(prefix.root).exit_status == 0
