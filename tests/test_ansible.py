@@ -239,6 +239,38 @@ def test_a_broken_executor_file_fails_the_task_naming_the_file(tmp_path, gitlab,
     assert prefix.snapshot() == before
 
 
+def test_metrics_file_describes_the_tasks_run_and_check_mode_leaves_it(tmp_path, gitlab, make):
+    """As the units' --metrics-file: after a task that fixed or broke the host the gauges
+    say so, as status does. Check mode (plan) records no run, so it writes none."""
+    from test_run_metrics import metrics, value
+
+    prefix = make()
+    metrics_file = tmp_path / "register-runner-main.prom"
+
+    check = play(tmp_path, gitlab, prefix, "--check", rr_metrics_file=str(metrics_file))
+    assert check.returncode == 0, check.output
+    assert not metrics_file.exists()
+
+    apply = play(tmp_path, gitlab, prefix, rr_metrics_file=str(metrics_file))
+    assert apply.returncode == 0 and apply.result["healthy"] is True, apply.output
+    values = metrics(metrics_file)
+    assert value(values, "register_runner_last_run_exit_code") == 0
+    assert value(values, "register_runner_healthy") == 1
+
+    prefix.write_executor("docker", 'executor = "docker"\ntags = ["linux",\n')
+    broken = play(tmp_path, gitlab, prefix, rr_metrics_file=str(metrics_file))
+    assert broken.result["failed"] is True and broken.result["exit_status"] == 2, broken.output
+    values = metrics(metrics_file)
+    assert value(values, "register_runner_last_run_exit_code") == 2
+    assert value(values, "register_runner_healthy") == 0
+
+    prefix.remove_executor("docker")
+    written = metrics_file.read_bytes(), metrics_file.stat().st_mtime_ns
+    check = play(tmp_path, gitlab, prefix, "--check", rr_metrics_file=str(metrics_file))
+    assert check.returncode == 0 and check.result["healthy"] is True, check.output
+    assert (metrics_file.read_bytes(), metrics_file.stat().st_mtime_ns) == written
+
+
 def test_an_option_out_of_bounds_fails_naming_it(tmp_path, gitlab, make):
     prefix = make()
 

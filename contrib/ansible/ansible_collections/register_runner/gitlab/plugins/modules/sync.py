@@ -112,6 +112,16 @@ options:
         timer) to finish; past it the task returns exit status 3, unhealthy.
     type: float
     default: 60.0
+  metrics_file:
+    description:
+      - Write node_exporter textfile metrics of the run there (atomically, mode 0644), as
+        the command line's C(--metrics-file) and the shipped systemd units do, so that
+        C(register_runner_healthy) and C(register_runner_last_run_exit_code) describe
+        this run, not the units' last one. Use the units' path,
+        C(/var/lib/prometheus/node-exporter/register-runner-<instance>.prom).
+      - A file that cannot be written is a warning, never the task's failure.
+      - Not written in check mode (C(register_runner.plan) records no run). Default none.
+    type: path
   zipapp:
     description:
       - Where the register-runner zipapp is on the target. Used only when the package
@@ -150,6 +160,8 @@ EXAMPLES = r"""
   register_runner.gitlab.sync:
     prefix: /etc/gitlab-runner
     instance: main
+    # Where the shipped systemd units write theirs: the metrics describe the last run.
+    metrics_file: /var/lib/prometheus/node-exporter/register-runner-main.prom
   register: runners
   notify: Restart gitlab-runner
 
@@ -240,7 +252,8 @@ from pathlib import Path  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
-# The options that become register_runner.model.Options (lock_timeout is sync's own).
+# The options that become register_runner.model.Options (lock_timeout and metrics_file
+# are sync's own: plan, check mode, takes neither).
 RUN_OPTIONS = (
     "deadline",
     "fresh_deadline",
@@ -276,6 +289,7 @@ ARGUMENT_SPEC = dict(
     capture_tags=dict(type="str"),
     tag_schema=dict(type="path"),
     lock_timeout=dict(type="float", default=60.0),
+    metrics_file=dict(type="path"),
     zipapp=dict(type="path", default="/usr/local/bin/register-runner"),
 )
 
@@ -383,6 +397,9 @@ def run(module, rr, errors):
         options.pop("strict")
         result = rr.plan(prefix, instance, **options)
     else:
+        if params["metrics_file"] is not None:
+            # Only when set: a target's older register-runner has no such keyword.
+            options["metrics_file"] = Path(params["metrics_file"])
         result = rr.sync(prefix, instance, lock_timeout=params["lock_timeout"], **options)
     healthy = check_mode_healthy(result) if module.check_mode else result.healthy
     returned = dict(
