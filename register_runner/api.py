@@ -328,9 +328,12 @@ def gc(
                 max_deletions=max_deletions,
                 now=now_utc(),
             )
-    said = Warnings()
-    for error in errors:
-        said.warn(str(error))
+    said = {str(error): isinstance(error, TransientError) for error in errors}  # each once
+    for message, transient in said.items():
+        if transient:  # try again later: a warning, as a sync's GitLab failing
+            log.warning("%s", message)
+        else:  # what exit 1 is for: an error, as a sync's refusals
+            log.error("event=refused %s", message)
     status = stale.exit_status(errors)
     changed = any(row.result in ("done", "planned") for row in rows)
     if status == 0 and detailed_exitcode and changed and not yes:
@@ -339,7 +342,7 @@ def gc(
         status,
         changed,
         tuple(rows),
-        tuple(dict.fromkeys((*loaded.warnings, *warnings, *said.said))),
+        tuple(dict.fromkeys((*loaded.warnings, *warnings, *said))),
         not yes,
         older_than,
         round(time.monotonic() - started, 3),

@@ -314,3 +314,27 @@ def test_a_delete_gitlab_refuses_is_a_failed_row_and_one_it_lost_already_gone(
     assert rows[refused]["reason"].startswith("on http")
     assert rows[lost]["result"] == "already gone"
     assert {rows[i]["result"] for i in deleted} == {"done"}
+
+
+def test_under_journald_what_ends_gc_in_exit_1_is_an_error_and_a_failing_gitlab_a_warning(
+    gitlab, make, cli
+):
+    """As sync logs its refusals: the line explaining an exit 1 has priority 3, a GitLab
+    that was failing (exit 3, try again later) priority 4."""
+    journal = {"JOURNAL_STREAM": "8:1234"}
+    gitlab.add_runner(maintenance_note=Identity("x", "main", "s_1").marker("a"), created_at=0)
+    scopes = {"scopes": ("create_runner", "manage_runner"), "admin": True}
+    prefix = make(access_token=gitlab.add_access_token(**scopes))
+
+    refused = cli(prefix, "gc", "--yes", env=journal)
+
+    assert refused.returncode == 1
+    (line,) = [line for line in refused.stderr.splitlines() if "lacks the read_api" in line]
+    assert line.startswith("<3>event=refused "), line
+
+    gitlab.fail_next(count=100, status=503, method="GET", path=r"^/runners/all$")
+    failing = cli(prefix, "gc", "--yes", "--deadline", "1", env=journal)
+
+    assert failing.returncode == 3
+    (line,) = [line for line in failing.stderr.splitlines() if "GitLab answered 503" in line]
+    assert line.startswith("<4>event=warning "), line
