@@ -53,7 +53,7 @@ from .model import (
     Warnings,
     normalize_url,
 )
-from .observe import known_runners, observe, recover
+from .observe import known_runners, observe, recover, settle_resets
 from .output import content_of, entries_as_observed, kept_entries, render
 from .reconcile import check_not_emptied, reconcile, select
 from .secret import Secret
@@ -118,12 +118,14 @@ def sync(
             loaded = replace(loaded, state=recovered.state)
             known = known_runners(loaded, gitlab)
             loaded = replace(loaded, state=known.state)
-            observed, plan_ = _plan(loaded, gitlab, known.runners)
+            resets = settle_resets(loaded, gitlab, known.runners)
+            loaded = replace(loaded, state=resets.state)
+            observed, plan_ = _plan(loaded, gitlab, resets.runners)
             outcome = apply(loaded, gitlab, plan_, observed)
             for refusal in plan_.refusals:
                 outcome.refuse(refusal)
             loaded.parsed.save()  # with the config this run wrote
-            warnings = _warnings(loaded, recovered, known, observed, plan_, outcome)
+            warnings = _warnings(loaded, recovered, known, resets, observed, plan_, outcome)
             status = _sync_status(loaded, plan_, observed, outcome)
             rate_limits = gitlab.rate_limits()
             run = _record(loaded, plan_, observed, outcome, status, warnings, rate_limits)
@@ -202,6 +204,13 @@ def plan(
                 f"an earlier run may have created {len(observed.unresolved)} runner(s) "
                 f"without learning it ({', '.join(sorted(observed.unresolved))}); sync "
                 "looks for them first"
+            )
+        resets = sorted(loaded.state.pending_resets)
+        if resets:
+            said.warn(
+                f"an earlier run may have reset the token of {len(resets)} runner(s) without "
+                f"learning the new one ({', '.join(resets)}); sync settles that first (asks "
+                "about the old token, and resets again only if the reset happened)"
             )
         # The leftovers' lists are the last calls; the connections are closed after them.
         leftovers, leftover_warnings = migrate.plan_leftovers(loaded, gitlab, observed.runners)
