@@ -449,9 +449,31 @@ def _act_on_runners(
             plan_ = select(kind, command, known.runners, loaded.executors, names, instance)
             outcome = apply(loaded, gitlab, plan_, Observed(dict(known.runners)))
             rate_limits = gitlab.rate_limits()
-    status = 1 if outcome.refused else 3 if outcome.failing else 0
-    warnings = _warnings(loaded, known, outcome)
-    return _applied(command, status, loaded, outcome, warnings, rate_limits, started)
+            status = 1 if outcome.refused else 3 if outcome.failing else 0
+            warnings = _warnings(loaded, known, outcome)
+            run = health.record_run(
+                loaded.options.prefix,
+                instance,
+                exit_status=status,
+                runners=health.runner_rows(
+                    loaded.options.prefix, instance, health.acted_verdicts(outcome)
+                ),
+                warnings=[*warnings, *outcome.refused],
+                access_tokens=None,
+                changes=_changes(outcome),
+                rate_limits=rate_limits,
+            )
+    return replace(
+        _applied(command, status, loaded, outcome, warnings, rate_limits, started),
+        healthy=health.healthy(run),
+        recorded=run,
+    )
+
+
+def _changes(outcome: Outcome) -> list[str]:
+    """What register_runner_changes_total counts of a run: each change it made in GitLab
+    (a recreate's old runner deleted is part of that recreate, not a change of its own)."""
+    return [r.kind.value for r in outcome.records if r.result == "done"]
 
 
 def _applied(
@@ -540,8 +562,7 @@ def _record(
         warnings=[*warnings, *outcome.refused, *_errors(loaded)],
         access_tokens=observed.access_tokens,
         config_kept=bool(failing and outcome.entries),
-        # A recreate's old runner deleted is part of that recreate, not a change of its own.
-        changes=[r.kind.value for r in outcome.records if r.result == "done"],
+        changes=_changes(outcome),
         rate_limits=rate_limits,
     )
 

@@ -198,3 +198,32 @@ def test_a_full_disk_under_the_metrics_file_does_not_fail_the_run(
     assert len(prefix.runners()) == 1
     (line,) = [line for line in result.stderr.splitlines() if "metrics not written" in line]
     assert "No space left on device" in line
+
+
+def test_unregister_and_reset_token_count_their_changes(gitlab, make, cli, tmp_path):
+    prefix = make(executors={"a": 'executor = "shell"\n', "b": 'executor = "shell"\n'})
+    metrics_file = tmp_path / "rr.prom"
+    assert cli(prefix, "sync", "--metrics-file", str(metrics_file)).returncode == 0
+
+    rotated = cli(prefix, "reset-token", "--runner", "a", "--metrics-file", str(metrics_file))
+
+    assert rotated.returncode == 0, rotated.stderr
+    assert changes(metrics(metrics_file)) == {
+        "create": 2,
+        "update": 0,
+        "rotate": 1,
+        "recreate": 0,
+        "delete": 0,
+    }
+    assert value(metrics(metrics_file), "register_runner_healthy") == 1
+
+    removed = cli(prefix, "unregister", "--runner", "b", "--metrics-file", str(metrics_file))
+
+    assert removed.returncode == 0, removed.stderr
+    assert changes(metrics(metrics_file)) == {
+        "create": 2,
+        "update": 0,
+        "rotate": 1,
+        "recreate": 0,
+        "delete": 1,
+    }

@@ -113,7 +113,7 @@ class Result:
     # were while the others converged.
     errors: tuple[str, ...] = ()
     rate_limits: RateLimits = field(default_factory=RateLimits)  # 429s met, seconds waited
-    recorded: Optional[Run] = None  # sync: the last-run record it wrote
+    recorded: Optional[Run] = None  # sync, unregister, reset-token: the last-run record
 
 
 @dataclass(frozen=True)
