@@ -52,6 +52,7 @@ from .model import (
     VerifyResult,
     Warnings,
     normalize_url,
+    output_path,
 )
 from .observe import known_runners, observe, recover, settle_resets
 from .output import content_of, entries_as_observed, kept_entries, render
@@ -83,6 +84,7 @@ def sync(
     tag_schema: Union[str, Path, None] = None,
     insecure_permissions: bool = False,
     lock_timeout: float = 60.0,
+    retry_only: bool = False,
     environ: Optional[Mapping[str, str]] = None,
 ) -> Result:
     """Converge GitLab and ``config.<instance>.toml`` with the inputs. Bad host-wide input
@@ -90,7 +92,9 @@ def sync(
     executor file does not: its runner is held as it is, the others converge, and the
     Result has exit_status 2 and the ``errors``. A busy lock raises TransientError. The
     keywords are the command line's options of the same names (``prune=False``:
-    --no-prune)."""
+    --no-prune). ``retry_only``: only when the last run left something to try again
+    (``health.needs_retry``, read under the lock); otherwise nothing is done, nothing
+    recorded, and ``recorded`` is None."""
     started = time.monotonic()
     opts = Options(
         prefix=Path(prefix),
@@ -111,6 +115,12 @@ def sync(
     check_prefix(opts)
     environ = os.environ if environ is None else environ
     with exclusive_lock(lock_path(opts), lock_timeout):
+        # Under the lock: a retry that waited for another run decides on that run's record.
+        last = health.read_last_run(opts.prefix, instance) if retry_only else None
+        if retry_only and not health.needs_retry(last):
+            log.debug("event=retry_not_needed prefix=%s instance=%s", opts.prefix, instance)
+            config = output_path(opts.prefix, instance)
+            return Result("sync", 0, False, (), (), config, healthy=health.healthy(last))
         loaded = load(opts, environ, isolate=True)
         _report_bad(loaded)
         with GitLab(loaded) as gitlab:
