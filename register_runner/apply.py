@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Optional, cast
 
 from . import custom_runners
 from . import state as state_file
+from .answers import lacks_scope
 from .errors import RefusedError, RegisterRunnerError, TransientError, UnknownOutcome
 from .model import (
     Action,
@@ -57,7 +58,7 @@ log = logging.getLogger(__name__)
 def apply(loaded: Loaded, gitlab: GitLab, plan: Plan, observed: Observed) -> Outcome:
     """``plan`` carried out; the Outcome holds the state as saved (``loaded``'s is left as
     it was)."""
-    outcome = Outcome()
+    outcome = Outcome(said_before=observed.warnings)
     st = loaded.state.copy()
     loaded = replace(loaded, state=st)  # the state this run changes and saves
     executors = loaded.executors_by_stem
@@ -338,10 +339,7 @@ def _failed(
         and error.scope
     ):
         # A token without manage_runner still registers and runs runners: say so, go on.
-        outcome.warn(
-            f"{url}: the access token lacks the {error.scope} scope: registration "
-            "attributes are not updated and tokens not rotated by register-runner"
-        )
+        outcome.warn(lacks_scope(url, error.scope))
         outcome.record(action, "skipped", error=str(error))
     else:
         outcome.refuse(message)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Optional
 
 from . import custom_runners, health, migrate, state
-from .answers import AccessDenied
+from .answers import AccessDenied, lacks_scope
 from .errors import RefusedError, RegisterRunnerError, TransientError
 from .model import (
     REGISTRATION_ATTRIBUTES,
@@ -328,6 +328,12 @@ def _in_gitlab(gitlab: GitLab, runner: RunnerState, said: Warnings) -> Mapping[s
     GitLab would not say."""
     try:
         details = gitlab.api(runner.url).get_runner(runner.id)
+    except RefusedError as error:
+        if error.scope:
+            said.warn(lacks_scope(runner.url, error.scope))  # the same for every runner
+        else:
+            said.warn(f"--refresh: cannot read runner attributes from GitLab: {error}")
+        return runner.applied
     except RegisterRunnerError as error:
         said.warn(f"--refresh: cannot read runner attributes from GitLab: {error}")
         return runner.applied
