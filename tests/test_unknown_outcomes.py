@@ -356,3 +356,23 @@ def test_a_journaled_reset_of_a_runner_gitlab_gave_to_another_host_resets_nothin
         assert gitlab.runner(other.id).token == other.token  # left alone
     assert "pending_resets" not in _state(prefix)
     assert {r["id"] for r in prefix.runners()}.isdisjoint(o.id for o in others)
+
+
+def test_recovery_of_a_project_runner_never_takes_an_instance_runner(gitlab, make, cli):
+    # GitLab lists the instance runners under /projects/:id/runners too: recovery asks for
+    # the project's own (type=project_type), or a twin there would be adopted or deleted.
+    prefix = make(client_extra='runner_type = "project_type"\nproject_id = 7\n')
+    _error_after_acting(gitlab, 500, "POST", r"^/user/runners$")
+    assert cli(prefix).returncode == 3
+    (made,) = gitlab.runners()
+    twin = gitlab.add_runner(
+        "instance_type", description=made.description, maintenance_note=made.maintenance_note
+    )
+
+    result = cli(prefix)
+
+    assert result.returncode == 0, result.stderr
+    assert prefix.runner("shell")["id"] == made.id
+    assert gitlab.runner(twin.id) is not None  # not this prefix's project runner: left alone
+    listed = [q for q in gitlab.requests if q.path == "/projects/7/runners"]
+    assert listed and all(q.query.get("type") == "project_type" for q in listed)
