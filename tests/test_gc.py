@@ -232,3 +232,21 @@ def test_a_delete_gitlab_refuses_is_a_failed_row_and_one_it_lost_already_gone(
     assert rows[refused]["reason"].startswith("on http")
     assert rows[lost]["result"] == "already gone"
     assert {rows[i]["result"] for i in deleted} == {"done"}
+
+
+def test_a_runner_of_a_create_not_settled_yet_is_left_to_recovery(gitlab, prefix, cli):
+    # A create answered 500 after GitLab acted: the runner carries this host's marker but
+    # is in no state or config yet; recovery adopts it, gc must not delete it first.
+    body = json.dumps({"message": "500 Internal Server Error"}).encode()
+    gitlab.misbehave("garbage", method="POST", path=r"^/user/runners$", status=500, body=body)
+    assert cli(prefix).returncode == 3
+    (made,) = gitlab.runners()
+    gitlab.age_runner(made.id, 60)  # never contacted, created long ago: "dead" to gc
+
+    result = cli(prefix, "gc", "--yes", "--json")
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["actions"] == []
+    assert gitlab.runner(made.id) is not None
+    assert cli(prefix).returncode == 0
+    assert prefix.runner("shell")["id"] == made.id  # recovered, not recreated

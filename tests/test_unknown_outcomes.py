@@ -376,3 +376,30 @@ def test_recovery_of_a_project_runner_never_takes_an_instance_runner(gitlab, mak
     assert gitlab.runner(twin.id) is not None  # not this prefix's project runner: left alone
     listed = [q for q in gitlab.requests if q.path == "/projects/7/runners"]
     assert listed and all(q.query.get("type") == "project_type" for q in listed)
+
+
+def test_a_runner_gone_between_recoverys_list_and_its_read_is_created_anew(gitlab, prefix, cli):
+    import threading
+
+    _error_after_acting(gitlab, 500, "POST", r"^/user/runners$")
+    assert cli(prefix).returncode == 3
+    (made,) = gitlab.runners()
+    block = gitlab.block(method="GET", path=rf"^/runners/{made.id}$", when="before")
+    results = {}
+    run = threading.Thread(target=lambda: results.setdefault("sync", cli(prefix)))
+    run.start()
+    try:
+        assert block.reached.wait(30)  # listed by recovery, about to be read
+        gitlab.forget_runners([made.id])  # deleted by hand meanwhile: the read is a 404
+    finally:
+        block.release()
+        run.join(60)
+
+    result = results["sync"]
+    # The 404 is an answer: not this host's runner to adopt; the create is sent again.
+    assert result.returncode == 0, result.stderr
+    assert "internal error" not in result.stderr
+    (now,) = gitlab.runners()
+    assert now.id != made.id
+    assert prefix.runner("shell")["id"] == now.id
+    assert _state(prefix)["pending_creates"] == {}
