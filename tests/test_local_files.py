@@ -303,35 +303,62 @@ def test_a_fifo_as_the_tag_schema_is_bad_input(gitlab, make, cli, tmp_path):
 # -- the watchdog --------------------------------------------------------------------------
 
 
-def test_a_run_stuck_on_a_local_read_ends_at_the_deadline_with_the_config_kept(
-    gitlab, make, cli, tmp_path
-):
-    """What no socket timeout ends (here a capture-tags program opening a FIFO no one
-    writes to; on a host, a read from a hung NFS mount or a getaddrinfo that never
-    returns): the process ends at --deadline (+ --lock-timeout) + its grace, as a run
-    with GitLab failing does."""
-    prefix = synced(gitlab, make, cli)
-    config = prefix.output.read_bytes()
+def stuck_plugin(tmp_path: Path) -> Path:
+    """A capture-tags program opening a FIFO no one writes to: what no socket timeout ends
+    (on a host, a read from a hung NFS mount or a getaddrinfo that never returns)."""
     never_written = fifo(tmp_path / "never-written")
     plugin = tmp_path / "stuck_tags.py"
     plugin.write_text(f"def capture_tags():\n    return open({str(never_written)!r}).read()\n")
-    metrics = tmp_path / "metrics.prom"
+    return plugin
 
+
+def run_stuck(prefix: Prefix, plugin: Path, metrics: Path, *options: str):
     stuck = ("--capture-tags", str(plugin), "--deadline", "0.5", "--lock-timeout", "0")
-    result = run_cli(
-        ["sync", "--prefix", str(prefix.root), *stuck, "--metrics-file", str(metrics)],
+    return run_cli(
+        ["sync", "--prefix", str(prefix.root), *stuck, "--metrics-file", str(metrics), *options],
         env={"JOURNAL_STREAM": "8:1234"},
         timeout=HANG,
     )
 
-    assert result.returncode == 3, result.stderr
+
+def test_a_run_stuck_on_a_local_read_ends_at_the_deadline_with_the_config_kept(
+    gitlab, make, cli, tmp_path
+):
+    """The process ends at --deadline (+ --lock-timeout) + its grace, as a run with GitLab
+    failing does: the config kept, exit 0 (the runner starts with it), and not healthy."""
+    prefix = synced(gitlab, make, cli)
+    config = prefix.output.read_bytes()
+    metrics = tmp_path / "metrics.prom"
+
+    result = run_stuck(prefix, stuck_plugin(tmp_path), metrics)
+
+    assert result.returncode == 0, result.stderr
     (line,) = result.stderr.splitlines()
     assert line.startswith("<3>event=error ") and "passed its deadline" in line, line
     assert prefix.output.read_bytes() == config
     assert gitlab.mutating_requests() == []
     status = cli(prefix, "status", "--json")
-    assert status.returncode == 3
-    assert json.loads(status.stdout)["last_run"]["exit_status"] == 3
+    assert status.returncode == 3  # not known: the runners were not checked
+    assert json.loads(status.stdout)["last_run"]["exit_status"] == 0
+    assert json.loads(status.stdout)["healthy"] is False
+    assert 'register_runner_last_run_exit_code{instance="main"} 0' in metrics.read_text()
+    assert 'register_runner_config_kept{instance="main"} 1' in metrics.read_text()
+    assert 'register_runner_healthy{instance="main"} 0' in metrics.read_text()
+
+
+@pytest.mark.parametrize("case", ["fresh host", "--strict"])
+def test_a_stuck_run_with_no_config_to_keep_or_strict_ends_with_exit_3(
+    gitlab, make, cli, tmp_path, case
+):
+    prefix = make() if case == "fresh host" else synced(gitlab, make, cli)
+    metrics = tmp_path / "metrics.prom"
+    options = ("--strict",) if case == "--strict" else ()
+
+    result = run_stuck(prefix, stuck_plugin(tmp_path), metrics, *options)
+
+    assert result.returncode == 3, result.stderr
+    assert "passed its deadline" in result.stderr
+    assert gitlab.mutating_requests() == []
     assert 'register_runner_last_run_exit_code{instance="main"} 3' in metrics.read_text()
 
 
