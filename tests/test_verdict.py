@@ -4,7 +4,9 @@ by GitLab's answers, the access token checked on every sync, and one health verd
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 
 from test_status import metrics
 
@@ -323,3 +325,23 @@ def test_a_bad_executor_file_while_the_guard_holds_changes_nothing_either(
     assert gitlab.mutating_requests() == [] and prefix.output.read_bytes() == before
     code, report = health(prefix, cli, metrics_file)
     assert code == 1 and verdicts(report)["a"] == verdicts(report)["b"] == "held"
+
+
+def test_a_busy_lock_is_recorded_and_exported_as_not_known(gitlab, prefix, cli, tmp_path):
+    assert cli(prefix).returncode == 0
+    metrics_file = tmp_path / "rr.prom"
+    lock = os.open(prefix.root / ".register-runner" / "main.lock", os.O_RDWR)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another run holds it
+        result = cli(prefix, "sync", "--lock-timeout", "0", "--metrics-file", str(metrics_file))
+    finally:
+        os.close(lock)
+
+    assert result.returncode == 3 and "holds the lock" in result.stderr, result.stderr
+    code, report = health(prefix, cli, metrics_file)
+    assert code == 3 and report["last_run"]["exit_status"] == 3
+    assert verdicts(report) == {"shell": "unknown"}
+    exit_code = metrics(metrics_file)[
+        ("register_runner_last_run_exit_code", frozenset({("instance", "main")}))
+    ]
+    assert exit_code == 3
