@@ -563,7 +563,10 @@ def _age(text: str) -> timedelta:
     match = re.fullmatch(r"(\d+)([smhdw])", text.strip())
     if match is None:
         raise argparse.ArgumentTypeError("a number and a unit: 30d, 12h, 90m, 2w")
-    return timedelta(seconds=int(match[1]) * _AGE_UNITS[match[2]])
+    try:
+        return timedelta(seconds=int(match[1]) * _AGE_UNITS[match[2]])
+    except OverflowError:
+        raise argparse.ArgumentTypeError("too long") from None
 
 
 def _optional_path(text: str) -> Optional[Path]:
