@@ -281,8 +281,13 @@ def gc(
     started = time.monotonic()
     if older_than < stale.MIN_AGE:
         raise InputError(
-            f"--older-than {older_than}: at least {stale.MIN_AGE} (GitLab records a "
-            "runner's contacts only every hour or so)"
+            f"--older-than {stale.age_text(older_than)}: at least "
+            f"{stale.age_text(stale.MIN_AGE)} (GitLab records a runner's contacts only "
+            "every hour or so)"
+        )
+    if older_than > stale.MAX_AGE:
+        raise InputError(
+            f"--older-than {stale.age_text(older_than)}: at most {stale.age_text(stale.MAX_AGE)}"
         )
     opts = Options(
         prefix=Path(prefix),

@@ -28,6 +28,8 @@ from .workspace import GitLab
 ONLINE_WINDOW = timedelta(hours=2)
 STALE_AFTER = timedelta(days=7)
 MIN_AGE = ONLINE_WINDOW
+# Older than GitLab itself: any longer age lists nothing, and reaches past datetime's range.
+MAX_AGE = timedelta(days=36500)
 # Without --max-deletions: more than this many at once is more often a GitLab that lost
 # its contact times (a restore) than a fleet's dead hosts.
 DEFAULT_MAX_DELETIONS = 20
@@ -55,6 +57,15 @@ def _ago(when: Optional[datetime], now: datetime) -> str:
     assert when is not None
     days = (now - when).total_seconds() / 86400
     return f"{when.date().isoformat()} ({days:.0f} days ago)"
+
+
+def age_text(age: timedelta) -> str:
+    """``age`` as --older-than takes it: 2h, 30d, 2w."""
+    seconds = int(age.total_seconds())
+    for unit, size in (("w", 7 * 86400), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 def statuses(older_than: timedelta) -> tuple[str, ...]:
@@ -137,7 +148,11 @@ def _listed(
 def _who_may_list(scope: Scope) -> str:
     if scope.runner_type == "instance_type":
         return "listing instance runners needs an admin's access token with read_api"
-    return f"listing the runners of {scope.describe()} needs an access token with read_api"
+    who = "an owner" if scope.runner_type == "group_type" else "a maintainer"
+    return (
+        f"listing the runners of {scope.describe()} needs the access token of {who} of "
+        "it, with read_api"
+    )
 
 
 def _read(gitlab: GitLab, key: tuple[str, int]) -> Any:
@@ -154,8 +169,13 @@ def _dead(
     details: Optional[Mapping[str, Any]],
     cutoff: datetime,
 ) -> Optional[Dead]:
-    """The runner, if it is this tool's and provably silent since before ``cutoff``."""
+    """The runner, if it is this tool's, another machine's, and provably silent since
+    before ``cutoff``."""
     if details is None or not carries_marker(details.get("maintenance_note")):
+        return None
+    # This machine's runners of another instance or prefix are not in this state, yet they
+    # are this host's current runners (a stopped service's, say): theirs to delete.
+    if loaded.identity.names_this_machine(details.get("maintenance_note")):
         return None
     # A create whose outcome an earlier run of this host did not learn: recovery's.
     pending = loaded.state.pending_creates.values()

@@ -8,6 +8,7 @@ skip elsewhere."""
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ from typing import Any
 
 import pytest
 
+import register_runner
 from register_runner.files import exclusive_lock
 from register_runner.testing.fake_gitlab import FakeGitLab
 from register_runner.testing.prefix import Prefix
@@ -193,6 +195,33 @@ def test_apply_diff_shows_the_config_diff_with_tokens_masked(tmp_path, gitlab, m
     assert prefix.runner("shell")["shell"] == "bash"
 
 
+def test_the_diff_of_a_new_runner_masks_its_token_and_check_mode_diffs_the_config(
+    tmp_path, gitlab, make
+):
+    prefix = make()
+
+    created = play(tmp_path, gitlab, prefix, "--diff")
+
+    [runner] = gitlab.runners()
+    [config] = [d["prepared"] for d in created.result["diff"] if "prepared" in d]
+    [token_line] = [line for line in config.splitlines() if line.startswith("+token = ")]
+    assert token_line.startswith('+token = "glrt-\u2026') and runner.token not in config
+    assert {
+        "before_header": "runner shell",
+        "after_header": "runner shell",
+        "before": "",
+        "after": "registered\n",
+    } in created.result["diff"]
+
+    prefix.write_executor("shell", 'executor = "shell"\ntags = ["linux"]\nshell = "bash"\n')
+    before = prefix.snapshot()
+    check = play(tmp_path, gitlab, prefix, "--check", "--diff")
+    assert check.result["changed"] is True
+    [config] = [d["prepared"] for d in check.result["diff"] if "prepared" in d]
+    assert '+shell = "bash"' in config.splitlines()
+    assert prefix.snapshot() == before
+
+
 def test_a_broken_executor_file_fails_the_task_naming_the_file(tmp_path, gitlab, make):
     prefix = make()
     assert play(tmp_path, gitlab, prefix).result["changed"] is True
@@ -256,6 +285,19 @@ def test_gitlab_down_keeps_the_config_and_says_so(tmp_path, gitlab, make):
     assert any("GitLab unreachable" in w for w in check.result["warnings"]), check.result
 
 
+def test_a_fresh_host_waits_out_a_retry_after_within_fresh_deadline(tmp_path, gitlab, make):
+    """fresh_deadline, as sync's --fresh-deadline: nothing to keep yet, so a Retry-After
+    longer than the deadline is waited for, not given up on."""
+    prefix = make()
+    gitlab.fail_next(status=429, method="POST", path=r"^/user/runners$", retry_after="3")
+
+    run = play(tmp_path, gitlab, prefix, rr_deadline=1, rr_fresh_deadline=60)
+
+    assert run.returncode == 0, run.output
+    assert run.result["changed"] is True and run.result["healthy"] is True, run.result
+    assert len(gitlab.runners()) == 1 and prefix.runner("shell")["id"]
+
+
 def test_a_busy_lock_is_ok_unhealthy_and_warned(tmp_path, gitlab, make):
     """Another run (the systemd timer's) holds the prefix past lock_timeout: exit 3, which
     is not the task's failure, and said."""
@@ -300,6 +342,10 @@ def test_the_built_collection_installs_and_ansible_doc_renders_it(tmp_path):
         assert option["type"] == spec[name]["type"], name
         assert option.get("default") == spec[name].get("default"), name
     assert {"changed", "healthy", "exit_status", "warnings", "msg"} <= set(doc["return"])
+    # The sync options: every keyword of the Python API's sync (the environment is the
+    # task's own keyword), and where to find the zipapp.
+    keywords = set(inspect.signature(register_runner.sync).parameters) - {"environ"}
+    assert set(spec) == keywords | {"zipapp"}
 
 
 def _module_spec() -> dict[str, Any]:

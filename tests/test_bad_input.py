@@ -461,6 +461,15 @@ CASES = [
         synced=True,
         secret=RUNNER_TOKEN,
     ),
+    # Whoever can write an executor file chooses what that runner runs: refused, and
+    # only that file's runner is held.
+    Case("executor-writable-by-others", lambda c: c.bad(SHELL).chmod(0o666), BAD),
+    Case(
+        "executor-writable-by-group-after-sync",
+        lambda c: (c.prefix.executor_dir / "shell.toml").chmod(0o660),
+        SHELL_FILE,
+        synced=True,
+    ),
     Case("executor-key-missing", lambda c: c.bad('tags = ["linux"]\n'), BAD),
     Case("executor-empty-file", lambda c: c.bad(""), BAD),
     Case("executor-an-empty-string", lambda c: c.bad('executor = ""\n'), BAD),

@@ -181,6 +181,21 @@ def test_unregister_while_gitlab_is_down_exits_3_and_keeps_the_runner(gitlab, pr
     assert gitlab.runners() == []
 
 
+def test_unregister_gitlab_refuses_exits_1_and_says_to_delete_it_by_hand(gitlab, prefix, cli, pat):
+    """Neither proof nor means: the access token rejected and the runner's own token no
+    longer valid. A person must act (exit 1); nothing is deleted blindly."""
+    assert cli(prefix).returncode == 0
+    runner = prefix.runner("shell")["id"]
+    gitlab.revoke_access_token(pat)
+    gitlab.revoke_runner_token(runner)
+
+    result = cli(prefix, "unregister")
+
+    assert result.returncode == 1
+    assert f"delete runner {runner}" in result.stderr and "by hand" in result.stderr
+    assert gitlab.runner(runner) is not None
+
+
 def test_reset_token_rotates_and_saves(gitlab, make, cli):
     prefix = make(executors={"a": SHELL, "b": SHELL})
     assert cli(prefix).returncode == 0

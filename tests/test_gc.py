@@ -9,11 +9,12 @@ import time
 from datetime import timedelta
 
 import pytest
-from conftest import ALL_SCOPES, GROUP_ID
+from conftest import ALL_SCOPES, GROUP_ID, PROJECT_ID
 
 import register_runner
 from register_runner.hostid import hostname
 from register_runner.model import Identity
+from register_runner.testing.fake_gitlab import FakeGitLab
 
 
 def marked(gitlab, host, stem, system_id, *, days_silent, never=False):
@@ -115,6 +116,53 @@ def test_a_shorter_age_reaches_runners_gitlab_calls_offline_or_never_contacted(
     assert listed(week) == fleet["reimaged"] | fleet["dead"] | {fleet["stale"]}
 
 
+def test_this_hosts_runners_of_another_instance_are_never_listed(gitlab, prefix, cli, fleet):
+    """Another instance on this host (its service stopped for months): its runners are not
+    in this instance's state, yet they are this host's current runners, not a dead host's."""
+    from register_runner.testing.prefix import run_cli
+
+    (prefix.root / "config.template.gpu.toml").write_text(prefix.template.read_text())
+    (prefix.root / "gpu").mkdir(mode=0o700)
+    (prefix.root / "gpu" / "cuda.toml").write_text('executor = "shell"\ntags = ["gpu"]\n')
+    before = {r.id for r in gitlab.runners()}
+    synced = run_cli(["--prefix", str(prefix.root), "--instance", "gpu"])
+    assert synced.returncode == 0, synced.stderr
+    (gpu,) = {r.id for r in gitlab.runners()} - before
+    gitlab.age_runner(gpu, 60)
+
+    deleted = gc(cli, prefix, "--yes")
+
+    assert deleted.returncode == 0, deleted.stderr
+    assert listed(deleted) == fleet["reimaged"] | fleet["dead"]
+    assert gitlab.runner(gpu) is not None
+
+
+def test_every_gitlab_the_template_names_is_searched(gitlab, make, cli, tmp_path):
+    """Two client_configs: a dead host's runners in each GitLab are listed and deleted
+    there, ids alike in both (a runner is its GitLab and its id)."""
+    with FakeGitLab() as other:
+        token_file = tmp_path / "other.pat"
+        token_file.write_text(other.add_access_token(scopes=ALL_SCOPES, admin=True))
+        token_file.chmod(0o600)
+        prefix = make(
+            client_extra=f'\n[[client_configs]]\nurl = "{other.url}"\n'
+            f'personal_access_token_file = "{token_file}"\n',
+            executors={"shell": f'url = "{gitlab.url}"\nexecutor = "shell"\n'},
+        )
+        here = marked(gitlab, "node17", "shell", "s_00000000dead", days_silent=40)
+        there = marked(other, "node17", "shell", "s_00000000dead", days_silent=40)
+        assert here == there
+
+        planned = gc(cli, prefix)
+        assert planned.returncode == 0, planned.stderr
+        where = {row["reason"].split(": ", 1)[0] for row in json.loads(planned.stdout)["actions"]}
+        assert where == {f"on {gitlab.url}", f"on {other.url}"}
+
+        deleted = gc(cli, prefix, "--yes")
+        assert deleted.returncode == 0, deleted.stderr
+        assert gitlab.runners() == [] and other.runners() == []
+
+
 def test_the_deletion_limit_refuses_before_anything_is_deleted(gitlab, prefix, cli, fleet):
     before = {r.id for r in gitlab.runners()}
     refused = cli(prefix, "gc", "--yes", "--max-deletions", "3")
@@ -143,12 +191,46 @@ def test_without_leave_to_list_gc_exits_1_and_says_what_is_needed(gitlab, make, 
     assert gitlab.mutating_requests() == [] and len(gitlab.runners()) == 1
 
 
+@pytest.mark.parametrize(
+    "scope, token, needs",
+    [
+        ("group", {"scopes": ALL_SCOPES}, "group 42 needs the access token of an owner of it"),
+        ("project", {"scopes": ALL_SCOPES}, "project 7 needs the access token of a maintainer"),
+        ("group", {"scopes": ("create_runner",), "groups": (GROUP_ID,)}, "lacks the read_api"),
+    ],
+)
+def test_without_the_role_to_list_group_or_project_runners_gc_says_which(
+    gitlab, make, cli, scope, token, needs
+):
+    note = Identity("node17", "main", "s_00000000dead").marker("shell")
+    ids = {"group_id": GROUP_ID} if scope == "group" else {"project_id": PROJECT_ID}
+    dead = gitlab.add_runner(f"{scope}_type", maintenance_note=note, created_at=0, **ids)
+    ((key, value),) = ids.items()
+    prefix = make(
+        access_token=gitlab.add_access_token(**token),
+        client_extra=f'runner_type = "{scope}_type"\n{key} = {value}\n',
+    )
+    result = cli(prefix, "gc", "--yes")
+    assert result.returncode == 1
+    assert needs in result.stderr and "read_api" in result.stderr
+    assert gitlab.mutating_requests() == [] and gitlab.runner(dead.id) is not None
+
+
 def test_bad_age_is_usage(prefix, cli):
     for bad in ("30", "1y", "-2d"):
         result = cli(prefix, "gc", "--older-than", bad)
         assert result.returncode == 2 and "--older-than" in result.stderr, bad
     short = cli(prefix, "gc", "--older-than", "90m")
-    assert short.returncode == 2 and "at least 2:00:00" in short.stderr
+    assert short.returncode == 2 and "--older-than 90m: at least 2h" in short.stderr
+
+
+@pytest.mark.parametrize("age", ["36501d", "100000000d", "9999999999999999999999w"])
+def test_an_age_longer_than_gitlab_has_existed_is_usage_not_a_crash(gitlab, prefix, cli, age):
+    marked(gitlab, "node17", "shell", "s_00000000dead", days_silent=40)
+    result = cli(prefix, "gc", "--older-than", age)
+    assert result.returncode == 2, result.stderr
+    assert "--older-than" in result.stderr and "internal error" not in result.stderr
+    assert cli(prefix, "gc", "--older-than", "36500d").returncode == 0
 
 
 def test_global_options_before_the_command_word(gitlab, prefix, fleet):

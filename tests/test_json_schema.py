@@ -130,3 +130,26 @@ def test_every_row_kind_has_the_one_shape_in_plan_sync_gc_and_prune_legacy(
         "exit_status": 2,
         "error": json.loads(failed.stdout)["error"],
     }
+
+
+def test_plan_and_sync_on_bad_input_still_carry_the_schema(gitlab, make, cli):
+    """Bad host-wide input (the template) is the failed run's document; a bad executor
+    file is the whole document, its runner held and named in ``errors``."""
+    prefix = make()
+    prefix.write_template("concurrent = \n")
+    for command in ("plan", "sync"):
+        failed = cli(prefix, command, "--json")
+        assert failed.returncode == 2
+        doc = json.loads(failed.stdout)
+        assert doc == {"schema": 1, "exit_status": 2, "error": doc["error"]}
+        assert "config.template.main.toml:1" in doc["error"]
+
+    prefix = make()
+    prefix.write_executor("broken", "executor = [\n")
+    for command, summary in (("plan", PLAN), ("sync", RUN)):
+        result = cli(prefix, command, "--json")
+        assert result.returncode == 2
+        document(result, summary)
+        doc = json.loads(result.stdout)
+        assert doc["exit_status"] == 2 and "broken.toml:1" in doc["errors"][0]
+        assert doc["actions"][-1]["runner"] == "(config)"

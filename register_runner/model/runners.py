@@ -98,6 +98,16 @@ class Identity:
             f"executor={stem} system_id={self.system_id}{key}]"
         )
 
+    def names_this_machine(self, note: Any) -> bool:
+        """Whether ``note`` holds a marker naming this machine's system ID, whatever its
+        host name, instance or prefix."""
+        if not isinstance(note, str):
+            return False
+        mark = re.compile(
+            rf"{re.escape(MARKER_START)}[^\]]* system_id={re.escape(self.system_id)}[ \]]"
+        )
+        return mark.search(note) is not None
+
 
 _PREFIX_KEY = re.compile(r" prefix=[0-9a-f]+\]\Z")
 

@@ -49,6 +49,12 @@ options:
         the run ends as "GitLab failing" with the last good config kept.
     type: float
     default: 30.0
+  fresh_deadline:
+    description:
+      - The deadline instead of O(deadline) when there is no config to keep yet (a fresh
+        host, whose runners cannot start without GitLab), to wait out a long
+        C(Retry-After). Default O(deadline).
+    type: float
   timeout:
     description:
       - Seconds one API call may take.
@@ -237,6 +243,7 @@ from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 # The options that become register_runner.model.Options (lock_timeout is sync's own).
 RUN_OPTIONS = (
     "deadline",
+    "fresh_deadline",
     "timeout",
     "jobs",
     "force",
@@ -249,7 +256,7 @@ RUN_OPTIONS = (
     "tag_schema",
 )
 # The bounds the command line's parser puts on the same options.
-AT_LEAST = dict(deadline=0, timeout=0, lock_timeout=0, jobs=1, max_deletions=0)
+AT_LEAST = dict(deadline=0, fresh_deadline=0, timeout=0, lock_timeout=0, jobs=1, max_deletions=0)
 # Actions after which a runner has no token GitLab accepts yet (only in check mode).
 NEEDS_TOKEN = ("create", "recreate")
 
@@ -257,6 +264,7 @@ ARGUMENT_SPEC = dict(
     prefix=dict(type="path", default="/etc/gitlab-runner"),
     instance=dict(type="str", default="main"),
     deadline=dict(type="float", default=30.0),
+    fresh_deadline=dict(type="float"),
     timeout=dict(type="float", default=10.0),
     jobs=dict(type="int"),
     force=dict(type="bool", default=False),
