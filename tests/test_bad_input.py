@@ -716,8 +716,9 @@ def test_a_bad_executor_file_holds_only_its_runner(case: Case, gitlab, pat, make
     entries_before = prefix.runners() if prefix.output.exists() else []
 
     # The run goes on to ask every GitLab about its access token: the second GitLab of
-    # the cases with two does not exist, and is not waited for.
-    result = cli(prefix, "sync", "--deadline", "1", env=ctx.env)
+    # the cases with two does not exist, and is not waited for (the deadline bounds it,
+    # with time to spare for the creates the good files need).
+    result = cli(prefix, "sync", "--deadline", "10", env=ctx.env)
 
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr

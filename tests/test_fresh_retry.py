@@ -39,7 +39,8 @@ def test_a_host_with_a_config_keeps_the_short_deadline(gitlab, make, cli):
     gitlab.clear_requests()
     gitlab.fail_next(count=1, status=429, path=r"^/user/runners$", retry_after=5)
 
-    result = cli(prefix, "sync", "--deadline", "1", "--fresh-deadline", "60")
+    # The 429 must come within the deadline; a Retry-After past it is not waited for.
+    result = cli(prefix, "sync", "--deadline", "3", "--fresh-deadline", "60")
 
     # Runner a runs with the config kept; b waits for a later run, not for the 429.
     assert result.returncode == 0, result.stderr

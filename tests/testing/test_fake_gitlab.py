@@ -925,8 +925,7 @@ def test_block_before_holds_state_changes(gl, admin):
             )
             for _ in range(2)
         ]
-        assert block.reached.wait(5)
-        time.sleep(0.1)
+        assert block.wait_hits(2, 30)  # both held, neither acted on
         assert gl.runners() == [] and block.hits == 2
         block.release()
         assert [f.result().status_code for f in futures] == [201, 201]
