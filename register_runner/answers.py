@@ -30,6 +30,15 @@ class Unavailable(TransientError):
         self.ambiguous = ambiguous
 
 
+def lacks_scope(url: str, scope: str) -> str:
+    """The one warning of a run whose access token lacks a scope that only reading back,
+    updating or rotating runners needs (manage_runner): observe and apply meet it alike."""
+    return (
+        f"{url}: the access token lacks the {scope} scope: registration attributes are "
+        "not read back (--refresh) nor updated, and tokens not rotated by register-runner"
+    )
+
+
 class AccessDenied(RefusedError):
     """The access token was rejected (401), or lacks the role or scope (403)."""
 

@@ -52,8 +52,9 @@ from .model import (
     VerifyResult,
     Warnings,
     normalize_url,
+    output_path,
 )
-from .observe import known_runners, observe, recover
+from .observe import known_runners, observe, recover, settle_resets
 from .output import content_of, entries_as_observed, kept_entries, render
 from .reconcile import check_not_emptied, reconcile, select
 from .secret import Secret
@@ -83,6 +84,7 @@ def sync(
     tag_schema: Union[str, Path, None] = None,
     insecure_permissions: bool = False,
     lock_timeout: float = 60.0,
+    retry_only: bool = False,
     metrics_file: Union[str, Path, None] = None,
     environ: Optional[Mapping[str, str]] = None,
 ) -> Result:
@@ -91,9 +93,12 @@ def sync(
     executor file does not: its runner is held as it is, the others converge, and the
     Result has exit_status 2 and the ``errors``. A busy lock raises TransientError. The
     keywords are the command line's options of the same names (``prune=False``:
-    --no-prune). ``metrics_file``: node_exporter's textfile metrics of the run are
-    written there, as --metrics-file writes them, also when the run raises (then of the
-    last run recorded); a failure to write them is a warning, never the run's."""
+    --no-prune). ``retry_only``: only when the last run left something to try again
+    (``health.needs_retry``, read under the lock); otherwise nothing is done, nothing
+    recorded, and ``recorded`` is None. ``metrics_file``: node_exporter's textfile
+    metrics of the run are written there, as --metrics-file writes them, also when the
+    run raises (then of the last run recorded; a retry not needed writes none); a
+    failure to write them is a warning, never the run's."""
     opts = Options(
         prefix=Path(prefix),
         instance=instance,
@@ -112,22 +117,32 @@ def sync(
     )
     metrics = _path(metrics_file)
     try:
-        result = _sync(opts, lock_timeout, os.environ if environ is None else environ)
+        result = _sync(opts, lock_timeout, retry_only, os.environ if environ is None else environ)
     except BaseException:
         if metrics is not None:  # on every exit, as the command line's
             health.report_metrics(metrics, opts.prefix, opts.instance, None)
         raise
-    if metrics is not None:
+    # A retry not needed ran nothing: the metrics go on describing the run that did.
+    if metrics is not None and result.recorded is not None:
         warning = health.report_metrics(metrics, opts.prefix, opts.instance, result.recorded)
         if warning:
             result = replace(result, warnings=(*result.warnings, warning))
     return result
 
 
-def _sync(opts: Options, lock_timeout: float, environ: Mapping[str, str]) -> Result:
+def _sync(
+    opts: Options, lock_timeout: float, retry_only: bool, environ: Mapping[str, str]
+) -> Result:
     started = time.monotonic()
+    instance = opts.instance
     check_prefix(opts)
     with exclusive_lock(lock_path(opts), lock_timeout):
+        # Under the lock: a retry that waited for another run decides on that run's record.
+        last = health.read_last_run(opts.prefix, instance) if retry_only else None
+        if retry_only and not health.needs_retry(last):
+            log.debug("event=retry_not_needed prefix=%s instance=%s", opts.prefix, instance)
+            config = output_path(opts.prefix, instance)
+            return Result("sync", 0, False, (), (), config, healthy=health.healthy(last))
         loaded = load(opts, environ, isolate=True)
         _report_bad(loaded)
         with GitLab(loaded) as gitlab:
@@ -135,12 +150,14 @@ def _sync(opts: Options, lock_timeout: float, environ: Mapping[str, str]) -> Res
             loaded = replace(loaded, state=recovered.state)
             known = known_runners(loaded, gitlab)
             loaded = replace(loaded, state=known.state)
-            observed, plan_ = _plan(loaded, gitlab, known.runners)
+            resets = settle_resets(loaded, gitlab, known.runners)
+            loaded = replace(loaded, state=resets.state)
+            observed, plan_ = _plan(loaded, gitlab, resets.runners)
             outcome = apply(loaded, gitlab, plan_, observed)
             for refusal in plan_.refusals:
                 outcome.refuse(refusal)
             loaded.parsed.save()  # with the config this run wrote
-            warnings = _warnings(loaded, recovered, known, observed, plan_, outcome)
+            warnings = _warnings(loaded, recovered, known, resets, observed, plan_, outcome)
             status = _sync_status(loaded, plan_, observed, outcome)
             rate_limits = gitlab.rate_limits()
             run = _record(loaded, plan_, observed, outcome, status, warnings, rate_limits)
@@ -219,6 +236,13 @@ def plan(
                 f"an earlier run may have created {len(observed.unresolved)} runner(s) "
                 f"without learning it ({', '.join(sorted(observed.unresolved))}); sync "
                 "looks for them first"
+            )
+        resets = sorted(loaded.state.pending_resets)
+        if resets:
+            said.warn(
+                f"an earlier run may have reset the token of {len(resets)} runner(s) without "
+                f"learning the new one ({', '.join(resets)}); sync settles that first (asks "
+                "about the old token, and resets again only if the reset happened)"
             )
         # The leftovers' lists are the last calls; the connections are closed after them.
         leftovers, leftover_warnings = migrate.plan_leftovers(loaded, gitlab, observed.runners)
@@ -465,9 +489,31 @@ def _act_on_runners(
             plan_ = select(kind, command, known.runners, loaded.executors, names, instance)
             outcome = apply(loaded, gitlab, plan_, Observed(dict(known.runners)))
             rate_limits = gitlab.rate_limits()
-    status = 1 if outcome.refused else 3 if outcome.failing else 0
-    warnings = _warnings(loaded, known, outcome)
-    return _applied(command, status, loaded, outcome, warnings, rate_limits, started)
+            status = 1 if outcome.refused else 3 if outcome.failing else 0
+            warnings = _warnings(loaded, known, outcome)
+            run = health.record_run(
+                loaded.options.prefix,
+                instance,
+                exit_status=status,
+                runners=health.runner_rows(
+                    loaded.options.prefix, instance, health.acted_verdicts(outcome)
+                ),
+                warnings=[*warnings, *outcome.refused],
+                access_tokens=None,
+                changes=_changes(outcome),
+                rate_limits=rate_limits,
+            )
+    return replace(
+        _applied(command, status, loaded, outcome, warnings, rate_limits, started),
+        healthy=health.healthy(run),
+        recorded=run,
+    )
+
+
+def _changes(outcome: Outcome) -> list[str]:
+    """What register_runner_changes_total counts of a run: each change it made in GitLab
+    (a recreate's old runner deleted is part of that recreate, not a change of its own)."""
+    return [r.kind.value for r in outcome.records if r.result == "done"]
 
 
 def _applied(
@@ -556,8 +602,7 @@ def _record(
         warnings=[*warnings, *outcome.refused, *_errors(loaded)],
         access_tokens=observed.access_tokens,
         config_kept=bool(failing and outcome.entries),
-        # A recreate's old runner deleted is part of that recreate, not a change of its own.
-        changes=[r.kind.value for r in outcome.records if r.result == "done"],
+        changes=_changes(outcome),
         rate_limits=rate_limits,
     )
 

@@ -2,7 +2,7 @@
 any point is finished by the next one.
 
 Order matters for crash safety:
-1. the journal records every create before it is sent;
+1. the journal records every create and token reset before it is sent;
 2. creates, updates and rotations run (concurrently);
 3. the state (stem → runner id) is saved, then the config with the new tokens;
 4. runners dropped from the config are deleted, each recorded as pending until GitLab
@@ -10,7 +10,7 @@ Order matters for crash safety:
 A mutating call whose answer was lost, unreadable or a 5xx may have happened and is not
 sent again in the run: a create is found on the next run by its marker (``recover``), an
 update is sent again, a deletion stays pending, and a reset is settled by the old token's
-verdict (``_rotate``).
+verdict (``_rotate``), else it stays journaled for the next run (``observe.settle_resets``).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Optional, cast
 
 from . import custom_runners
 from . import state as state_file
+from .answers import lacks_scope
 from .errors import RefusedError, RegisterRunnerError, TransientError, UnknownOutcome
 from .model import (
     Action,
@@ -34,6 +35,7 @@ from .model import (
     Outcome,
     PendingCreate,
     PendingDelete,
+    PendingReset,
     Plan,
     RunnerKey,
     RunnerState,
@@ -56,7 +58,7 @@ log = logging.getLogger(__name__)
 def apply(loaded: Loaded, gitlab: GitLab, plan: Plan, observed: Observed) -> Outcome:
     """``plan`` carried out; the Outcome holds the state as saved (``loaded``'s is left as
     it was)."""
-    outcome = Outcome()
+    outcome = Outcome(said_before=observed.warnings)
     st = loaded.state.copy()
     loaded = replace(loaded, state=st)  # the state this run changes and saves
     executors = loaded.executors_by_stem
@@ -71,7 +73,11 @@ def apply(loaded: Loaded, gitlab: GitLab, plan: Plan, observed: Observed) -> Out
             loaded.identity.marker(action.stem),
             dict(executor.attributes),
         )
-    if creates:
+    rotations = plan.of_kind(Kind.ROTATE)
+    for action in rotations:
+        rotated = observed.runners[action.stem]
+        st.pending_resets[action.stem] = PendingReset(rotated.id, rotated.url)
+    if creates or rotations:
         _save(loaded)
 
     runners = {
@@ -91,6 +97,7 @@ def apply(loaded: Loaded, gitlab: GitLab, plan: Plan, observed: Observed) -> Out
         runner = observed.runners.get(action.stem)
         if runner is not None and runner.id == action.runner_id:
             runners.pop(action.stem, None)
+            st.pending_resets.pop(action.stem, None)
             _queue_delete(st, PendingDelete(runner.id, runner.url, action.stem, runner.token))
     st.runners = runners
     # Tokens reach the state before the config: a config write that fails loses none.
@@ -139,6 +146,7 @@ class _Result:
 
     issued: Optional[Issued] = None
     updated: bool = False
+    reset_unknown: bool = False  # a reset that may have happened, its token not learned
     errors: list[RegisterRunnerError] = field(default_factory=list)
 
 
@@ -194,6 +202,7 @@ def _call(
         try:
             result.issued = _rotate(api, runner, loaded.identity.system_id)
         except RegisterRunnerError as error:
+            result.reset_unknown = _unknown_outcome(error)
             result.errors.append(error)
 
 
@@ -243,7 +252,11 @@ def _settle(
         result.errors.append(UnknownOutcome(f"{executor.url}: GitLab's answer had no runner id"))
         issued = None
     for error in result.errors:
-        _failed(action, executor.url, error, outcome)
+        # The reset's error, when there is one, is the last (an update goes first).
+        journaled = result.reset_unknown and error is result.errors[-1]
+        _failed(action, executor.url, error, outcome, journaled=journaled)
+    if action.kind is Kind.ROTATE and not result.reset_unknown:
+        st.pending_resets.pop(action.stem, None)
     if creates:
         # A create whose outcome is unknown stays journaled: the next run that can list
         # runners finds it by its marker; it is never sent again blindly.
@@ -303,12 +316,19 @@ def _unknown_outcome(error: Exception) -> bool:
     return isinstance(error, TransientError) and error.ambiguous
 
 
-def _failed(action: Action, url: str, error: Exception, outcome: Outcome) -> None:
+def _failed(
+    action: Action, url: str, error: Exception, outcome: Outcome, *, journaled: bool = False
+) -> None:
     message = f"{action.kind.value} {action.stem}: {error}"
     if isinstance(error, TransientError):
         outcome.failing.append(message)
         if action.kind in (Kind.CREATE, Kind.RECREATE) and _unknown_outcome(error):
             then = "not sent again: the next run looks for the runner by its marker first"
+        elif journaled:
+            then = (
+                "journaled: the next run asks GitLab about the old token first and resets "
+                "again only if this reset happened"
+            )
         else:
             then = "will try again on the next run"
         outcome.warn(f"{message}; {then}")
@@ -319,10 +339,7 @@ def _failed(action: Action, url: str, error: Exception, outcome: Outcome) -> Non
         and error.scope
     ):
         # A token without manage_runner still registers and runs runners: say so, go on.
-        outcome.warn(
-            f"{url}: the access token lacks the {error.scope} scope: registration "
-            "attributes are not updated and tokens not rotated by register-runner"
-        )
+        outcome.warn(lacks_scope(url, error.scope))
         outcome.record(action, "skipped", error=str(error))
     else:
         outcome.refuse(message)

@@ -43,6 +43,7 @@ from .transport import Deadline
 log = logging.getLogger("register_runner.gitlab")
 
 BACKOFF_BASE = 0.2
+# No retry is sent with less than this left before the deadline.
 LAST_TRY_MARGIN = 0.5
 BACKOFF_CAP = 5.0
 MIN_RATE_WAIT = 1.0
@@ -284,7 +285,10 @@ class Calls:
                 f"in {deadline.elapsed():.1f} s (the last good config is kept)"
             )
         remaining = deadline.remaining()
-        if delay >= remaining:
+        if delay > remaining - LAST_TRY_MARGIN:
+            # A try sent in the deadline's last moment is cut short by it: its reason would
+            # be the deadline instead of GitLab's, and a create, update or delete cut short
+            # may have been acted on (ambiguous, for the next run to settle).
             if remaining < LAST_TRY_MARGIN * 2:
                 raise Unavailable(
                     f"{self.url}: {what}: {failed.reason}; gave up after {attempt} "

@@ -152,6 +152,7 @@ def _record(args: argparse.Namespace, status: _Status) -> None:
             runners=None if status.error else health.runner_rows(args.prefix, args.instance, {}),
             warnings=[*status.warnings, *([status.error] if status.error else [])],
             access_tokens=None,
+            config_kept=status.config_kept,
         )
     if getattr(args, "metrics_file", None) is not None:
         health.report_metrics(args.metrics_file, args.prefix, args.instance, status.recorded)
@@ -200,21 +201,44 @@ def _end_overrun(args: argparse.Namespace, status: _Status, limit: float) -> NoR
     fresh = getattr(args, "fresh_deadline", None) or 0.0
     waited = "--fresh-deadline" if fresh > args.deadline else "--deadline"
     waited += " and --lock-timeout" if hasattr(args, "lock_timeout") else ""
+    # A sync ends as one with GitLab failing does: exit 0 when gitlab-runner has a config
+    # to start with (3 under --strict, or when there is none, or it cannot be told in time).
+    kept = args.command == "sync" and bool(_within(RECORD_WAIT, _config_to_keep, args))
     _fail(
         status,
-        3,
+        0 if kept and not args.strict else 3,
         f"the run passed its deadline ({waited} plus {GRACE:g} s, {limit:g} s in all) "
         "and was ended while still waiting (on GitLab, DNS or a local file); the config "
         "on disk is the last good one",
     )
+    status.config_kept = kept
     if hasattr(args, "prefix"):
-        recorder = threading.Thread(target=_record_quietly, args=(args, status), daemon=True)
-        recorder.start()
-        recorder.join(RECORD_WAIT)
+        _within(RECORD_WAIT, _record_quietly, args, status)
     with contextlib.suppress(OSError, ValueError):
         sys.stdout.flush()
         sys.stderr.flush()
-    os._exit(3)
+    os._exit(status.code)
+
+
+def _within(seconds: float, work: Callable[..., Any], *arguments: Any) -> Any:
+    """``work(*arguments)`` on a thread of its own, given up on (None) after ``seconds``:
+    what the watchdog still does may hang as the run did (on the same NFS mount)."""
+    done: list[Any] = []
+    worker = threading.Thread(target=lambda: done.append(work(*arguments)), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    return done[0] if done else None
+
+
+def _config_to_keep(args: argparse.Namespace) -> bool:
+    """Whether the config on disk has runners gitlab-runner can start with."""
+    from .model import output_path
+    from .output import read_config
+
+    try:
+        return bool(read_config(output_path(args.prefix, args.instance)).entries)
+    except RegisterRunnerError:
+        return False
 
 
 def _record_quietly(args: argparse.Namespace, status: _Status) -> None:
@@ -569,6 +593,8 @@ class _Status:
         # The run the command recorded: the metrics describe it, also when the record
         # could not be written (a read-only state folder).
         self.recorded: Optional[Run] = None
+        # A sync the watchdog ended, with a config on disk for gitlab-runner to start with.
+        self.config_kept = False
 
 
 class _Parser(argparse.ArgumentParser):

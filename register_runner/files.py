@@ -275,6 +275,19 @@ def check_secure(
         )
 
 
+def check_secure_file(path: Path) -> None:
+    """``check_secure`` for an input file read later: anything there that is not a
+    regular file is named as what it is first (a device's mode 0666 is not its problem);
+    a missing one passes."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(info.st_mode):
+        raise not_regular(path, info.st_mode)
+    check_secure(path, info)
+
+
 @contextlib.contextmanager
 def exclusive_lock(path: Path, timeout: float) -> Iterator[None]:
     """Hold an exclusive flock on ``path``; wait up to ``timeout`` seconds for it. Where

@@ -272,6 +272,19 @@ def sync_verdicts(observed: Any, plan: Any, outcome: Any) -> dict[str, str]:
     return verdicts
 
 
+def acted_verdicts(outcome: Any) -> dict[str, str]:
+    """The verdicts unregister and reset-token learn: "valid" for a token just issued,
+    "unknown" for a reset that failed because GitLab did (it may have happened); the other
+    runners keep the previous record's."""
+    verdicts = {}
+    for record in outcome.records:
+        if record.token and record.result == "done":
+            verdicts[record.runner] = "valid"
+        elif record.kind == "rotate" and record.result == "waiting":
+            verdicts[record.runner] = "unknown"
+    return verdicts
+
+
 def expiry_notice(url: str, expires: Optional[date]) -> Optional[str]:
     """The warning for an access token that expires within two weeks."""
     if expires is None or expires - date.today() > ACCESS_TOKEN_NOTICE:
@@ -398,7 +411,8 @@ def _run_details(run: Optional[Run]) -> list[Family]:
         ),
         (
             "register_runner_changes_total",
-            "Changes sync made to runners in GitLab, by kind, over the runs recorded here.",
+            "Changes made to runners in GitLab (sync, unregister, reset-token), by kind, "
+            "over the runs recorded here.",
             [({"kind": kind}, count) for kind, count in totals.items()],
         ),
         (

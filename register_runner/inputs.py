@@ -101,7 +101,9 @@ def load(
         file = executor_dir / entry.name
         try:
             _check_entry(executor_dir, entry)
-            found.append(_executor(file, clients, identity, policy, warnings, parsed))
+            found.append(
+                _executor(file, clients, identity, policy, warnings, parsed, check_permissions)
+            )
         except HostInputError:
             raise
         except InputError as error:
@@ -223,11 +225,6 @@ def _option(
     return value
 
 
-def executor_files(folder: Path) -> list[Path]:
-    """Every executor file's path, bad ones too (``_check_entry`` tells them)."""
-    return [folder / entry.name for entry in _listing(folder)]
-
-
 def _listing(folder: Path) -> list[os.DirEntry[str]]:
     if not folder.exists():
         return []
@@ -260,9 +257,12 @@ def _is_executor_name(name: str) -> bool:
     return name.endswith(".toml") and not name.startswith(".")
 
 
-def read_text(path: Path) -> str:
+def read_text(path: Path, *, check_permissions: bool = False) -> str:
+    """The UTF-8 text of the input file ``path``; ``check_permissions``: refused, unread,
+    when others may write it or it is not root's or the caller's."""
+    check = (lambda info: files.check_secure(path, info)) if check_permissions else None
     try:
-        data = files.read_file(path, limit=MAX_FILE_BYTES)
+        data = files.read_file(path, limit=MAX_FILE_BYTES, check=check)
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except OSError as error:
@@ -284,8 +284,9 @@ def _executor(
     policy: TagPolicy,
     warnings: list[str],
     parsed: ParsedFiles,
+    check_permissions: bool,
 ) -> Executor:
-    text = read_text(path)
+    text = read_text(path, check_permissions=check_permissions)
     document: Mapping[str, Any] = parsed.parse(path, text)
     if isinstance(document.get("runners"), dict):
         # Plain values cannot tell [runners.docker] from an inline runners = {...}.

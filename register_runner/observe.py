@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from . import custom_runners, health, migrate, state
-from .answers import AccessDenied
+from .answers import AccessDenied, lacks_scope
 from .errors import RefusedError, RegisterRunnerError, TransientError
 from .model import (
     REGISTRATION_ATTRIBUTES,
@@ -37,6 +37,9 @@ from .output import credentials_of
 from .reconcile import mass_invalid
 from .timeutil import now_utc
 from .workspace import GitLab
+
+if TYPE_CHECKING:
+    from .gitlab import Issued
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +126,86 @@ def known_runners(loaded: Loaded, gitlab: GitLab) -> Known:
         known_state = known_state.copy()
         known_state.pending_deletes += replaced
     return Known(runners, known_state, said.said)
+
+
+def settle_resets(loaded: Loaded, gitlab: GitLab, runners: Mapping[str, RunnerState]) -> Known:
+    """Settle the token resets an earlier run sent without learning their outcome (the
+    answer lost, unreadable or a 5xx): GitLab may have issued a token this host never saw
+    and rejected the one it holds. The held token's verdict tells: accepted, the reset did
+    not happen; rejected while GitLab still lists the runner with this host's marker, it
+    did, and the runner is reset again by id to learn its token (the runner is kept: no
+    new one, no twin, and the mass-invalid guard is not misled by the 403s it explains).
+    A runner GitLab lost or gave to another goes the way of any rejected token. No
+    answer: it stays journaled, the runner kept as it is."""
+    pending = loaded.state.pending_resets
+    if not pending:
+        return Known(dict(runners), loaded.state)
+    said = Warnings()
+    st = loaded.state.copy()
+    settled = dict(runners)
+    asked = []
+    for stem, reset in sorted(pending.items()):
+        runner = runners.get(stem)
+        if runner is None or (runner.url, runner.id) != (reset.url, reset.id):
+            del st.pending_resets[stem]  # that runner is not this stem's any more
+        elif runner.token is not None:
+            asked.append(runner)
+    answers = gitlab.concurrently(lambda r: _settle_reset(loaded, gitlab, r), asked)
+    for runner, (now, issued, known) in zip(asked, answers):
+        settled[runner.stem] = now
+        if issued is not None:
+            st.unwritten[runner.stem] = UnwrittenToken(
+                runner.id, runner.url, issued.token, now.token_obtained_at, issued.expires_at
+            )
+        if known:
+            del st.pending_resets[runner.stem]
+        else:
+            said.warn(
+                f"runner {runner.stem} (id {runner.id}): whether an earlier token reset "
+                f"happened is not known yet ({gitlab.api(runner.url).last_failure}); the "
+                "runner is kept as it is and asked about again on the next run"
+            )
+    state.save(loaded.options.prefix, loaded.options.instance, st)
+    return Known(settled, st, said.said)
+
+
+def _settle_reset(
+    loaded: Loaded, gitlab: GitLab, runner: RunnerState
+) -> tuple[RunnerState, Optional[Issued], bool]:
+    """The runner as the reset left it, the token learned by resetting it again, and
+    whether the reset's outcome is known now."""
+    api = gitlab.api(runner.url)
+    assert runner.token is not None
+    verdict, _ = api.verify(runner.token, loaded.identity.system_id)
+    if verdict is not Verdict.INVALID:
+        # Accepted: it did not happen; no answer: not known yet.
+        return replace(runner, verdict=verdict), None, verdict is Verdict.VALID
+    rejected = replace(runner, verdict=verdict)
+    try:
+        if not owned(api.get_runner(runner.id), loaded.identity.marker(runner.stem)):
+            return rejected, None, True  # gone, or not this host's: no reset of another's
+        issued = api.reset_token(runner.id)
+    except TransientError:
+        return replace(runner, verdict=Verdict.UNKNOWN), None, False
+    except RegisterRunnerError as error:
+        log.info("event=reset_unsettled runner=%s id=%s: %s", runner.stem, runner.id, error)
+        return rejected, None, True
+    log.info(
+        "event=reset_settled runner=%s id=%s token=%s: an earlier reset whose answer was "
+        "lost happened (the old token is rejected, GitLab lists the runner with this "
+        "host's marker); reset again to learn the new token",
+        runner.stem,
+        runner.id,
+        issued.token.masked,
+    )
+    fresh = replace(
+        runner,
+        token=issued.token,
+        token_obtained_at=now_utc(),
+        token_expires_at=issued.expires_at,
+        verdict=Verdict.VALID,
+    )
+    return fresh, issued, True
 
 
 def _runner(stem: str, stored: StoredRunner, credentials: Optional[Credentials]) -> RunnerState:
@@ -245,6 +328,12 @@ def _in_gitlab(gitlab: GitLab, runner: RunnerState, said: Warnings) -> Mapping[s
     GitLab would not say."""
     try:
         details = gitlab.api(runner.url).get_runner(runner.id)
+    except RefusedError as error:
+        if error.scope:
+            said.warn(lacks_scope(runner.url, error.scope))  # the same for every runner
+        else:
+            said.warn(f"--refresh: cannot read runner attributes from GitLab: {error}")
+        return runner.applied
     except RegisterRunnerError as error:
         said.warn(f"--refresh: cannot read runner attributes from GitLab: {error}")
         return runner.applied

@@ -18,7 +18,6 @@ from .answers import AccessDenied, message
 from .errors import InputError, RegisterRunnerError, TransientError
 from .migrate import known_ids, scopes
 from .model import ActionResult, Kind, Loaded, Scope, Warnings, carries_marker
-from .observe import owned
 from .timeutil import parse_timestamp
 from .workspace import GitLab
 
@@ -174,12 +173,9 @@ def _dead(
     if details is None or not carries_marker(details.get("maintenance_note")):
         return None
     # This machine's runners of another instance or prefix are not in this state, yet they
-    # are this host's current runners (a stopped service's, say): theirs to delete.
+    # are this host's current runners (a stopped service's, say): theirs to delete. So is
+    # the runner of a create of this prefix whose answer was lost: recovery's to adopt.
     if loaded.identity.names_this_machine(details.get("maintenance_note")):
-        return None
-    # A create whose outcome an earlier run of this host did not learn: recovery's.
-    pending = loaded.state.pending_creates.values()
-    if any(owned(details, entry.marker) for entry in pending):
         return None
     contacted = _time(details.get("contacted_at"))
     created = _time(details.get("created_at"))

@@ -13,7 +13,15 @@ from typing import Any
 
 from .errors import InputError
 from .files import atomic_write, json_lines, read_regular, state_dir
-from .model import PendingCreate, PendingDelete, State, StoredRunner, UnwrittenToken, typed
+from .model import (
+    PendingCreate,
+    PendingDelete,
+    PendingReset,
+    State,
+    StoredRunner,
+    UnwrittenToken,
+    typed,
+)
 
 VERSION = 1
 
@@ -50,6 +58,10 @@ def load(prefix: Path, instance: str) -> State:
                 typed(stem, str): typed(file, str)
                 for stem, file in typed(raw.get("credentials_files", {}), dict).items()
             },
+            pending_resets={
+                typed(stem, str): PendingReset.from_json(r)
+                for stem, r in typed(raw.get("pending_resets", {}), dict).items()
+            },
         )
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise InputError(
@@ -74,6 +86,10 @@ def save(prefix: Path, instance: str, state: State) -> None:
     }
     if state.credentials_files:
         raw["credentials_files"] = dict(sorted(state.credentials_files.items()))
+    if state.pending_resets:
+        raw["pending_resets"] = {
+            stem: r.to_json() for stem, r in sorted(state.pending_resets.items())
+        }
     data = json_lines(raw).encode()
     path = state_path(prefix, instance)
     # Unchanged on a steady start: spare the disk a write and two fsyncs.

@@ -15,7 +15,13 @@ from typing import Any, Callable, TypeVar
 from . import inputs, state
 from .answers import RateLimits
 from .errors import InputError
-from .files import check_instance_name, check_secure, exclusive_lock, state_dir
+from .files import (
+    check_instance_name,
+    check_secure,
+    check_secure_file,
+    exclusive_lock,
+    state_dir,
+)
 from .hostid import hostname, prefix_key, resolve_system_id
 from .model import Identity, Loaded, Options, State, Warnings, output_path
 from .output import read_config
@@ -101,12 +107,11 @@ def check_prefix(options: Options) -> None:
     if not prefix.is_dir():
         raise InputError(f"{prefix}: no such folder (--prefix)")
     if not options.insecure_permissions:
-        # Whoever can change these chooses where the access token is sent.
+        # Whoever can change these chooses where the access token is sent. An executor
+        # file is checked as it is read: one others may write holds only its runner.
         check_secure(prefix)
         check_secure(prefix / options.instance)
-        check_secure(inputs.template_path(prefix, options.instance))
-        for file in inputs.executor_files(prefix / options.instance):
-            check_secure(file)
+        check_secure_file(inputs.template_path(prefix, options.instance))
 
 
 @contextlib.contextmanager

@@ -461,6 +461,15 @@ CASES = [
         synced=True,
         secret=RUNNER_TOKEN,
     ),
+    # Whoever can write an executor file chooses what that runner runs: refused, and
+    # only that file's runner is held.
+    Case("executor-writable-by-others", lambda c: c.bad(SHELL).chmod(0o666), BAD),
+    Case(
+        "executor-writable-by-group-after-sync",
+        lambda c: (c.prefix.executor_dir / "shell.toml").chmod(0o660),
+        SHELL_FILE,
+        synced=True,
+    ),
     Case("executor-key-missing", lambda c: c.bad('tags = ["linux"]\n'), BAD),
     Case("executor-empty-file", lambda c: c.bad(""), BAD),
     Case("executor-an-empty-string", lambda c: c.bad('executor = ""\n'), BAD),
@@ -707,8 +716,9 @@ def test_a_bad_executor_file_holds_only_its_runner(case: Case, gitlab, pat, make
     entries_before = prefix.runners() if prefix.output.exists() else []
 
     # The run goes on to ask every GitLab about its access token: the second GitLab of
-    # the cases with two does not exist, and is not waited for.
-    result = cli(prefix, "sync", "--deadline", "1", env=ctx.env)
+    # the cases with two does not exist, and is not waited for (the deadline bounds it,
+    # with time to spare for the creates the good files need).
+    result = cli(prefix, "sync", "--deadline", "10", env=ctx.env)
 
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr

@@ -71,6 +71,24 @@ def test_verify_5xx_exits_3(gitlab, prefix, cli):
     assert gitlab.runners()[0].token == token
 
 
+def test_no_retry_is_sent_too_late_to_be_answered(gitlab, make, cli):
+    """GitLab failing slowly: each runner's verify is retried while an answer can still
+    come within the deadline, never sent in its last moment to be cut short by it. The
+    reason given is GitLab's (a create cut short that way would be ambiguous, too)."""
+    stems = ("a", "b", "c", "d", "e", "f")
+    prefix = make(executors={stem: SHELL for stem in stems})
+    assert cli(prefix).returncode == 0
+    gitlab.fail_next(count=1000, status=503, path=r"^/runners/verify$")
+    gitlab.latency = 0.2
+
+    result = cli(prefix, "verify", "--deadline", "1", "--json")
+
+    assert result.returncode == 3
+    warnings = json.loads(result.stdout)["warnings"]
+    assert sorted(w.split(":")[0] for w in warnings) == list(stems)
+    assert all("verify token: GitLab answered 503; gave up after" in w for w in warnings), warnings
+
+
 def test_verify_usage_errors_exit_2(gitlab, prefix, cli, tmp_path):
     assert cli(prefix, "verify", "--url", gitlab.url).returncode == 2
     assert cli(prefix, "verify", "--token", "x").returncode == 2

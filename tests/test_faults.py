@@ -167,6 +167,25 @@ def test_token_without_manage_runner_still_works_and_says_so_once(gitlab, make, 
     assert result.stderr.count("lacks the manage_runner scope") == 1
 
 
+def test_refresh_without_manage_runner_says_so_once(gitlab, make, cli):
+    # observe (reading the runners back) and apply (updating them) meet the same missing
+    # scope: one line in the journal for the run, not one per runner and phase.
+    creator = gitlab.add_access_token(scopes=("create_runner",), admin=True)
+    prefix = make(access_token=creator, executors={"a": SHELL, "b": SHELL})
+    assert cli(prefix).returncode == 0
+    prefix.write_executor("a", SHELL + "locked = true\n")
+    prefix.write_executor("b", SHELL + "locked = true\n")
+
+    result = cli(prefix, "sync", "--refresh", "--json")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("lacks the manage_runner scope") == 1, result.stderr
+    warnings = json.loads(result.stdout)["warnings"]
+    assert sum("lacks the manage_runner scope" in w for w in warnings) == 1
+    status = json.loads(cli(prefix, "status", "--json").stdout)
+    assert sum("lacks the manage_runner scope" in w for w in status["warnings"]) == 1
+
+
 def test_deleting_without_manage_runner_falls_back_to_the_runner_token(gitlab, make, cli):
     creator = gitlab.add_access_token(scopes=("create_runner",), admin=True)
     prefix = make(access_token=creator, executors={"a": SHELL, "b": SHELL})

@@ -39,7 +39,8 @@ def test_a_host_with_a_config_keeps_the_short_deadline(gitlab, make, cli):
     gitlab.clear_requests()
     gitlab.fail_next(count=1, status=429, path=r"^/user/runners$", retry_after=5)
 
-    result = cli(prefix, "sync", "--deadline", "1", "--fresh-deadline", "60")
+    # The 429 must come within the deadline; a Retry-After past it is not waited for.
+    result = cli(prefix, "sync", "--deadline", "3", "--fresh-deadline", "60")
 
     # Runner a runs with the config kept; b waits for a later run, not for the 429.
     assert result.returncode == 0, result.stderr
@@ -102,3 +103,44 @@ def test_retry_only_leaves_a_run_that_needs_a_person_to_the_timer(gitlab, prefix
 
     assert cli(prefix, "sync", "--retry-only").returncode == 0
     assert gitlab.requests == []
+
+
+def test_retry_only_decides_under_the_lock(gitlab, prefix, cli):
+    """Two retries racing: the one that waited for the lock reads the record the first
+    wrote, and finds nothing left to retry (read before the lock, it synced again)."""
+    import threading
+    import time
+
+    from test_crash import openers
+
+    from register_runner.testing.prefix import start_cli
+
+    gitlab.down()
+    assert cli(prefix, "sync", "--deadline", "1").returncode == 3
+    gitlab.up()
+    block = gitlab.block(method="POST", path=r"^/user/runners$", when="before")
+    first = start_cli(["sync", "--retry-only", "--prefix", str(prefix.root)])
+    try:
+        assert block.reached.wait(30)
+        results = {}
+        waiter = threading.Thread(
+            target=lambda: results.setdefault(
+                "second", cli(prefix, "sync", "--retry-only", "--lock-timeout", "30")
+            )
+        )
+        waiter.start()
+        lock = prefix.root / ".register-runner" / f"{prefix.instance}.lock"
+        waited = time.monotonic()
+        while openers(lock) < 2 and time.monotonic() - waited < 30:
+            time.sleep(0.02)
+    finally:
+        block.release()
+        first.wait(30)
+    waiter.join(60)
+
+    assert first.returncode == 0, first.stderr
+    assert results["second"].returncode == 0, results["second"].stderr
+    # Only the first run asked GitLab anything: the second found the retry done.
+    assert [q.path for q in gitlab.requests].count("/personal_access_tokens/self") == 1
+    assert [q.path for q in gitlab.requests if q.path == "/runners/verify"] == []
+    assert len(gitlab.runners()) == 1

@@ -316,6 +316,24 @@ def test_a_delete_gitlab_refuses_is_a_failed_row_and_one_it_lost_already_gone(
     assert {rows[i]["result"] for i in deleted} == {"done"}
 
 
+def test_a_runner_of_a_create_not_settled_yet_is_left_to_recovery(gitlab, prefix, cli):
+    # A create answered 500 after GitLab acted: the runner carries this host's marker but
+    # is in no state or config yet; recovery adopts it, gc must not delete it first.
+    body = json.dumps({"message": "500 Internal Server Error"}).encode()
+    gitlab.misbehave("garbage", method="POST", path=r"^/user/runners$", status=500, body=body)
+    assert cli(prefix).returncode == 3
+    (made,) = gitlab.runners()
+    gitlab.age_runner(made.id, 60)  # never contacted, created long ago: "dead" to gc
+
+    result = cli(prefix, "gc", "--yes", "--json")
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["actions"] == []
+    assert gitlab.runner(made.id) is not None
+    assert cli(prefix).returncode == 0
+    assert prefix.runner("shell")["id"] == made.id  # recovered, not recreated
+
+
 def test_under_journald_what_ends_gc_in_exit_1_is_an_error_and_a_failing_gitlab_a_warning(
     gitlab, make, cli
 ):

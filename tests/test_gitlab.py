@@ -75,8 +75,9 @@ def test_verify_of_an_old_gitlab_answering_plain_text(scripted):
 def test_verify_5xx_until_the_deadline_is_unknown(scripted):
     scripted.post("/runners/verify", status_code=500, json={})
     started = time.monotonic()
-    assert adapter(scripted, deadline=0.5).verify(Secret("glrt-x"), None)[0] is Verdict.UNKNOWN
-    assert time.monotonic() - started < 2
+    # Long enough for a retry, which is sent only while half a second is left.
+    assert adapter(scripted, deadline=1.5).verify(Secret("glrt-x"), None)[0] is Verdict.UNKNOWN
+    assert time.monotonic() - started < 3
     assert scripted.call_count >= 2
 
 
@@ -258,7 +259,7 @@ def test_a_redirect_is_refused_and_not_followed(scripted, status):
 def test_408_and_every_5xx_are_transient(scripted, status):
     scripted.get("/runners/5", status_code=status, json={"message": "x"})
     with pytest.raises(Unavailable):
-        adapter(scripted, deadline=0.5).get_runner(5)
+        adapter(scripted, deadline=1.5).get_runner(5)  # time for a retry
     assert scripted.call_count >= 2
 
 
@@ -266,9 +267,9 @@ def test_an_html_login_page_is_transient_not_an_answer(scripted):
     page = "<html><body>Sign in</body></html>"
     scripted.get("/runners/5", text=page, headers={"Content-Type": "text/html"})
     scripted.post("/runners/verify", text=page, headers={"Content-Type": "text/html"})
-    # Retried until the deadline. The reason given is the last try's: the HTML page, or
-    # the deadline when it cut short a retry already sent (seen in CI).
-    with pytest.raises(Unavailable, match=r"HTML page|no complete answer within the 1 s"):
+    # Retried until the deadline; the reason given is the last try's. (No retry is sent
+    # so late that the deadline cuts it short and names itself instead: seen in CI.)
+    with pytest.raises(Unavailable, match="HTML page"):
         adapter(scripted, deadline=1.0).get_runner(5)
     assert scripted.call_count >= 1
     assert adapter(scripted, deadline=1.0).verify(Secret("glrt-x"), None)[0] is Verdict.UNKNOWN

@@ -253,8 +253,8 @@ def test_each_metric_says_what_it_means():
         "token expires (Unix time), as GitLab reports it.",
         "# HELP register_runner_config_kept 1 when GitLab failed in the last run and the "
         "config of an earlier run was kept (the runners run, unchecked), else 0.",
-        "# HELP register_runner_changes_total Changes sync made to runners in GitLab, by "
-        "kind, over the runs recorded here.",
+        "# HELP register_runner_changes_total Changes made to runners in GitLab (sync, "
+        "unregister, reset-token), by kind, over the runs recorded here.",
         "# HELP register_runner_rate_limited_requests Requests GitLab answered 429 (too many "
         "requests) in the last run.",
         "# HELP register_runner_rate_limit_wait_seconds Seconds the last run waited for "

@@ -115,6 +115,31 @@ def test_a_new_bad_file_creates_nothing_and_plan_shows_it(gitlab, make, cli):
     assert prefix.output.read_bytes() == config
 
 
+def test_an_executor_file_others_may_write_holds_only_its_runner(gitlab, make, cli):
+    prefix = make(executors={"open": SHELL, "kept": SHELL})
+    assert cli(prefix).returncode == 0
+    before = ids(prefix)
+    held_entry = entry_text(prefix, "open")
+    loose = prefix.executor_dir / "open.toml"
+    loose.write_text('executor = "shell"\ntags = ["changed-by-anyone"]\n')
+    loose.chmod(0o666)
+    prefix.write_executor("new", SHELL)
+    gitlab.clear_requests()
+
+    result = cli(prefix)
+
+    assert result.returncode == 2, result.stderr
+    (line,) = errors(result.stderr)
+    assert f"{loose}: writable by group or others (mode 0666); chmod go-w it" in line, line
+    assert "runner open held" in line
+    assert mutations(gitlab) == [("POST", "/user/runners")]  # new's runner, nothing else
+    assert gitlab.runner(before["open"]).tag_list == ["linux"]
+    assert entry_text(prefix, "open") == held_entry
+    assert sorted(ids(prefix)) == ["kept", "new", "open"]
+    assert cli(prefix, "sync", "--insecure-permissions").returncode == 0
+    assert gitlab.runner(before["open"]).tag_list == ["changed-by-anyone"]
+
+
 def test_a_folder_of_bad_files_is_not_an_emptied_folder(gitlab, make, cli):
     """Nothing is deleted: every runner is held, each file named on its own line."""
     prefix = make(executors={"a": SHELL, "b": SHELL})

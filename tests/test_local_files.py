@@ -121,6 +121,123 @@ def test_a_socket_at_the_config_is_named_as_one(gitlab, make, cli):
     assert gitlab.mutating_requests() == []
 
 
+def device(path: Path) -> Path:
+    """A symbolic link to /dev/zero: a character device that never ends, mode 0666 (which
+    is not what is wrong with it), and needs no root to make."""
+    if path.exists() or path.is_symlink():
+        path.unlink()
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.symlink_to("/dev/zero")
+    return path
+
+
+def link_to_a_fifo(path: Path) -> Path:
+    fifo(path.with_name(f".{path.name}.pipe"))
+    if path.exists() or path.is_symlink():
+        path.unlink()
+    path.symlink_to(path.with_name(f".{path.name}.pipe"))
+    return path
+
+
+def link_to_a_copy(path: Path) -> Path:
+    """The regular file that was there, moved beside it, with a symbolic link to it."""
+    target = path.with_name(f".{path.name}.target")
+    path.rename(target)
+    path.symlink_to(target)
+    return path
+
+
+# Read through a symbolic link (a deploy tool's or a mounted secret's): the inputs. The
+# files the tool replaces itself are refused as a link (a replace would cut the link).
+FOLLOWED = ("template", "executor-file", "system-id", "token-file")
+
+
+@pytest.mark.parametrize("where", list(PATHS))
+def test_a_socket_where_a_file_is_expected_is_bad_input_at_once(gitlab, make, cli, where):
+    prefix = synced(gitlab, make, cli)
+    path = unix_socket(PATHS[where](prefix))
+    before = prefix.snapshot()
+
+    result = child(prefix)
+
+    assert_refused_named(result, path, "a socket", per_file=where == "executor-file")
+    assert gitlab.mutating_requests() == []
+    assert prefix.snapshot() == before
+
+
+@pytest.mark.parametrize("where", FOLLOWED)
+@pytest.mark.parametrize("kind", ["a device", "a link to a FIFO"])
+def test_what_a_symbolic_link_leads_to_must_be_a_regular_file(gitlab, make, cli, where, kind):
+    prefix = synced(gitlab, make, cli)
+    path = PATHS[where](prefix)
+    if not path.exists():
+        path.write_text(SHELL)
+        path.chmod(0o600)
+    if kind == "a device":
+        device(path)
+    else:
+        link_to_a_fifo(path)
+
+    result = child(prefix)
+
+    what = "a character device" if kind == "a device" else "a FIFO (named pipe)"
+    assert_refused_named(result, path, what, per_file=where == "executor-file")
+    assert gitlab.mutating_requests() == []
+
+
+@pytest.mark.parametrize("where", list(PATHS))
+def test_a_symbolic_link_to_a_regular_file_is_read_where_an_input_is_expected(
+    gitlab, make, cli, where
+):
+    prefix = synced(gitlab, make, cli)
+    path = PATHS[where](prefix)
+    if not path.exists():
+        path.write_text(SHELL)
+        path.chmod(0o600)
+    link_to_a_copy(path)
+
+    result = child(prefix)
+
+    if where in FOLLOWED:
+        assert result.returncode == 0, result.stderr
+        assert len(gitlab.runners()) == len(prefix.runners()) >= 1
+    else:
+        err = result.stderr.strip()
+        assert result.returncode == 2 and "\n" not in err, result.stderr
+        assert f"{path}: is a symbolic link; refusing to read or replace it" in err, err
+        assert gitlab.mutating_requests() == []
+
+
+def assert_refused_named(result, path: Path, what: str, *, per_file: bool) -> None:
+    """Exit 2 naming the path and what is there; for an executor file, on the line that
+    says its runner is held (the others went on)."""
+    if not per_file:
+        assert_refused_naming(result, path, what)
+        return
+    assert result.returncode == 2, f"exit {result.returncode}: {result.stderr}"
+    (line,) = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    assert f"{path}: {what}, not a regular file" in line and "held" in line, line
+
+
+@pytest.mark.parametrize("secret", ["registration token file", "client key"])
+def test_a_fifo_as_a_secret_file_of_any_kind_is_bad_input(gitlab, make, pki, tmp_path, secret):
+    path = fifo(tmp_path / "secret")
+    if secret == "client key":
+        cert, _ = pki["client"]
+        prefix = make(client_extra=f'tls_cert_file = "{cert}"\ntls_key_file = "{path}"\n')
+    else:
+        prefix = make(access_token=None)
+        url = json.dumps(gitlab.url)
+        prefix.write_template(
+            f'[[client_configs]]\nurl = {url}\nregistration_token_file = "{path}"\n'
+        )
+
+    result = child(prefix)
+
+    assert_refused_naming(result, path)
+    assert gitlab.requests == []
+
+
 def test_a_fifo_as_the_systemd_credential_is_bad_input(gitlab, pat, make, tmp_path):
     prefix = make()
     url = json.dumps(gitlab.url)
@@ -186,35 +303,62 @@ def test_a_fifo_as_the_tag_schema_is_bad_input(gitlab, make, cli, tmp_path):
 # -- the watchdog --------------------------------------------------------------------------
 
 
-def test_a_run_stuck_on_a_local_read_ends_at_the_deadline_with_the_config_kept(
-    gitlab, make, cli, tmp_path
-):
-    """What no socket timeout ends (here a capture-tags program opening a FIFO no one
-    writes to; on a host, a read from a hung NFS mount or a getaddrinfo that never
-    returns): the process ends at --deadline (+ --lock-timeout) + its grace, as a run
-    with GitLab failing does."""
-    prefix = synced(gitlab, make, cli)
-    config = prefix.output.read_bytes()
+def stuck_plugin(tmp_path: Path) -> Path:
+    """A capture-tags program opening a FIFO no one writes to: what no socket timeout ends
+    (on a host, a read from a hung NFS mount or a getaddrinfo that never returns)."""
     never_written = fifo(tmp_path / "never-written")
     plugin = tmp_path / "stuck_tags.py"
     plugin.write_text(f"def capture_tags():\n    return open({str(never_written)!r}).read()\n")
-    metrics = tmp_path / "metrics.prom"
+    return plugin
 
+
+def run_stuck(prefix: Prefix, plugin: Path, metrics: Path, *options: str):
     stuck = ("--capture-tags", str(plugin), "--deadline", "0.5", "--lock-timeout", "0")
-    result = run_cli(
-        ["sync", "--prefix", str(prefix.root), *stuck, "--metrics-file", str(metrics)],
+    return run_cli(
+        ["sync", "--prefix", str(prefix.root), *stuck, "--metrics-file", str(metrics), *options],
         env={"JOURNAL_STREAM": "8:1234"},
         timeout=HANG,
     )
 
-    assert result.returncode == 3, result.stderr
+
+def test_a_run_stuck_on_a_local_read_ends_at_the_deadline_with_the_config_kept(
+    gitlab, make, cli, tmp_path
+):
+    """The process ends at --deadline (+ --lock-timeout) + its grace, as a run with GitLab
+    failing does: the config kept, exit 0 (the runner starts with it), and not healthy."""
+    prefix = synced(gitlab, make, cli)
+    config = prefix.output.read_bytes()
+    metrics = tmp_path / "metrics.prom"
+
+    result = run_stuck(prefix, stuck_plugin(tmp_path), metrics)
+
+    assert result.returncode == 0, result.stderr
     (line,) = result.stderr.splitlines()
     assert line.startswith("<3>event=error ") and "passed its deadline" in line, line
     assert prefix.output.read_bytes() == config
     assert gitlab.mutating_requests() == []
     status = cli(prefix, "status", "--json")
-    assert status.returncode == 3
-    assert json.loads(status.stdout)["last_run"]["exit_status"] == 3
+    assert status.returncode == 3  # not known: the runners were not checked
+    assert json.loads(status.stdout)["last_run"]["exit_status"] == 0
+    assert json.loads(status.stdout)["healthy"] is False
+    assert 'register_runner_last_run_exit_code{instance="main"} 0' in metrics.read_text()
+    assert 'register_runner_config_kept{instance="main"} 1' in metrics.read_text()
+    assert 'register_runner_healthy{instance="main"} 0' in metrics.read_text()
+
+
+@pytest.mark.parametrize("case", ["fresh host", "--strict"])
+def test_a_stuck_run_with_no_config_to_keep_or_strict_ends_with_exit_3(
+    gitlab, make, cli, tmp_path, case
+):
+    prefix = make() if case == "fresh host" else synced(gitlab, make, cli)
+    metrics = tmp_path / "metrics.prom"
+    options = ("--strict",) if case == "--strict" else ()
+
+    result = run_stuck(prefix, stuck_plugin(tmp_path), metrics, *options)
+
+    assert result.returncode == 3, result.stderr
+    assert "passed its deadline" in result.stderr
+    assert gitlab.mutating_requests() == []
     assert 'register_runner_last_run_exit_code{instance="main"} 3' in metrics.read_text()
 
 

@@ -203,6 +203,35 @@ def test_a_full_disk_under_the_metrics_file_does_not_fail_the_run(
     assert "No space left on device" in line
 
 
+def test_unregister_and_reset_token_count_their_changes(gitlab, make, cli, tmp_path):
+    prefix = make(executors={"a": 'executor = "shell"\n', "b": 'executor = "shell"\n'})
+    metrics_file = tmp_path / "rr.prom"
+    assert cli(prefix, "sync", "--metrics-file", str(metrics_file)).returncode == 0
+
+    rotated = cli(prefix, "reset-token", "--runner", "a", "--metrics-file", str(metrics_file))
+
+    assert rotated.returncode == 0, rotated.stderr
+    assert changes(metrics(metrics_file)) == {
+        "create": 2,
+        "update": 0,
+        "rotate": 1,
+        "recreate": 0,
+        "delete": 0,
+    }
+    assert value(metrics(metrics_file), "register_runner_healthy") == 1
+
+    removed = cli(prefix, "unregister", "--runner", "b", "--metrics-file", str(metrics_file))
+
+    assert removed.returncode == 0, removed.stderr
+    assert changes(metrics(metrics_file)) == {
+        "create": 2,
+        "update": 0,
+        "rotate": 1,
+        "recreate": 0,
+        "delete": 1,
+    }
+
+
 def gauges_agree_with_status(cli, prefix, metrics_file) -> dict:
     """The metrics file's verdict and exit code are what ``status --json`` says; returns
     the document."""
@@ -266,3 +295,15 @@ def test_metrics_the_python_api_cannot_write_are_a_warning_of_the_result(gitlab,
     (warning,) = [w for w in result.warnings if "metrics not written" in w]
     assert str(metrics_file) in warning
     assert register_runner.status(prefix.root).exit_status == 0
+
+
+def test_a_python_api_retry_not_needed_writes_no_metrics(gitlab, prefix, tmp_path):
+    """As sync --retry-only: it ran nothing, so the metrics go on describing the run that
+    did (here: none were asked for then)."""
+    metrics_file = tmp_path / "register-runner-main.prom"
+    assert register_runner.sync(prefix.root, prefix.instance).exit_status == 0
+
+    result = register_runner.sync(prefix.root, retry_only=True, metrics_file=metrics_file)
+
+    assert result.exit_status == 0 and result.recorded is None
+    assert not metrics_file.exists()

@@ -355,16 +355,14 @@ def test_odd_server_errors_are_transient(tmp_path, status):
 
     with Recorder(answer) as gitlab:
         prefix = make_prefix(tmp_path / "p", gitlab.url, TOKEN)
-        result = run(prefix, "sync", "--deadline", "1")
+        # 408: time for a retry, which is sent only while half a second is left.
+        result = run(prefix, "sync", "--deadline", "2")
     assert result.returncode == 3, result.stderr
     assert f"create shell: {gitlab.url}: create runner: " in result.stderr
     creates = [r for r in gitlab.requests if r[:2] == ("POST", "/api/v4/user/runners")]
     if status == 408:
-        # The request never reached GitLab: sent again until the deadline (which may cut
-        # the last try short, and then names itself).
-        assert f"GitLab answered {status}; gave up after" in result.stderr or (
-            "no complete answer within the 1 s deadline" in result.stderr
-        )
+        # The request never reached GitLab: sent again while the deadline allows.
+        assert f"GitLab answered {status}; gave up after" in result.stderr
         assert len(creates) >= 2
     else:  # GitLab may have acted: never sent again in the run, journaled for the next
         assert f"GitLab answered {status}; it may have acted" in result.stderr

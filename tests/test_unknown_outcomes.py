@@ -232,3 +232,174 @@ def test_reads_keep_their_retries_while_the_create_is_settled(gitlab, prefix, cl
     assert [q.status for q in _sent(gitlab, "GET", f"/runners/{made.id}")] == [503, 200]
     assert [r.id for r in gitlab.runners()] == [made.id]
     assert prefix.runner("shell")["token"] == gitlab.runner(made.id).token
+
+
+RESET_BY_ID = r"^/runners/\d+/reset_authentication_token$"
+
+
+def _resets_lost(gitlab, count, *, acted):
+    """The next ``count`` resets by id answered 500 (after GitLab acted, or not), and the
+    verifications that would settle them in the run unanswered (a 404: no retry, the
+    verdict unknown), so that only the journal can settle them."""
+    if acted:
+        gitlab.misbehave(
+            "garbage", method="POST", path=RESET_BY_ID, status=500, count=count, body=b"{}"
+        )
+    else:
+        gitlab.fail_next(count=count, status=500, method="POST", path=RESET_BY_ID)
+    gitlab.fail_next(count=count, status=404, method="POST", path=r"^/runners/verify$")
+
+
+def test_reset_token_answered_500_after_acting_is_settled_next_run_without_a_new_runner(
+    gitlab, make, cli
+):
+    prefix = make(executors={"a": SHELL, "b": SHELL})
+    assert cli(prefix).returncode == 0
+    ids = sorted(r.id for r in gitlab.runners())
+    before = prefix.output.read_bytes()
+    _resets_lost(gitlab, 2, acted=True)
+
+    first = cli(prefix, "reset-token")
+
+    # GitLab failing, never "a person must act"; the config keeps the (now dead) tokens.
+    assert first.returncode == 3, first.stderr
+    for stem in ("a", "b"):
+        assert f"WARNING rotate {stem}: {gitlab.url}: reset token of runner" in first.stderr
+    assert "journaled: the next run asks GitLab about the old token first" in first.stderr
+    assert sorted(_state(prefix)["pending_resets"]) == ["a", "b"]
+    assert prefix.output.read_bytes() == before
+    assert all(gitlab.runner(i).token not in before.decode() for i in ids)  # GitLab acted
+    status = cli(prefix, "status")
+    assert status.returncode == 3, status.stdout  # not known: the reset's outcome is open
+
+    second = cli(prefix)
+
+    # Two of two tokens rejected, both runners still listed with the marker: that is the
+    # mass-invalid guard's "GitLab-side" case, unless the journal explains the 403s.
+    assert second.returncode == 0, second.stderr
+    assert "held by the mass-invalid guard" not in second.stderr
+    assert "event=reset_settled runner=a" in second.stderr
+    assert "event=reset_settled runner=b" in second.stderr
+    assert sorted(r.id for r in gitlab.runners()) == ids  # kept: no new runner, none lost
+    for stem in ("a", "b"):
+        runner = prefix.runner(stem)
+        assert runner["token"] == gitlab.runner(runner["id"]).token
+    assert "pending_resets" not in _state(prefix)
+    assert cli(prefix, "status").returncode == 0
+    gitlab.clear_requests()
+    assert cli(prefix).returncode == 0
+    assert gitlab.mutating_requests() == []
+
+
+def test_reset_token_answered_500_without_acting_is_settled_next_run_without_a_reset(
+    gitlab, prefix, cli
+):
+    assert cli(prefix).returncode == 0
+    entry = prefix.runner("shell")
+    _resets_lost(gitlab, 1, acted=False)
+
+    first = cli(prefix, "reset-token")
+
+    assert first.returncode == 3, first.stderr
+    assert sorted(_state(prefix)["pending_resets"]) == ["shell"]
+    assert [q.status for q in _sent(gitlab, "POST", "/runners/verify")][-1] == 404
+    gitlab.clear_requests()
+
+    second = cli(prefix)
+
+    # The old token is accepted: the reset did not happen, and is not sent by sync.
+    assert second.returncode == 0, second.stderr
+    assert "event=reset_settled" not in second.stderr
+    assert gitlab.mutating_requests() == []
+    assert prefix.runner("shell")["token"] == entry["token"] == gitlab.runners()[0].token
+    assert "pending_resets" not in _state(prefix)
+
+
+def test_a_lost_reset_of_a_lone_runner_is_settled_by_resetting_it_not_by_a_new_runner(
+    gitlab, prefix, cli
+):
+    assert cli(prefix).returncode == 0
+    entry = prefix.runner("shell")
+    _resets_lost(gitlab, 1, acted=True)
+    assert cli(prefix, "reset-token").returncode == 3
+    gitlab.clear_requests()
+
+    result = cli(prefix)
+
+    # One token rejected is no mass-invalid: without the journal it would be recreated.
+    assert result.returncode == 0, result.stderr
+    assert "event=reset_settled runner=shell" in result.stderr
+    assert [r.id for r in gitlab.runners()] == [entry["id"]]
+    assert _sent(gitlab, "POST", "/user/runners") == []
+    assert prefix.runner("shell")["token"] == gitlab.runner(entry["id"]).token
+
+
+def test_a_journaled_reset_of_a_runner_gitlab_gave_to_another_host_resets_nothing(
+    gitlab, make, cli
+):
+    prefix = make(executors={"a": SHELL, "b": SHELL})
+    assert cli(prefix).returncode == 0
+    _resets_lost(gitlab, 2, acted=True)
+    assert cli(prefix, "reset-token").returncode == 3
+    # A GitLab restored from a backup hands the ids out again, to other hosts' runners.
+    gitlab.forget_runners()
+    gitlab.reset_ids()
+    others = [gitlab.add_runner(description=f"elsewhere {n}") for n in (1, 2)]
+    gitlab.clear_requests()
+
+    result = cli(prefix)
+
+    assert result.returncode == 0, result.stderr
+    assert "event=reset_settled" not in result.stderr
+    assert not [q for q in gitlab.mutating_requests() if "reset_authentication" in q.path]
+    for other in others:
+        assert gitlab.runner(other.id).token == other.token  # left alone
+    assert "pending_resets" not in _state(prefix)
+    assert {r["id"] for r in prefix.runners()}.isdisjoint(o.id for o in others)
+
+
+def test_recovery_of_a_project_runner_never_takes_an_instance_runner(gitlab, make, cli):
+    # GitLab lists the instance runners under /projects/:id/runners too: recovery asks for
+    # the project's own (type=project_type), or a twin there would be adopted or deleted.
+    prefix = make(client_extra='runner_type = "project_type"\nproject_id = 7\n')
+    _error_after_acting(gitlab, 500, "POST", r"^/user/runners$")
+    assert cli(prefix).returncode == 3
+    (made,) = gitlab.runners()
+    twin = gitlab.add_runner(
+        "instance_type", description=made.description, maintenance_note=made.maintenance_note
+    )
+
+    result = cli(prefix)
+
+    assert result.returncode == 0, result.stderr
+    assert prefix.runner("shell")["id"] == made.id
+    assert gitlab.runner(twin.id) is not None  # not this prefix's project runner: left alone
+    listed = [q for q in gitlab.requests if q.path == "/projects/7/runners"]
+    assert listed and all(q.query.get("type") == "project_type" for q in listed)
+
+
+def test_a_runner_gone_between_recoverys_list_and_its_read_is_created_anew(gitlab, prefix, cli):
+    import threading
+
+    _error_after_acting(gitlab, 500, "POST", r"^/user/runners$")
+    assert cli(prefix).returncode == 3
+    (made,) = gitlab.runners()
+    block = gitlab.block(method="GET", path=rf"^/runners/{made.id}$", when="before")
+    results = {}
+    run = threading.Thread(target=lambda: results.setdefault("sync", cli(prefix)))
+    run.start()
+    try:
+        assert block.reached.wait(30)  # listed by recovery, about to be read
+        gitlab.forget_runners([made.id])  # deleted by hand meanwhile: the read is a 404
+    finally:
+        block.release()
+        run.join(60)
+
+    result = results["sync"]
+    # The 404 is an answer: not this host's runner to adopt; the create is sent again.
+    assert result.returncode == 0, result.stderr
+    assert "internal error" not in result.stderr
+    (now,) = gitlab.runners()
+    assert now.id != made.id
+    assert prefix.runner("shell")["id"] == now.id
+    assert _state(prefix)["pending_creates"] == {}

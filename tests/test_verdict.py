@@ -4,7 +4,9 @@ by GitLab's answers, the access token checked on every sync, and one health verd
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 
 from test_status import metrics
 
@@ -219,3 +221,127 @@ def test_a_fresh_host_gitlab_could_not_serve_yet_is_not_known_rather_than_broken
     gitlab.up()
     assert cli(prefix, "sync", "--metrics-file", str(metrics_file)).returncode == 0
     assert health(prefix, cli, metrics_file)[0] == 0
+
+
+# -- the guard's edges: how many, and what GitLab says of each -----------------------------
+
+
+def test_two_of_three_tokens_refused_is_mass_invalid_and_held(gitlab, make, cli, tmp_path):
+    prefix = make(executors={"a": SHELL, "b": SHELL, "c": SHELL})
+    assert cli(prefix).returncode == 0
+    for stem in "ab":
+        gitlab.revoke_runner_token(prefix.runner(stem)["id"])
+    before = prefix.output.read_bytes(), prefix.output.stat().st_mtime_ns
+    metrics_file = tmp_path / "rr.prom"
+    gitlab.clear_requests()
+
+    result = cli(prefix, "sync", "--metrics-file", str(metrics_file))
+
+    assert result.returncode == 3, result.stderr
+    assert (
+        "held by the mass-invalid guard: GitLab still lists these runners (a, b)" in result.stderr
+    )
+    assert "rejected 2 of 3 runner tokens" in result.stderr
+    assert gitlab.mutating_requests() == []
+    assert (prefix.output.read_bytes(), prefix.output.stat().st_mtime_ns) == before
+    code, report = health(prefix, cli, metrics_file)
+    assert code == 1 and verdicts(report) == {"a": "held", "b": "held", "c": "valid"}
+
+
+def test_one_of_two_tokens_refused_is_not_mass_invalid(gitlab, make, cli, tmp_path):
+    prefix = make(executors={"a": SHELL, "b": SHELL})
+    assert cli(prefix).returncode == 0
+    old = {stem: prefix.runner(stem)["id"] for stem in "ab"}
+    gitlab.revoke_runner_token(old["a"])
+    metrics_file = tmp_path / "rr.prom"
+
+    result = cli(prefix, "sync", "--metrics-file", str(metrics_file))
+
+    assert result.returncode == 0, result.stderr
+    assert "mass-invalid" not in result.stderr
+    assert prefix.runner("a")["id"] not in old.values() and gitlab.runner(old["a"]) is None
+    assert prefix.runner("b")["id"] == old["b"]
+    code, report = health(prefix, cli, metrics_file)
+    assert code == 0 and verdicts(report) == {"a": "valid", "b": "valid"}
+
+
+def test_gitlab_not_answering_about_the_refused_runners_holds(gitlab, make, cli, tmp_path):
+    prefix = make(executors={"a": SHELL, "b": SHELL})
+    assert cli(prefix).returncode == 0
+    for runner in gitlab.runners():
+        gitlab.revoke_runner_token(runner.id)
+    gitlab.fail_next(count=1000, status=503, method="GET", path=r"^/runners/\d+$")
+    before = prefix.output.read_bytes()
+    metrics_file = tmp_path / "rr.prom"
+    gitlab.clear_requests()
+
+    result = cli(prefix, "sync", "--deadline", "2", "--metrics-file", str(metrics_file))
+
+    assert result.returncode == 3, result.stderr
+    assert "held by the mass-invalid guard" in result.stderr
+    assert "GitLab did not answer about these runners (a, b)" in result.stderr
+    assert gitlab.mutating_requests() == [] and prefix.output.read_bytes() == before
+    code, report = health(prefix, cli, metrics_file)
+    assert code == 1 and verdicts(report) == {"a": "held", "b": "held"}
+
+
+def test_one_runner_gone_and_one_still_listed_holds_both(gitlab, make, cli, tmp_path):
+    """Only a proof for every refused token releases the guard: one runner GitLab still
+    lists as this host's says the 403s may be GitLab's."""
+    prefix = make(executors={"a": SHELL, "b": SHELL})
+    assert cli(prefix).returncode == 0
+    for runner in gitlab.runners():
+        gitlab.revoke_runner_token(runner.id)
+    gitlab.forget_runners([prefix.runner("a")["id"]])
+    metrics_file = tmp_path / "rr.prom"
+    gitlab.clear_requests()
+
+    result = cli(prefix, "sync", "--metrics-file", str(metrics_file))
+
+    assert result.returncode == 3, result.stderr
+    assert "GitLab still lists these runners (b)" in result.stderr
+    assert gitlab.mutating_requests() == []
+    code, report = health(prefix, cli, metrics_file)
+    assert code == 1 and verdicts(report) == {"a": "held", "b": "held"}
+
+
+def test_a_bad_executor_file_while_the_guard_holds_changes_nothing_either(
+    gitlab, make, cli, tmp_path
+):
+    prefix = make(executors={"a": SHELL, "b": SHELL, "c": SHELL})
+    assert cli(prefix).returncode == 0
+    for runner in gitlab.runners():
+        gitlab.revoke_runner_token(runner.id)
+    broken = prefix.write_executor("c", "executor = [\n")
+    before = prefix.output.read_bytes()
+    metrics_file = tmp_path / "rr.prom"
+    gitlab.clear_requests()
+
+    result = cli(prefix, "sync", "--metrics-file", str(metrics_file))
+
+    assert result.returncode == 2, result.stderr  # a person must fix the file first
+    assert str(broken) in result.stderr
+    assert "GitLab still lists these runners (a, b)" in result.stderr
+    assert gitlab.mutating_requests() == [] and prefix.output.read_bytes() == before
+    code, report = health(prefix, cli, metrics_file)
+    assert code == 1 and verdicts(report)["a"] == verdicts(report)["b"] == "held"
+
+
+def test_a_busy_lock_is_recorded_and_exported_as_not_known(gitlab, prefix, cli, tmp_path):
+    assert cli(prefix).returncode == 0
+    metrics_file = tmp_path / "rr.prom"
+    lock = os.open(prefix.root / ".register-runner" / "main.lock", os.O_RDWR)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another run holds it
+        result = cli(prefix, "sync", "--lock-timeout", "0", "--metrics-file", str(metrics_file))
+    finally:
+        os.close(lock)
+
+    assert result.returncode == 3 and "holds the lock" in result.stderr, result.stderr
+    code, report = health(prefix, cli, metrics_file)
+    assert code == 3 and report["last_run"]["exit_status"] == 3
+    assert verdicts(report) == {"shell": "unknown"}
+    exit_code = metrics(metrics_file)[
+        ("register_runner_last_run_exit_code", frozenset({("instance", "main")}))
+    ]
+    assert exit_code == 3

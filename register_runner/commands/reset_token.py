@@ -9,7 +9,7 @@ from .. import api, report
 from . import network_options
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> api.Result:
     result = api.reset_token(
         args.prefix,
         args.instance,
@@ -18,4 +18,4 @@ def run(args: argparse.Namespace) -> int:
         lock_timeout=args.lock_timeout,
     )
     report.emit_result(args.json, result, table_asked=args.table)
-    return result.exit_status
+    return result  # with the run it recorded, for the metrics

@@ -13,7 +13,7 @@ from . import network_options
 log = logging.getLogger(__name__)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> api.Result:
     result = api.unregister(
         args.prefix,
         args.instance,
@@ -30,4 +30,4 @@ def run(args: argparse.Namespace) -> int:
                 "runner for it; remove or move the file to keep it unregistered",
                 folder / f"{stem}.toml",
             )
-    return result.exit_status
+    return result  # with the run it recorded, for the metrics

@@ -56,6 +56,7 @@ from .runners import (
 from .state import (
     PendingCreate,
     PendingDelete,
+    PendingReset,
     State,
     StoredRunner,
     UnwrittenToken,
@@ -87,6 +88,7 @@ __all__ = [
     "Outcome",
     "PendingCreate",
     "PendingDelete",
+    "PendingReset",
     "Plan",
     "PruneResult",
     "RateLimits",

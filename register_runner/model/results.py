@@ -53,12 +53,15 @@ class Outcome:
     entries: int = 0
     warnings: list[str] = field(default_factory=list)
     state: State = field(default_factory=State)  # as saved
+    # What observe said already: logged once per run, not again by apply.
+    said_before: tuple[str, ...] = ()
 
     def warn(self, message: str) -> None:
         """Say it once per run."""
         if message not in self.warnings:
             self.warnings.append(message)
-            log.warning("%s", message)
+            if message not in self.said_before:
+                log.warning("%s", message)
 
     def refuse(self, message: str) -> None:
         self.refused.append(message)
@@ -113,7 +116,7 @@ class Result:
     # were while the others converged.
     errors: tuple[str, ...] = ()
     rate_limits: RateLimits = field(default_factory=RateLimits)  # 429s met, seconds waited
-    recorded: Optional[Run] = None  # sync: the last-run record it wrote
+    recorded: Optional[Run] = None  # sync, unregister, reset-token: the last-run record
 
 
 @dataclass(frozen=True)

@@ -119,6 +119,23 @@ class PendingCreate:
 
 
 @dataclass(frozen=True)
+class PendingReset:
+    """Written before a token reset: if its answer is lost (or a 5xx), GitLab may have
+    issued a new token and killed the one this host holds. The next run settles it by
+    the old token's verdict and the runner's marker (``observe.settle_resets``)."""
+
+    id: int
+    url: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "url": self.url}
+
+    @classmethod
+    def from_json(cls, data: Any) -> PendingReset:
+        return cls(typed(data["id"], int), typed(data["url"], str))
+
+
+@dataclass(frozen=True)
 class UnwrittenToken:
     """A token GitLab issued (create, rotation, recovery) that has not reached the config
     yet: kept in the state first, so that a config write that fails (full disk, a folder
@@ -160,6 +177,7 @@ class State:
     # stem → the credentials file written for a runner that is not gitlab-runner: removed
     # with its runner, also once its executor file (which named it) is gone.
     credentials_files: dict[str, str] = field(default_factory=dict)
+    pending_resets: dict[str, PendingReset] = field(default_factory=dict)  # by stem
     # What the file holds, as loaded or last saved: saving an unchanged state neither
     # encodes nor reads it again (a run saves several times). The values are frozen and
     # never changed in place, so copies of the containers are a faithful record.
@@ -179,4 +197,5 @@ class State:
             list(self.pending_deletes),
             dict(self.unwritten),
             dict(self.credentials_files),
+            dict(self.pending_resets),
         )

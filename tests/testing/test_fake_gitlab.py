@@ -183,7 +183,10 @@ def test_roles(gl, api, admin):
     # group and project lists
     assert [r["id"] for r in api.get("/groups/42/runners", owner).json()] == [1, instance]
     assert api.get("/groups/43/runners", owner).status_code == 403
-    assert [r["id"] for r in api.get("/projects/7/runners", maint).json()] == [2]
+    # A project's list has the instance runners too, as GitLab's (owned_or_instance_wide).
+    assert [r["id"] for r in api.get("/projects/7/runners", maint).json()] == [2, instance]
+    params = {"type": "project_type"}
+    assert [r["id"] for r in api.get("/projects/7/runners", maint, params=params).json()] == [2]
     assert api.get("/projects/7/runners", owner).status_code == 403
 
     # details, update, delete need the role; instance runners are readable by anyone
@@ -271,6 +274,18 @@ def test_create_runner_validation(gl, api, admin, fields, message):
     else:
         assert isinstance(resp.json().get("message", resp.json().get("error")), str)
     assert gl.runners() == []
+
+
+def test_create_runner_ignores_the_deprecated_active(gl, api, admin):
+    # POST /user/runners declares paused only (not PUT's and legacy POST /runners'
+    # deprecated active): Grape drops an undeclared parameter, with or without paused.
+    for fields in ({"active": False}, {"active": False, "paused": False}):
+        resp = create(api, admin, **fields)
+        assert resp.status_code == 201, resp.text
+        assert gl.runner(resp.json()["id"]).paused is False
+    resp = create(api, admin, active=True, paused=True)
+    assert resp.status_code == 201, resp.text
+    assert gl.runner(resp.json()["id"]).paused is True
 
 
 def test_create_runner_boundaries_are_accepted(gl, api, admin):
@@ -910,8 +925,7 @@ def test_block_before_holds_state_changes(gl, admin):
             )
             for _ in range(2)
         ]
-        assert block.reached.wait(5)
-        time.sleep(0.1)
+        assert block.wait_hits(2, 30)  # both held, neither acted on
         assert gl.runners() == [] and block.hits == 2
         block.release()
         assert [f.result().status_code for f in futures] == [201, 201]

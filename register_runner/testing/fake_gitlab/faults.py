@@ -27,6 +27,7 @@ class Block:
         self.when = when
         self.reached = threading.Event()
         self.hits = 0
+        self._hit = threading.Condition()
         self._released = threading.Event()
 
     def matches(self, method: str, path: str) -> bool:
@@ -43,8 +44,16 @@ class Block:
         self._released.set()
         self._owner._remove_block(self)
 
+    def wait_hits(self, count: int, timeout: float = 30) -> bool:
+        """Wait until ``count`` requests in all have been held here; whether they were
+        within ``timeout``."""
+        with self._hit:
+            return self._hit.wait_for(lambda: self.hits >= count, timeout)
+
     def _hold(self) -> None:
-        self.hits += 1
+        with self._hit:
+            self.hits += 1
+            self._hit.notify_all()
         self.reached.set()
         # Bounded so that a forgotten block cannot hang a test run forever.
         self._released.wait(600)

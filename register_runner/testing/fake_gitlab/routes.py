@@ -96,7 +96,8 @@ class _Routes(_Store):
         else:
             allowed = user.admin
             gid = pid = None
-        attrs = _runner_attrs(fields)
+        # POST /user/runners declares paused only: Grape drops the deprecated active.
+        attrs = _runner_attrs({k: v for k, v in fields.items() if k != "active"})
         if not allowed:
             raise _ApiError(403)
         errors = _model_errors(
@@ -204,8 +205,12 @@ class _Routes(_Store):
         if not (user.admin or pid in user.projects):
             raise _ApiError(403)
 
+        # GitLab's Ci::Runner.owned_or_instance_wide: the project's own runners, its
+        # groups' (the fake has no project-group hierarchy) and the instance runners.
         def visible(r: _RunnerState) -> bool:
-            return r.runner_type == "project_type" and r.project_id == pid
+            return r.runner_type == "instance_type" or (
+                r.runner_type == "project_type" and r.project_id == pid
+            )
 
         return self._paginate(ctx, self._filtered(ctx, visible, SCOPES))
 
